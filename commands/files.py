@@ -1,0 +1,63 @@
+"""Reading import files: JSON lines or CSV, each record numbered by the line it starts on."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TextIO
+
+from journey.errors import InputError
+
+Record = tuple[int, dict[str, Any] | InputError]
+
+
+def read_records(path: str) -> Iterator[Record]:
+    """Each record of a file (``-`` is standard input, read as JSON lines)."""
+    if path == "-":
+        yield from read_jsonl(sys.stdin)
+        return
+    with Path(path).open(encoding="utf-8", newline="") as handle:
+        if path.lower().endswith(".csv"):
+            yield from read_csv(handle)
+        else:
+            yield from read_jsonl(handle)
+
+
+def read_jsonl(handle: TextIO) -> Iterator[Record]:
+    for number, line in enumerate(handle, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line, parse_float=Decimal)
+        except json.JSONDecodeError as exc:
+            yield number, InputError("(line)", f"not valid JSON: {exc.msg} at column {exc.colno}")
+
+
+def read_csv(handle: TextIO) -> Iterator[Record]:
+    """CSV with a header of field names; an empty cell is an absent field, and
+    ``personal.name``-style columns fill the ``personal`` object."""
+    reader = csv.DictReader(handle)
+    start = 2
+    for row in reader:
+        if None in row:
+            yield start, InputError("(line)", "has more cells than the header has names")
+        else:
+            yield start, unflatten(row)
+        start = reader.line_num + 1
+
+
+def unflatten(row: dict[str, str | None]) -> dict[str, Any]:
+    record: dict[str, Any] = {}
+    for name, value in row.items():
+        if value is None or value == "":
+            continue
+        if "." in name:
+            outer, inner = name.split(".", 1)
+            record.setdefault(outer, {})[inner] = value
+        else:
+            record[name] = value
+    return record

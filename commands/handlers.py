@@ -1,0 +1,274 @@
+"""Command handlers: turn valid commands into recorded events.
+
+A ``UnitOfWork`` loads the aggregates a batch of commands touches (a few queries for the
+whole batch), applies the commands in input order to those in-memory aggregates, runs the
+policies (implicit identification, referral conversion), and saves everything in large
+transactions. A command that fails changes nothing: its guards run before any event is
+triggered, and a customer it would have created is dropped.
+"""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from eventsourcing.persistence import IntegrityError
+
+from commands.models import Command, Purchase, Referral
+from journey.application import JourneyApplication
+from journey.customer import Customer
+from journey.errors import InputError, RetryableConflict
+from journey.events import USER_EVENT_CLASSES, CustomerEvent
+from journey.referrals import Referrers, index_id
+
+Clock = Callable[[], datetime]
+SAVE_BATCH_EVENTS = 5000
+RETRIES = 5
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def default_actor() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in some containers
+        return "unknown"
+
+
+@dataclass
+class Rejected:
+    """One input the engine refused, with every reason."""
+
+    line: int
+    errors: list[InputError]
+    raw: Any = None
+    source: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        where = {"file": self.source} if self.source else {}
+        return {**where, "line": self.line, "errors": [e.as_dict() for e in self.errors]}
+
+
+@dataclass
+class Outcome:
+    """What became of a batch of inputs."""
+
+    stored: int = 0
+    duplicates: int = 0
+    rejected: list[Rejected] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    derived: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "stored": self.stored,
+            "derived": self.derived,
+            "duplicates": self.duplicates,
+            "rejected": len(self.rejected),
+            "errors": [r.as_dict() for r in self.rejected],
+        }
+
+
+class UnitOfWork:
+    """In-memory aggregates for one batch of commands, saved together."""
+
+    def __init__(self, app: JourneyApplication, actor: str, clock: Clock = utc_now):
+        self.app = app
+        self.actor = actor
+        self.clock = clock
+        self.aggregates: dict[str, Any] = {}
+        self.looked_up: set[str] = set()
+        self.derived = 0
+
+    def preload(self, commands: Iterable[Command]) -> None:
+        """Load every aggregate the commands may touch, in a few queries."""
+        wanted: set[str] = set()
+        for command in commands:
+            wanted.add(command.customer_id)
+            if isinstance(command, Purchase):
+                wanted.add(index_id(command.customer_id))
+            elif isinstance(command, Referral):
+                wanted.add(command.referred_customer_id)
+                wanted.add(index_id(command.referred_customer_id))
+        self._load(wanted - self.looked_up)
+
+    def handle(self, command: Command) -> bool:
+        """Apply one command; False when it is a retry of an event already recorded."""
+        customer = self._get(command.customer_id)
+        new = customer is None
+        if new and command.type == "identified":
+            customer = Customer.identify(
+                command.customer_id, **self._envelope(command), **command.payload()
+            )
+            self.aggregates[customer.id] = customer
+            return True
+        if new:
+            customer = self._implicit(command.customer_id, command.occurred_at)
+        recorded = customer.record(
+            USER_EVENT_CLASSES[command.type], **self._envelope(command), payload=command.payload()
+        )
+        if new:
+            self.aggregates[customer.id] = customer
+            self.derived += 1
+        if recorded and isinstance(command, Referral):
+            self._after_referral(customer, command)
+        elif recorded and isinstance(command, Purchase):
+            self._after_purchase(customer)
+        return recorded
+
+    def pending(self) -> int:
+        return sum(len(a.pending_events) for a in self.aggregates.values())
+
+    def save(self, batch_events: int = SAVE_BATCH_EVENTS) -> list[int]:
+        """Save every pending event, many per transaction; returns their positions."""
+        positions: list[int] = []
+        batch: list[Any] = []
+        size = 0
+        for aggregate in self.aggregates.values():
+            if aggregate.pending_events:
+                batch.append(aggregate)
+                size += len(aggregate.pending_events)
+            if size >= batch_events:
+                positions += self._save(batch)
+                batch, size = [], 0
+        if batch:
+            positions += self._save(batch)
+        return positions
+
+    def _save(self, batch: list[Any]) -> list[int]:
+        recordings = self.app.save(*batch)
+        return [r.notification.id for r in recordings if isinstance(r.domain_event, CustomerEvent)]
+
+    def _envelope(self, command: Command) -> dict[str, Any]:
+        return {
+            "occurred_at": command.occurred_at,
+            "actor": self.actor,
+            "timestamp": self.clock(),
+            "event_id": command.event_id,
+        }
+
+    def _implicit(self, customer_id: str, occurred_at: datetime, **fields: Any) -> Customer:
+        """The `identified` the store records first for a customer it has not seen."""
+        identity = {
+            "source": "implicit",
+            "referred_by": None,
+            "acquisition_cost": None,
+            "personal": None,
+            **fields,
+        }
+        return Customer.identify(
+            customer_id,
+            occurred_at=occurred_at,
+            actor=self.actor,
+            timestamp=self.clock(),
+            event_id=None,
+            **identity,
+        )
+
+    def _after_referral(self, referrer: Customer, command: Referral) -> None:
+        referred_id = command.referred_customer_id
+        referred = self._get(referred_id)
+        if referred is None:
+            referred = self._implicit(
+                referred_id, command.occurred_at, source="referral", referred_by=referrer.id
+            )
+            self.aggregates[referred_id] = referred
+            self.derived += 1
+        index = self._get(index_id(referred_id))
+        if index is None:
+            index = Referrers.open(referred_id, referrer.id, command.occurred_at)
+            self.aggregates[index.id] = index
+        else:
+            index.note(referrer.id, command.occurred_at)
+        self._convert(referrer, referred, index.referrers[referrer.id])
+
+    def _after_purchase(self, buyer: Customer) -> None:
+        index = self._get(index_id(buyer.id))
+        if index is None:
+            return
+        for referrer_id, referred_at in index.referrers.items():
+            self._convert(self._get(referrer_id), buyer, referred_at)
+
+    def _convert(self, referrer: Customer, referred: Customer, referred_at: datetime) -> None:
+        bought_at = referred.first_purchase_since(referred_at)
+        if bought_at is not None and referrer.convert_referral(
+            referred.id, occurred_at=bought_at, actor=self.actor, timestamp=self.clock()
+        ):
+            self.derived += 1
+
+    def _get(self, aggregate_id: str) -> Any:
+        if aggregate_id not in self.looked_up:
+            self._load({aggregate_id})
+        return self.aggregates.get(aggregate_id)
+
+    def _load(self, ids: set[str]) -> None:
+        if ids:
+            self.aggregates.update(self.app.load_many(ids))
+            self.looked_up |= ids
+
+
+def record_batch(
+    app: JourneyApplication,
+    commands: list[tuple[int, Command]],
+    *,
+    actor: str,
+    skip_invalid: bool,
+    clock: Clock = utc_now,
+    on_progress: Callable[[int], None] | None = None,
+) -> Outcome:
+    """Record a batch of numbered commands as one validated whole.
+
+    Every command is applied in memory first; if any fails and ``skip_invalid`` is off,
+    nothing is saved. A concurrent writer that got to a customer first makes the save
+    fail; the whole batch is then applied again from the store, where the other writer's
+    events count as already recorded.
+    """
+    for _attempt in range(RETRIES):
+        uow = UnitOfWork(app, actor, clock)
+        outcome = apply_all(uow, commands, on_progress)
+        if outcome.rejected and not skip_invalid:
+            return outcome
+        try:
+            outcome.positions = uow.save()
+        except IntegrityError:
+            continue
+        outcome.stored = len(outcome.positions)
+        outcome.derived = uow.derived
+        return outcome
+    raise RetryableConflict(
+        "another writer kept changing the same customers; sending the same input again is safe"
+    )
+
+
+def apply_all(
+    uow: UnitOfWork,
+    commands: list[tuple[int, Command]],
+    on_progress: Callable[[int], None] | None = None,
+) -> Outcome:
+    outcome = Outcome()
+    uow.preload(command for _, command in commands)
+    for line, command in commands:
+        try:
+            if not uow.handle(command):
+                outcome.duplicates += 1
+        except InputError as error:
+            outcome.rejected.append(Rejected(line, [error]))
+        if on_progress:
+            on_progress(1)
+    return outcome
+
+
+def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

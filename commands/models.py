@@ -1,0 +1,279 @@
+"""Input models: the only place raw input becomes something the engine will accept.
+
+One pydantic model per event type of DOMAIN.md §2, joined in a union discriminated by
+``type``. Every rule of "Bad input" that can be judged from the input alone is here;
+the rules that need the customer's history (refunds, complaint lifecycle, retries and
+conflicts) are the aggregate's.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
+
+from journey.errors import InputError
+
+CUSTOMER_ID = re.compile(r"[A-Za-z0-9._:@-]+")
+
+
+def check_customer_id(value: str) -> str:
+    if not value:
+        raise ValueError("must not be empty")
+    if len(value) > 64:
+        raise ValueError(f"is {len(value)} characters long; at most 64 are allowed")
+    if not CUSTOMER_ID.fullmatch(value):
+        raise ValueError("may contain only letters, digits and . _ : @ -")
+    return value
+
+
+def parse_time(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an ISO 8601 time") from None
+    else:
+        raise ValueError("must be an ISO 8601 time string, e.g. 2025-03-01T10:00:00Z")
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise ValueError(f"{value!s} has no time zone (add Z or an offset such as +01:00)")
+    return parsed
+
+
+def refuse_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true/false")
+    return value
+
+
+CustomerId = Annotated[str, AfterValidator(check_customer_id)]
+Time = Annotated[datetime, BeforeValidator(parse_time)]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+Amount = Annotated[
+    Decimal, BeforeValidator(refuse_bool), Field(gt=0, max_digits=19, decimal_places=4)
+]
+Cost = Annotated[
+    Decimal, BeforeValidator(refuse_bool), Field(ge=0, max_digits=19, decimal_places=4)
+]
+Score = Annotated[int, BeforeValidator(refuse_bool), Field(ge=0, le=10)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Personal(Strict):
+    """Personal data: the one thing that can later be erased."""
+
+    name: Text | None = None
+    email: Text | None = None
+    phone: Text | None = None
+    address: Text | None = None
+    note: Text | None = None
+
+
+class Command(Strict):
+    """What every input event has: its type, customer, valid time and optional event_id."""
+
+    type: str
+    customer_id: CustomerId
+    occurred_at: Time
+    event_id: Id | None = None
+
+    def payload(self) -> dict[str, Any]:
+        """The event's own fields, as stored."""
+        data = {
+            name: getattr(self, name)
+            for name in type(self).model_fields
+            if name not in Command.model_fields
+        }
+        if data.get("personal") is not None:
+            data["personal"] = self.personal.model_dump(exclude_none=True)
+        return data
+
+
+class Identify(Command):
+    type: Literal["identified"]
+    source: Text | None = None
+    referred_by: CustomerId | None = None
+    acquisition_cost: Cost | None = None
+    personal: Personal | None = None
+
+
+class Qualify(Command):
+    type: Literal["qualified"]
+    note: Text | None = None
+
+
+class Disqualify(Command):
+    type: Literal["disqualified"]
+    reason: Text
+
+
+class Contact(Command):
+    type: Literal["contact"]
+    channel: Literal["email", "phone", "visit", "chat", "meeting", "letter", "social", "other"]
+    direction: Literal["inbound", "outbound"]
+    purpose: Literal[
+        "inquiry", "support", "follow_up", "feedback_request", "offer", "meeting", "other"
+    ]
+    cost: Cost | None = None
+    personal: Personal | None = None
+
+
+class Purchase(Command):
+    type: Literal["purchase"]
+    order_id: Id
+    amount: Amount
+    category: Text | None = None
+    margin: Cost | None = None
+
+
+class Refund(Command):
+    type: Literal["refund"]
+    order_id: Id
+    amount: Amount
+
+
+class Complaint(Command):
+    type: Literal["complaint"]
+    complaint_id: Id
+    topic: Literal["product", "terms", "service", "after_sales"]
+    severity: Literal["low", "medium", "high"]
+
+
+class ResolveComplaint(Command):
+    type: Literal["complaint_resolved"]
+    complaint_id: Id
+    satisfied: bool
+    cost: Cost | None = None
+
+
+class Referral(Command):
+    type: Literal["referral"]
+    referred_customer_id: CustomerId
+
+
+class Feedback(Command):
+    type: Literal["feedback"]
+    score: Score
+
+
+class AssignManager(Command):
+    type: Literal["manager_assigned"]
+    manager: Text
+
+
+class GrantBenefit(Command):
+    type: Literal["benefit_granted"]
+    kind: Literal["financial", "social", "structural"]
+    description: Text | None = None
+
+
+class Leave(Command):
+    type: Literal["left"]
+    reason: Text | None = None
+
+
+MODELS: dict[str, type[Command]] = {
+    model.model_fields["type"].annotation.__args__[0]: model  # type: ignore[union-attr]
+    for model in (
+        Identify,
+        Qualify,
+        Disqualify,
+        Contact,
+        Purchase,
+        Refund,
+        Complaint,
+        ResolveComplaint,
+        Referral,
+        Feedback,
+        AssignManager,
+        GrantBenefit,
+        Leave,
+    )
+}
+
+#: The union a service (or an OpenAPI document) accepts.
+AnyCommand = Annotated[
+    Identify
+    | Qualify
+    | Disqualify
+    | Contact
+    | Purchase
+    | Refund
+    | Complaint
+    | ResolveComplaint
+    | Referral
+    | Feedback
+    | AssignManager
+    | GrantBenefit
+    | Leave,
+    Field(discriminator="type"),
+]
+
+ENGINE_TYPES = {
+    "referral_converted": "is recorded by the engine itself, never accepted as input",
+    "erased": "is recorded by `journey erase`, never accepted as input",
+}
+
+
+def parse_command(data: Any) -> Command:
+    """Validate one input object; raise InputErrors (all of them) naming field and reason."""
+    if isinstance(data, Command):
+        return data
+    if not isinstance(data, dict):
+        raise InvalidInput([InputError("(event)", "must be a JSON object")])
+    type_ = data.get("type")
+    if type_ is None:
+        raise InvalidInput([InputError("type", "is required")])
+    model = MODELS.get(type_) if isinstance(type_, str) else None
+    if model is None:
+        reason = ENGINE_TYPES.get(type_) if isinstance(type_, str) else None
+        expected = ", ".join(MODELS)
+        raise InvalidInput(
+            [
+                InputError(
+                    "type",
+                    f"{type_!r} {reason}"
+                    if reason
+                    else f"unknown type {type_!r}; expected one of {expected}",
+                )
+            ]
+        )
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput([from_pydantic(error) for error in exc.errors()]) from None
+
+
+class InvalidInput(ValueError):
+    """One input object failed validation; ``errors`` lists every field at fault."""
+
+    def __init__(self, errors: list[InputError]):
+        super().__init__("; ".join(str(e) for e in errors))
+        self.errors = errors
+
+
+def from_pydantic(error: Any) -> InputError:
+    field = ".".join(str(part) for part in error["loc"]) or "(event)"
+    reason = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        reason = "is not a field of this event type"
+    elif error["type"] == "missing":
+        reason = "is required"
+    return InputError(field, reason)

@@ -1,0 +1,167 @@
+"""The Python API: what a service imports to record and read customer events.
+
+from journey import connect
+
+with connect("postgresql://postgres@127.0.0.1/journey") as engine:
+    engine.record({"type": "purchase", "customer_id": "c-17", ...})
+    for event in engine.events("c-17"):
+        print(event.TYPE, event.occurred_at, event.recorded_at, event.actor)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from commands.files import read_records
+from commands.handlers import (
+    Clock,
+    Outcome,
+    Rejected,
+    UnitOfWork,
+    apply_all,
+    default_actor,
+    record_batch,
+    utc_now,
+)
+from commands.models import Command, InvalidInput, parse_command
+from journey.application import JourneyApplication
+from journey.errors import InputError
+from journey.events import CustomerEvent
+from journey.storage import Database
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class Recorded:
+    """The answer to recording one event."""
+
+    positions: list[int]
+    duplicate: bool
+
+
+class RejectedInput(InputError):
+    """A single recorded event was refused; ``errors`` lists every reason."""
+
+    def __init__(self, errors: list[InputError]):
+        super().__init__(errors[0].field, errors[0].reason)
+        self.args = ("; ".join(str(e) for e in errors),)
+        self.errors = errors
+        self.kind = errors[0].kind
+
+
+class Journey:
+    """One event store, opened from a database URL."""
+
+    def __init__(self, url: str | None = None, *, actor: str | None = None, clock: Clock = utc_now):
+        self.database = Database.parse(url)
+        self.app = JourneyApplication(self.database)
+        self.actor = actor or default_actor()
+        self.clock = clock
+
+    def record(self, event: dict[str, Any] | Command) -> Recorded:
+        """Validate and store one event (and what the engine derives from it)."""
+        try:
+            command = parse_command(event)
+        except InvalidInput as exc:
+            raise RejectedInput(exc.errors) from None
+        outcome = record_batch(
+            self.app, [(1, command)], actor=self.actor, skip_invalid=False, clock=self.clock
+        )
+        if outcome.rejected:
+            raise RejectedInput(outcome.rejected[0].errors)
+        return Recorded(outcome.positions, duplicate=outcome.duplicates == 1)
+
+    def record_many(
+        self,
+        events: Iterable[Any],
+        *,
+        skip_invalid: bool = False,
+        on_validated: Progress | None = None,
+    ) -> Outcome:
+        """Validate a whole batch, then store it, or store nothing if any input is bad
+        (unless ``skip_invalid``, which stores the good ones). Inputs are numbered from 1."""
+        return self._record_sourced(
+            ((Source(None, line), raw) for line, raw in enumerate(events, start=1)),
+            skip_invalid,
+            on_validated,
+        )
+
+    def import_files(
+        self, paths: list[str], *, skip_invalid: bool = False, on_validated: Progress | None = None
+    ) -> Outcome:
+        """Import JSONL/CSV files as one input; errors name the file and its line."""
+        records = (
+            (Source(path, line), record) for path in paths for line, record in read_records(path)
+        )
+        return self._record_sourced(records, skip_invalid, on_validated)
+
+    def _record_sourced(
+        self,
+        records: Iterable[tuple[Source, Any]],
+        skip_invalid: bool,
+        on_validated: Progress | None,
+    ) -> Outcome:
+        sources: list[Source] = []
+        raws: list[Any] = []
+        commands: list[tuple[int, Command]] = []
+        invalid: list[Rejected] = []
+        for seq, (source, raw) in enumerate(records):
+            sources.append(source)
+            raws.append(raw)
+            try:
+                if isinstance(raw, InputError):
+                    raise InvalidInput([raw])
+                commands.append((seq, parse_command(raw)))
+            except InvalidInput as exc:
+                invalid.append(Rejected(seq, exc.errors))
+                if on_validated:
+                    on_validated(1)
+        if invalid and not skip_invalid:
+            outcome = Outcome()
+            uow = UnitOfWork(self.app, self.actor, self.clock)
+            outcome.rejected = apply_all(uow, commands, on_validated).rejected
+        else:
+            outcome = record_batch(
+                self.app,
+                commands,
+                actor=self.actor,
+                clock=self.clock,
+                skip_invalid=skip_invalid,
+                on_progress=on_validated,
+            )
+        outcome.rejected = sorted(invalid + outcome.rejected, key=lambda r: r.line)
+        for rejected in outcome.rejected:
+            seq = rejected.line
+            rejected.raw = raws[seq]
+            rejected.source, rejected.line = sources[seq].path, sources[seq].line
+        return outcome
+
+    def events(self, customer_id: str) -> list[CustomerEvent]:
+        """A customer's stored events in recording order, each with ``occurred_at``,
+        ``recorded_at``, ``actor``, ``TYPE`` and ``payload()``; empty when unknown."""
+        return self.app.customer_events(customer_id)
+
+    def close(self) -> None:
+        self.app.close()
+
+    def __enter__(self) -> Journey:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where an input came from: a file (None for a Python batch) and its line."""
+
+    path: str | None
+    line: int
+
+
+def connect(url: str | None = None, **options: Any) -> Journey:
+    """Open the event store at ``url`` (default: $JOURNEY_DB_URL or sqlite:///journey.db)."""
+    return Journey(url, **options)

@@ -1,0 +1,179 @@
+"""The Customer aggregate: the one place the write-side invariants are guarded.
+
+It remembers only what its guards need (orders and what was refunded, open complaints,
+the content of every event by its idempotency key, converted referrals); everything a
+report shows is computed by the projections from the events themselves.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from eventsourcing.domain import BaseAggregate
+
+from journey.errors import ConflictError, InputError
+from journey.events import (
+    ComplaintResolved,
+    CustomerEvent,
+    Identified,
+    OrderState,
+    ReferralConverted,
+    Referred,
+    Refunded,
+    Reidentified,
+)
+
+Key = tuple[Any, ...]
+
+#: The natural id of each type whose input names one: resending it is a retry or a conflict.
+NATURAL_KEYS = {
+    "purchase": "order_id",
+    "complaint": "complaint_id",
+    "complaint_resolved": "complaint_id",
+}
+
+
+def canonical(value: Any) -> Any:
+    """A value in one spelling, so equal content compares equal however it was written."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")
+    if isinstance(value, dict):
+        return tuple(sorted((k, canonical(v)) for k, v in value.items() if v is not None))
+    return value
+
+
+def content_of(type_: str, occurred_at: datetime, payload: dict[str, Any]) -> Key:
+    fields = tuple(sorted((k, canonical(v)) for k, v in payload.items()))
+    return (type_, canonical(occurred_at), fields)
+
+
+def idempotency_key(type_: str, event_id: str | None, payload: dict[str, Any], content: Key) -> Key:
+    """What makes two inputs "the same event": a natural id, an event_id, or the content."""
+    natural = NATURAL_KEYS.get(type_)
+    if natural:
+        return (type_, natural, payload[natural])
+    if event_id is not None:
+        return ("event_id", event_id)
+    return ("content", content)
+
+
+class Customer(BaseAggregate[str]):
+    """One customer's stream of events, and the guards that keep it consistent."""
+
+    def __init__(self) -> None:
+        self.orders: dict[str, OrderState] = {}
+        self.complaints: dict[str, datetime] = {}
+        self.seen: dict[Key, Key] = {}
+        self.converted: set[str] = set()
+
+    @classmethod
+    def identify(cls, customer_id: str, **fields: Any) -> Customer:
+        return cls._create(Identified, id=customer_id, **fields)
+
+    def remember(self, event: CustomerEvent) -> None:
+        payload = event.payload()
+        content = content_of(event.TYPE, event.occurred_at, payload)
+        self.seen[idempotency_key(event.TYPE, event.event_id, payload, content)] = content
+
+    def record(
+        self,
+        event_class: type[CustomerEvent],
+        *,
+        occurred_at: datetime,
+        actor: str,
+        timestamp: datetime,
+        event_id: str | None,
+        payload: dict[str, Any],
+    ) -> bool:
+        """Record one event unless it is a retry of one already stored.
+
+        Returns False for a retry (same id, same content); raises ConflictError for the same
+        id with different content and InputError when a guard fails. Nothing changes then.
+        """
+        if event_class is Identified:
+            event_class = Reidentified
+        content = content_of(event_class.TYPE, occurred_at, payload)
+        key = idempotency_key(event_class.TYPE, event_id, payload, content)
+        if key in self.seen:
+            if self.seen[key] == content:
+                return False
+            raise self._conflict(event_class.TYPE, key)
+        self._guard(event_class, occurred_at, payload)
+        self.trigger_event(
+            event_class,
+            occurred_at=occurred_at,
+            actor=actor,
+            timestamp=timestamp,
+            event_id=event_id,
+            **payload,
+        )
+        return True
+
+    def convert_referral(
+        self, referred_customer_id: str, *, occurred_at: datetime, actor: str, timestamp: datetime
+    ) -> bool:
+        """Note that a customer this one referred has bought: once per referred customer."""
+        if referred_customer_id in self.converted:
+            return False
+        self.trigger_event(
+            ReferralConverted,
+            occurred_at=occurred_at,
+            actor=actor,
+            timestamp=timestamp,
+            event_id=None,
+            referred_customer_id=referred_customer_id,
+        )
+        return True
+
+    def first_purchase_since(self, moment: datetime) -> datetime | None:
+        """When this customer first bought at or after ``moment`` (for referral conversion)."""
+        times = [order.occurred_at for order in self.orders.values() if order.occurred_at >= moment]
+        return min(times) if times else None
+
+    def _guard(
+        self, event_class: type[CustomerEvent], occurred_at: datetime, payload: dict
+    ) -> None:
+        if event_class is Refunded:
+            self._guard_refund(occurred_at, payload["order_id"], payload["amount"])
+        elif event_class is ComplaintResolved:
+            self._guard_resolution(occurred_at, payload["complaint_id"])
+        elif event_class is Referred and payload["referred_customer_id"] == self.id:
+            raise InputError("referred_customer_id", "a customer cannot refer themselves")
+
+    def _guard_refund(self, occurred_at: datetime, order_id: str, amount: Decimal) -> None:
+        order = self.orders.get(order_id)
+        if order is None:
+            raise InputError("order_id", f"no purchase {order_id!r} for customer {self.id!r}")
+        if occurred_at < order.occurred_at:
+            raise InputError(
+                "occurred_at",
+                f"the refund precedes its purchase {order_id!r} ({order.occurred_at.isoformat()})",
+            )
+        if order.refunded + amount > order.amount:
+            raise InputError(
+                "amount",
+                f"would refund {order.refunded + amount} of the {order.amount} paid for {order_id!r}",
+            )
+
+    def _guard_resolution(self, occurred_at: datetime, complaint_id: str) -> None:
+        opened = self.complaints.get(complaint_id)
+        if opened is None:
+            raise InputError(
+                "complaint_id", f"no complaint {complaint_id!r} for customer {self.id!r}"
+            )
+        if occurred_at < opened:
+            raise InputError(
+                "occurred_at", f"the resolution precedes its complaint ({opened.isoformat()})"
+            )
+
+    def _conflict(self, type_: str, key: Key) -> ConflictError:
+        if key[0] == "event_id":
+            return ConflictError("event_id", f"{key[1]!r} was already recorded with other content")
+        _, field, value = key
+        if type_ == "complaint_resolved":
+            return ConflictError(field, f"complaint {value!r} is already resolved")
+        return ConflictError(field, f"{value!r} was already recorded with other content")

@@ -1,0 +1,113 @@
+"""One database URL chooses where events live: SQLite by default, PostgreSQL for deployments."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import URL, make_url
+
+from journey.errors import JourneyError
+
+DEFAULT_URL = "sqlite:///journey.db"
+ENV_VAR = "JOURNEY_DB_URL"
+
+
+class StorageError(JourneyError):
+    """The database URL cannot be used."""
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The URL given, else $JOURNEY_DB_URL, else a SQLite file in the working directory."""
+    return url or os.environ.get(ENV_VAR) or DEFAULT_URL
+
+
+@dataclass(frozen=True)
+class Database:
+    """A parsed database URL, with what eventsourcing and SQLAlchemy each need from it."""
+
+    url: URL
+
+    @classmethod
+    def parse(cls, url: str | None = None) -> Database:
+        raw = resolve_url(url)
+        try:
+            parsed = make_url(raw)
+        except Exception as exc:
+            raise StorageError(f"cannot parse database URL {raw!r}: {exc}") from None
+        if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+            raise StorageError(
+                f"unsupported database {parsed.get_backend_name()!r}: use sqlite:///FILE "
+                "or postgresql://USER@HOST:PORT/DB"
+            )
+        return cls(parsed)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.url.get_backend_name() == "postgresql"
+
+    @property
+    def schema(self) -> str:
+        return str(self.url.query.get("schema", "public")) if self.is_postgres else ""
+
+    @property
+    def sqlite_path(self) -> str:
+        return self.url.database or ":memory:"
+
+    def eventsourcing_env(self) -> dict[str, str]:
+        """Settings for the eventsourcing persistence module."""
+        common = {"ORIGINATOR_ID_TYPE": "text"}
+        if not self.is_postgres:
+            path = self.sqlite_path
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            return {
+                **common,
+                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "SQLITE_DBNAME": path,
+                "SQLITE_LOCK_TIMEOUT": "30",
+            }
+        return {
+            **common,
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": self.url.database or "postgres",
+            "POSTGRES_HOST": self.url.host or "127.0.0.1",
+            "POSTGRES_PORT": str(self.url.port or 5432),
+            "POSTGRES_USER": self.url.username or "postgres",
+            "POSTGRES_PASSWORD": self.url.password or "",
+            "POSTGRES_SCHEMA": self.schema,
+            "POSTGRES_POOL_SIZE": "2",
+            "POSTGRES_MAX_OVERFLOW": "4",
+            "POSTGRES_CONNECT_TIMEOUT": "10",
+        }
+
+    def sqlalchemy_url(self) -> URL:
+        """The same database for SQLAlchemy (psycopg 3 driver on PostgreSQL)."""
+        if self.is_postgres:
+            return self.url.set(drivername="postgresql+psycopg").difference_update_query(["schema"])
+        return self.url
+
+    def ensure_schema(self) -> None:
+        """Create the PostgreSQL schema named in the URL, so first use needs no setup."""
+        if not self.is_postgres or self.schema == "public":
+            return
+        import psycopg
+        from psycopg import sql
+
+        env = self.eventsourcing_env()
+        try:
+            with psycopg.connect(
+                dbname=env["POSTGRES_DBNAME"],
+                host=env["POSTGRES_HOST"],
+                port=env["POSTGRES_PORT"],
+                user=env["POSTGRES_USER"],
+                password=env["POSTGRES_PASSWORD"] or None,
+                autocommit=True,
+                connect_timeout=10,
+            ) as conn:
+                conn.execute(
+                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
+                )
+        except psycopg.Error as exc:
+            raise StorageError(f"cannot reach PostgreSQL at {self.url!r}: {exc}") from None
