@@ -1,0 +1,10 @@
+"""The `journey` command line: one typer app; each module adds the commands of one job."""
+
+from __future__ import annotations
+
+from journey.cli.app import app
+from journey.cli import store  # noqa: F401  (registers import, record, demo)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,48 @@
+"""How commands report: results on stdout, errors on stderr, JSON when asked.
+
+Exit codes are a contract: 0 success, 1 rejected input, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from journey.errors import InputError, JourneyError
+
+OK, REJECTED, USAGE = 0, 1, 2
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def emit_json(data: Any, *, stderr: bool = False) -> None:
+    stream = sys.stderr if stderr else sys.stdout
+    stream.write(json.dumps(data, default=str, ensure_ascii=False) + "\n")
+    stream.flush()
+
+
+def fail(message: str, *, as_json: bool, code: int = REJECTED, **details: Any) -> NoReturn:
+    if as_json:
+        emit_json({"error": message, **details}, stderr=True)
+    else:
+        err.print(f"[red]error:[/red] {message}", markup=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def reporting(as_json: bool) -> Iterator[None]:
+    """Turn Journey's own errors into a clear message and the right exit code."""
+    try:
+        yield
+    except InputError as exc:
+        fail(str(exc), as_json=as_json, code=REJECTED,
+             errors=[e.as_dict() for e in getattr(exc, "errors", [exc])])
+    except JourneyError as exc:
+        fail(str(exc), as_json=as_json, code=REJECTED)
