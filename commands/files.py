@@ -34,7 +34,9 @@ def read_jsonl(handle: TextIO) -> Iterator[Record]:
         try:
             yield number, json.loads(line, parse_float=Decimal)
         except json.JSONDecodeError as exc:
-            yield number, InputError("(line)", f"not valid JSON: {exc.msg} at column {exc.colno}")
+            error = InputError("(line)", f"not valid JSON: {exc.msg} at column {exc.colno}")
+            error.text = line.rstrip("\n")
+            yield number, error
 
 
 def read_csv(handle: TextIO) -> Iterator[Record]:

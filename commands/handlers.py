@@ -63,6 +63,8 @@ class Outcome:
     rejected: list[Rejected] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)
     derived: int = 0
+    #: The customer of each stored event, beside ``positions``.
+    customers: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -124,9 +126,10 @@ class UnitOfWork:
     def pending(self) -> int:
         return sum(len(a.pending_events) for a in self.aggregates.values())
 
-    def save(self, batch_events: int = SAVE_BATCH_EVENTS) -> list[int]:
-        """Save every pending event, many per transaction; returns their positions."""
-        positions: list[int] = []
+    def save(self, batch_events: int = SAVE_BATCH_EVENTS) -> list[tuple[str, int]]:
+        """Save every pending event, many per transaction; returns (customer, position)
+        for each customer event stored."""
+        positions: list[tuple[str, int]] = []
         batch: list[Any] = []
         size = 0
         for aggregate in self.aggregates.values():
@@ -140,9 +143,13 @@ class UnitOfWork:
             positions += self._save(batch)
         return positions
 
-    def _save(self, batch: list[Any]) -> list[int]:
+    def _save(self, batch: list[Any]) -> list[tuple[str, int]]:
         recordings = self.app.save(*batch)
-        return [r.notification.id for r in recordings if isinstance(r.domain_event, CustomerEvent)]
+        return [
+            (r.domain_event.originator_id, r.notification.id)
+            for r in recordings
+            if isinstance(r.domain_event, CustomerEvent)
+        ]
 
     def _envelope(self, command: Command) -> dict[str, Any]:
         return {
@@ -234,9 +241,11 @@ def record_batch(
         if outcome.rejected and not skip_invalid:
             return outcome
         try:
-            outcome.positions = uow.save()
+            saved = uow.save()
         except IntegrityError:
             continue
+        outcome.customers = [customer for customer, _ in saved]
+        outcome.positions = [position for _, position in saved]
         outcome.stored = len(outcome.positions)
         outcome.derived = uow.derived
         return outcome

@@ -38,7 +38,10 @@ Progress = Callable[[int], None]
 class Recorded:
     """The answer to recording one event."""
 
+    position: int | None
+    """The position of the event itself in the log (None for a retry already stored)."""
     positions: list[int]
+    """Every position stored, with the engine's derived events."""
     duplicate: bool
 
 
@@ -72,7 +75,10 @@ class Journey:
         )
         if outcome.rejected:
             raise RejectedInput(outcome.rejected[0].errors)
-        return Recorded(outcome.positions, duplicate=outcome.duplicates == 1)
+        own = [p for c, p in zip(outcome.customers, outcome.positions, strict=True)
+               if c == command.customer_id]
+        return Recorded(max(own, default=None), outcome.positions,
+                        duplicate=outcome.duplicates == 1)
 
     def record_many(
         self,

@@ -1,0 +1,179 @@
+"""Commands that write: `import`, `record` and `demo`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
+from commands.handlers import Outcome
+from journey.api import Journey, RejectedInput
+from journey.cli.app import Options, app
+from journey.cli.output import USAGE, emit_json, err, fail, out, reporting
+from journey.storage import StorageError
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output and errors.")]
+PROGRESS_MIN_LINES = 5000
+
+
+def open_engine(ctx: typer.Context, as_json: bool) -> Journey:
+    options: Options = ctx.obj
+    try:
+        return Journey(options.db, actor=options.actor)
+    except StorageError as exc:
+        fail(str(exc), as_json=as_json, code=USAGE)
+
+
+@app.command("import")
+def import_files(
+    ctx: typer.Context,
+    files: Annotated[list[Path], typer.Argument(help="JSONL or CSV (.csv) files; - for stdin.")],
+    skip_invalid: Annotated[
+        bool, typer.Option("--skip-invalid", help="Store the good lines; write bad ones to --rejects.")
+    ] = False,
+    rejects: Annotated[
+        Path | None, typer.Option("--rejects", metavar="FILE", help="Where --skip-invalid writes bad lines.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Validate whole files, then store their events (or nothing, if any line is bad)."""
+    if skip_invalid and rejects is None:
+        fail("--skip-invalid needs --rejects FILE to say where bad lines go", as_json=as_json, code=USAGE)
+    paths = [str(f) for f in files]
+    for path in paths:
+        if path != "-" and not Path(path).is_file():
+            fail(f"no such file: {path}", as_json=as_json, code=USAGE)
+    engine = open_engine(ctx, as_json)
+    with reporting(as_json), engine, progress_bar(paths) as advance:
+        outcome = engine.import_files(paths, skip_invalid=skip_invalid, on_validated=advance)
+    if rejects is not None and outcome.rejected:
+        write_rejects(rejects, outcome)
+    report_import(outcome, skip_invalid=skip_invalid, rejects=rejects, as_json=as_json)
+
+
+@contextmanager
+def progress_bar(paths: list[str]) -> Iterator[Any]:
+    """A bar while validating large files on a terminal; nothing otherwise."""
+    lines = sum(count_lines(p) for p in paths)
+    if not err.is_terminal or lines < PROGRESS_MIN_LINES:
+        yield None
+        return
+    columns = (TextColumn("validating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task("import", total=lines)
+        yield lambda n: progress.advance(task, n)
+
+
+def count_lines(path: str) -> int:
+    if path == "-":
+        return 0
+    with open(path, "rb") as handle:
+        return sum(1 for _ in handle)
+
+
+def write_rejects(path: Path, outcome: Outcome) -> None:
+    """One JSON object a line: where the input was, why it was refused, and the input
+    itself, so it can be mended and imported again."""
+    with path.open("w", encoding="utf-8") as handle:
+        for rejected in outcome.rejected:
+            raw = rejected.raw
+            record = {**rejected.as_dict(), "input": getattr(raw, "text", None)
+                      if isinstance(raw, Exception) else jsonable(raw)}
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def jsonable(value: Any) -> Any:
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json", exclude_none=True)
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def report_import(outcome: Outcome, *, skip_invalid: bool, rejects: Path | None, as_json: bool) -> None:
+    refused = bool(outcome.rejected) and not skip_invalid
+    if as_json:
+        summary = outcome.as_dict()
+        if refused:
+            emit_json({"error": f"{len(outcome.rejected)} bad input line(s); nothing was stored",
+                       **summary}, stderr=True)
+        else:
+            emit_json({key: value for key, value in summary.items() if key != "errors"})
+    else:
+        for rejected in outcome.rejected:
+            where = f"{rejected.source}:{rejected.line}" if rejected.source else f"line {rejected.line}"
+            for error in rejected.errors:
+                err.print(f"[red]{where}[/red]: {error.field}: {error.reason}", markup=True,
+                          highlight=False)
+        if refused:
+            err.print(f"{len(outcome.rejected)} bad line(s); nothing was stored.")
+        else:
+            written = f" (written to {rejects})" if outcome.rejected and rejects else ""
+            out.print(
+                f"stored {outcome.stored} events ({outcome.derived} derived by the engine), "
+                f"skipped {outcome.duplicates} duplicates, rejected {len(outcome.rejected)}{written}"
+            )
+    if refused:
+        raise typer.Exit(1)
+
+
+@app.command("record")
+def record(
+    ctx: typer.Context,
+    event: Annotated[
+        str | None, typer.Argument(help="The event as a JSON object; read from stdin if absent.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Store one event and print its position in the log."""
+    text = event if event is not None else sys.stdin.read()
+    try:
+        data = json.loads(text, parse_float=Decimal)
+    except json.JSONDecodeError as exc:
+        fail(f"(event): not valid JSON: {exc.msg} at column {exc.colno}", as_json=as_json,
+             errors=[{"field": "(event)", "reason": f"not valid JSON: {exc.msg}", "kind": "invalid"}])
+    engine = open_engine(ctx, as_json)
+    with reporting(as_json), engine:
+        try:
+            recorded = engine.record(data)
+        except RejectedInput as exc:
+            fail(str(exc), as_json=as_json, errors=[e.as_dict() for e in exc.errors])
+    if as_json:
+        emit_json({"position": recorded.position, "positions": recorded.positions,
+                   "duplicate": recorded.duplicate})
+    elif recorded.duplicate:
+        out.print("already recorded: nothing stored")
+    else:
+        derived = len(recorded.positions) - 1
+        extra = f" (+{derived} derived by the engine)" if derived else ""
+        out.print(f"stored at position {recorded.position}{extra}")
+
+
+@app.command("demo")
+def demo(
+    ctx: typer.Context,
+    customers: Annotated[int, typer.Option(help="How many customers to simulate.")] = 300,
+    seed: Annotated[int, typer.Option(help="Random seed of the sample.")] = 7,
+) -> None:
+    """Record a realistic sample of customers through the normal import path."""
+    from journey.demo import print_demo_summary, run_demo
+
+    engine = open_engine(ctx, False)
+    with reporting(False), engine:
+        summary = run_demo(engine, customers=customers, seed=seed)
+        print_demo_summary(summary, out)
