@@ -1,0 +1,156 @@
+"""The `import` and `record` commands as a user runs them: exit codes, output, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from journey.api import connect
+from journey.cli import app
+
+runner = CliRunner()
+
+PURCHASE = {"type": "purchase", "customer_id": "c-17", "occurred_at": "2025-03-01T10:00:00Z",
+            "order_id": "o-9", "amount": "59.90", "category": "books"}
+REFUND = {"type": "refund", "customer_id": "c-17", "occurred_at": "2025-03-02T10:00:00Z",
+          "order_id": "o-9", "amount": "10"}
+BAD_SCORE = {"type": "feedback", "customer_id": "c-2", "occurred_at": "2025-03-02T00:00:00Z",
+             "score": 11}
+
+
+def write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return str(path)
+
+
+def run(db_url, *args, input=None):
+    return runner.invoke(app, ["--db", db_url, "--actor", "cli-test", *args], input=input)
+
+
+def stored(db_url, customer_id):
+    with connect(db_url) as engine:
+        return [e.TYPE for e in engine.events(customer_id)]
+
+
+def test_import_stores_and_counts(db_url, tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", [PURCHASE, REFUND])
+    result = run(db_url, "import", path, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary == {"stored": 3, "derived": 1, "duplicates": 0, "rejected": 0}
+    assert stored(db_url, "c-17") == ["identified", "purchase", "refund"]
+
+
+def test_reimport_stores_nothing_new(db_url, tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", [PURCHASE, REFUND])
+    assert run(db_url, "import", path).exit_code == 0
+    result = run(db_url, "import", path, "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == {"stored": 0, "derived": 0, "duplicates": 2, "rejected": 0}
+    assert stored(db_url, "c-17") == ["identified", "purchase", "refund"]
+
+
+def test_bad_line_stores_nothing_and_lists_every_bad_line(db_url, tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", [PURCHASE, BAD_SCORE, {**REFUND, "order_id": "nope"}])
+    result = run(db_url, "import", path)
+    assert result.exit_code == 1
+    assert f"{path}:2: score:" in result.stderr
+    assert f"{path}:3: order_id:" in result.stderr
+    assert "nothing was stored" in result.stderr
+    assert stored(db_url, "c-17") == []
+
+
+def test_bad_line_json_error_is_machine_readable(db_url, tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", [PURCHASE, BAD_SCORE])
+    result = run(db_url, "import", path, "--json")
+    assert result.exit_code == 1
+    error = json.loads(result.stderr)
+    assert error["rejected"] == 1
+    assert error["errors"][0]["line"] == 2
+    assert error["errors"][0]["errors"][0]["field"] == "score"
+
+
+def test_skip_invalid_writes_rejects(db_url, tmp_path):
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps(PURCHASE) + "\nnot json\n" + json.dumps(BAD_SCORE) + "\n")
+    rejects = tmp_path / "rejects.jsonl"
+    result = run(db_url, "import", str(path), "--skip-invalid", "--rejects", str(rejects))
+    assert result.exit_code == 0, result.output
+    assert "rejected 2" in result.stdout
+    lines = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert [r["line"] for r in lines] == [2, 3]
+    assert lines[0]["input"] == "not json"
+    assert lines[1]["input"]["score"] == 11
+    assert lines[1]["errors"][0]["field"] == "score"
+    assert stored(db_url, "c-17") == ["identified", "purchase"]
+
+
+def test_skip_invalid_needs_rejects_file(db_url, tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", [PURCHASE])
+    result = run(db_url, "import", path, "--skip-invalid")
+    assert result.exit_code == 2
+    assert stored(db_url, "c-17") == []
+
+
+def test_csv_import(db_url, tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_text(
+        "type,customer_id,occurred_at,order_id,amount,category,personal.name\n"
+        "identified,c-17,2025-02-01T00:00:00Z,,,,Ada\n"
+        "purchase,c-17,2025-03-01T10:00:00Z,o-9,59.90,books,\n"
+    )
+    result = run(db_url, "import", str(path), "--json")
+    assert result.exit_code == 0, result.output
+    with connect(db_url) as engine:
+        events = engine.events("c-17")
+    assert [e.TYPE for e in events] == ["identified", "purchase"]
+    assert events[0].personal == {"name": "Ada"}
+    assert str(events[1].amount) == "59.90"
+
+
+def test_record_prints_position(db_url):
+    result = run(db_url, "record", json.dumps(PURCHASE), "--json")
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    assert answer["duplicate"] is False
+    assert answer["position"] == max(answer["positions"])
+    assert len(answer["positions"]) == 2
+    again = json.loads(run(db_url, "record", json.dumps(PURCHASE), "--json").stdout)
+    assert again == {"position": None, "positions": [], "duplicate": True}
+
+
+def test_record_reads_stdin_and_keeps_actor(db_url):
+    result = run(db_url, "record", input=json.dumps(PURCHASE))
+    assert result.exit_code == 0
+    assert "stored at position" in result.stdout
+    with connect(db_url) as engine:
+        assert {e.actor for e in engine.events("c-17")} == {"cli-test"}
+
+
+@pytest.mark.parametrize("text, field", [
+    ('{"type": "purchase"}', "customer_id"),
+    ("{not json", "(event)"),
+    (json.dumps({**PURCHASE, "amount": "-1"}), "amount"),
+    (json.dumps({**PURCHASE, "colour": "red"}), "colour"),
+])
+def test_record_rejects_with_field(db_url, text, field):
+    result = run(db_url, "record", text, "--json")
+    assert result.exit_code == 1
+    error = json.loads(result.stderr)
+    assert field in [e["field"] for e in error["errors"]]
+    assert stored(db_url, "c-17") == []
+
+
+def test_conflict_is_rejected_input(db_url):
+    assert run(db_url, "record", json.dumps(PURCHASE)).exit_code == 0
+    result = run(db_url, "record", json.dumps({**PURCHASE, "amount": "60"}), "--json")
+    assert result.exit_code == 1
+    assert json.loads(result.stderr)["errors"][0]["kind"] == "conflict"
+
+
+def test_usage_errors_exit_2(tmp_path):
+    assert runner.invoke(app, ["--db", "mysql://x/y", "record", "{}"]).exit_code == 2
+    assert runner.invoke(app, ["import", str(tmp_path / "missing.jsonl")]).exit_code == 2
+    assert runner.invoke(app, ["no-such-command"]).exit_code == 2
