@@ -1,0 +1,116 @@
+"""The history replay: a customer's events in DOMAIN order, and what each changed.
+
+Between two events the state can change by itself (a lapse, a referral leaving its window);
+those changes appear as their own steps, at the moment they happen. Pure: the query layer
+reads the events and calls ``replay``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from journey.events import CustomerEvent
+from projections.rules.answer import Answer, evaluate, jsonable
+from projections.rules.changes import next_change
+from projections.rules.scores import DAY_COUNTERS
+from projections.rules.window import iso, ordered
+from projections.settings import DEFAULT, Settings
+
+
+@dataclass(frozen=True)
+class Step:
+    """The state after one event (``event`` set) or after a time-driven change (None)."""
+
+    at: datetime
+    event: CustomerEvent | None
+    answer: Answer
+    changes: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return "event" if self.event is not None else "time"
+
+    def as_dict(self, number: int) -> dict[str, Any]:
+        return {
+            "step": number,
+            "at": iso(self.at),
+            "kind": self.kind,
+            "event": describe(self.event) if self.event is not None else None,
+            "changes": self.changes,
+            "state": self.answer.as_dict(),
+        }
+
+
+def describe(event: CustomerEvent) -> dict[str, Any]:
+    """An event as auditors read it: id, type, both times, actor, payload."""
+    return {
+        "id": event.originator_version,
+        "type": event.TYPE,
+        "occurred_at": iso(event.occurred_at),
+        "recorded_at": iso(event.recorded_at),
+        "actor": event.actor,
+        "payload": jsonable(event.payload()),
+    }
+
+
+def replay(
+    events: Iterable[CustomerEvent],
+    settings: Settings = DEFAULT,
+    until: datetime | None = None,
+) -> list[Step]:
+    """Every step of the history; time-driven steps run up to ``until`` (if given)."""
+    stream = ordered(events)
+    steps: list[Step] = []
+    previous: Answer | None = None
+    for index, event in enumerate(stream):
+        prefix = stream[: index + 1]
+        if previous is not None:
+            steps += time_steps(stream[:index], previous, event.occurred_at, settings)
+            previous = steps[-1].answer if steps else previous
+        answer = evaluate(prefix, event.occurred_at, settings)
+        assert answer is not None  # the prefix holds the event itself
+        steps.append(Step(event.occurred_at, event, answer, changes(previous, answer)))
+        previous = answer
+    if previous is not None and until is not None and until > previous.as_of:
+        steps += time_steps(stream, previous, until, settings)
+    return steps
+
+
+def time_steps(
+    stream: list[CustomerEvent], start: Answer, until: datetime, settings: Settings
+) -> list[Step]:
+    """The changes that happen by themselves after ``start`` up to ``until`` (inclusive)."""
+    steps: list[Step] = []
+    current = start
+    while (later := next_change(stream, current.as_of, settings, until)) is not None:
+        steps.append(Step(later.as_of, None, later, changes(current, later)))
+        current = later
+    return steps
+
+
+def changes(before: Answer | None, after: Answer) -> dict[str, Any]:
+    """What moved: each classification that changed (with its reason) and each score
+    that moved (day counters excepted: they move every day)."""
+    moved: dict[str, Any] = {}
+    for name, verdict in after.verdicts().items():
+        old = before.verdicts()[name].value if before else None
+        if old != verdict.value:
+            moved[name] = {
+                "from": old,
+                "to": verdict.value,
+                "rule": verdict.rule,
+                "events": list(verdict.events),
+            }
+    scores = {
+        key: {"from": jsonable(before.scores[key] if before else None), "to": jsonable(value)}
+        for key, value in after.scores.items()
+        if key not in DAY_COUNTERS
+        and key != "rfm"
+        and (before is None or before.scores[key] != value)
+    }
+    if scores:
+        moved["scores"] = scores
+    return moved

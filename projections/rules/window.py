@@ -1,0 +1,59 @@
+"""Time and order: which events count at a moment, and the windows rules look through.
+
+DOMAIN.md §3 orders a customer's events by ``occurred_at``, ties broken by recording order
+(the event's ``originator_version``, which is also its id in every answer). "The last D
+days" at T is the half-open window (T - D days, T].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from journey.events import CustomerEvent
+
+DAY = timedelta(days=1)
+
+#: The smallest step of time: a rule that holds "more than D after x" first holds here
+#: after ``x + D`` (datetimes have microsecond resolution).
+JUST_AFTER = timedelta(microseconds=1)
+
+
+def order_key(event: Any) -> tuple[datetime, int]:
+    """The order of DOMAIN.md: valid time, then recording order for ties."""
+    return (event.occurred_at, event.originator_version)
+
+
+def ordered(events: Iterable[CustomerEvent]) -> list[CustomerEvent]:
+    return sorted(events, key=order_key)
+
+
+def known(events: Iterable[CustomerEvent], known_at: datetime) -> list[CustomerEvent]:
+    """The events the firm had recorded at ``known_at``."""
+    return [e for e in events if e.recorded_at <= known_at]
+
+
+def within(moment: datetime, as_of: datetime, window: timedelta) -> bool:
+    """Whether ``moment`` is in the last ``window`` before ``as_of``: (T - D, T]."""
+    return as_of - window < moment <= as_of
+
+
+def whole_days(delta: timedelta) -> int:
+    return delta // DAY
+
+
+def utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)
+
+
+def iso(moment: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a Z, the one spelling of time in answers."""
+    if moment is None:
+        return None
+    return utc(moment).isoformat().replace("+00:00", "Z")
+
+
+def ids(events: Iterable[Any]) -> tuple[int, ...]:
+    """The ids of events (or sales) as answers name them."""
+    return tuple(sorted({e.originator_version for e in events}))

@@ -1,0 +1,116 @@
+"""Point-in-time queries over a real store (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from projections.pointintime import NotFound, PointInTime, history, show
+from projections.settings import Settings
+
+
+def t(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def buy(engine, customer: str, when: str, order: str, amount: str = "100", **more) -> None:
+    engine.record({"type": "purchase", "customer_id": customer, "occurred_at": when + "T10:00:00Z",
+                   "order_id": order, "amount": amount, **more})
+
+
+def test_show_answers_at_a_moment(engine):
+    buy(engine, "c-1", "2025-01-01", "o-1", category="books")
+    buy(engine, "c-1", "2025-02-01", "o-2", category="music")
+    queries = PointInTime(engine)
+    assert queries.show("c-1", as_of=t("2025-01-15")).loyalty_stage.value == "first_time"
+    answer = queries.show("c-1", as_of=t("2025-03-01"))
+    assert answer.loyalty_stage.value == "repeat"
+    assert answer.loyalty_stage.events == (2, 3)
+    assert answer.scores["revenue"] == Decimal(200)
+    assert answer.known_at is not None
+    assert answer.settings_version == Settings().version
+
+
+def test_backfill_counts_for_as_of_after_it_but_not_for_known_at_before_its_recording(engine):
+    buy(engine, "c-1", "2025-03-01", "o-1")
+    known_before = datetime.now(UTC)
+    buy(engine, "c-1", "2025-02-01", "o-0")  # a backfill: occurred earlier, recorded later
+    queries = PointInTime(engine)
+    april = t("2025-04-01")
+    assert queries.show("c-1", as_of=april).scores["purchases"] == 2
+    assert queries.show("c-1", as_of=april, known_at=known_before).scores["purchases"] == 1
+    assert queries.show("c-1", as_of=t("2025-02-15")).loyalty_stage.value == "first_time"
+    with pytest.raises(NotFound, match="not found at 2025-02-15"):
+        queries.show("c-1", as_of=t("2025-02-15"), known_at=known_before)
+
+
+def test_unknown_and_not_yet_known_customers(engine):
+    buy(engine, "c-1", "2025-03-01", "o-1")
+    queries = PointInTime(engine)
+    with pytest.raises(NotFound, match="unknown"):
+        queries.show("nobody")
+    with pytest.raises(NotFound, match="not yet known"):
+        queries.show("c-1", known_at=t("2000-01-01"))
+    results = queries.show_many(["nobody", "c-1"])
+    assert results[0].error is not None and results[1].answer is not None
+
+
+def test_rfm_ranks_among_customers_with_purchases_at_t(engine):
+    buy(engine, "a", "2025-01-01", "o-1", amount="10")
+    buy(engine, "b", "2025-01-02", "o-1", amount="20")
+    buy(engine, "b", "2025-01-03", "o-2", amount="20")
+    buy(engine, "late", "2025-06-01", "o-1", amount="999")
+    engine.record({"type": "qualified", "customer_id": "p", "occurred_at": "2025-01-01T00:00:00Z"})
+    queries = PointInTime(engine)
+    results = queries.show_many(["a", "b", "p"], as_of=t("2025-02-01"))
+    a, b, p = (r.answer for r in results)
+    assert a.scores["rfm"] == {"r": 3, "f": 3, "m": 3}  # "late" does not count yet
+    assert b.scores["rfm"] == {"r": 5, "f": 5, "m": 5}
+    assert p.scores["rfm"] is None
+    later = queries.show("a", as_of=t("2025-07-01")).scores["rfm"]
+    assert later == {"r": 2, "f": 4, "m": 2}  # ranked among three customers now
+
+
+def test_history_last_step_equals_show(engine):
+    buy(engine, "c-1", "2025-01-01", "o-1")
+    engine.record({"type": "refund", "customer_id": "c-1", "occurred_at": "2025-01-05T00:00:00Z",
+                   "order_id": "o-1", "amount": "40"})
+    engine.record({"type": "left", "customer_id": "c-1", "occurred_at": "2025-02-01T00:00:00Z"})
+    steps = history(engine, "c-1")
+    assert [s.event.TYPE for s in steps if s.event] == ["identified", "purchase", "refund", "left"]
+    last = steps[-1]
+    shown = show(engine, "c-1", as_of=last.at).as_dict()
+    expected = last.answer.as_dict()
+    shown["scores"]["rfm"] = expected["scores"]["rfm"] = None
+    shown["known_at"] = expected["known_at"] = None
+    assert shown == expected
+
+
+def test_history_with_known_at_hides_later_recordings(engine):
+    buy(engine, "c-1", "2025-03-01", "o-1")
+    known_before = datetime.now(UTC)
+    buy(engine, "c-1", "2025-02-01", "o-0")
+    queries = PointInTime(engine)
+    assert sum(1 for s in queries.history("c-1", known_before) if s.event) == 2
+    assert sum(1 for s in queries.history("c-1") if s.event) == 3
+
+
+def test_new_events_are_seen_by_a_long_lived_query_object(engine):
+    buy(engine, "c-1", "2025-01-01", "o-1")
+    queries = PointInTime(engine)
+    assert queries.show("c-1").scores["purchases"] == 1
+    buy(engine, "c-1", "2025-01-02", "o-2")
+    assert queries.show("c-1").scores["purchases"] == 2
+
+
+def test_referral_conversion_makes_an_advocate(engine):
+    for month, category in (("01", "a"), ("03", "b"), ("05", "a"), ("08", "b")):
+        buy(engine, "c-1", f"2024-{month}-01", f"o-{month}", category=category)
+    engine.record({"type": "referral", "customer_id": "c-1", "occurred_at": "2024-09-01T00:00:00Z",
+                   "referred_customer_id": "c-2"})
+    buy(engine, "c-2", "2024-09-10", "o-1")
+    answer = show(engine, "c-1", as_of=t("2024-10-01"))
+    assert answer.loyalty_stage.value == "advocate"
+    assert show(engine, "c-2", as_of=t("2024-10-01")).scores["rfm"] is not None

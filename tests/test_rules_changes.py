@@ -1,0 +1,79 @@
+"""When the state changes with no new event, and the history replay built on it."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from rules_builders import Story, at, client_story
+
+from projections.history import replay
+from projections.rules import evaluate, next_change
+from projections.settings import DEFAULT
+
+TICK = timedelta(microseconds=1)
+
+
+def test_windows_then_the_lapse():
+    story = Story()
+    story.purchase(0)
+    window = next_change(story.events, at(200), DEFAULT)
+    assert window.as_of == at(365)  # the purchase leaves the 365-day window
+    assert window.scores["frequency_365d"] == 0
+    assert window.status.value == "active"
+    lapse = next_change(story.events, window.as_of, DEFAULT)
+    assert lapse.as_of == at(365) + TICK
+    assert lapse.status.value == "lapsed"
+
+
+def test_a_referral_leaving_its_window_ends_advocacy():
+    story = client_story()
+    story.converted(200)
+    story.purchase(400, category="books")
+    story.purchase(450, category="books")
+    change = next_change(story.events, at(460), DEFAULT)
+    while change.loyalty_stage.value == "advocate":
+        change = next_change(story.events, change.as_of, DEFAULT)
+    assert change.as_of == at(565)  # the conversion is exactly 365 days before
+    assert change.loyalty_stage.value == "client"
+    assert evaluate(story.events, at(565) - TICK).loyalty_stage.value == "advocate"
+
+
+def test_no_change_within_until():
+    story = Story()
+    story.purchase(0)
+    assert next_change(story.events, at(1), DEFAULT, until=at(300)) is None
+
+
+def test_events_after_the_moment_are_not_counted():
+    story = Story()
+    story.purchase(0)
+    story.purchase(100)
+    # counting the day-100 purchase, it would turn at risk; alone, the first one only
+    # leaves its window at day 365
+    assert next_change(story.events, at(50), DEFAULT).as_of == at(365)
+
+
+def test_history_shows_each_event_and_time_driven_steps():
+    story = Story()
+    story.purchase(0)
+    story.purchase(10)
+    steps = replay(story.events, DEFAULT, until=at(500))
+    kinds = [(step.kind, step.event.TYPE if step.event else None) for step in steps[:3]]
+    assert kinds == [("event", "identified"), ("event", "purchase"), ("event", "purchase")]
+    assert steps[2].changes["loyalty_stage"] == {
+        "from": "first_time",
+        "to": "repeat",
+        "rule": "n = 2 ≥ 2",
+        "events": [2, 3],
+    }
+    status_changes = [(s.at, s.changes["status"]["to"]) for s in steps if "status" in s.changes]
+    assert status_changes[1:] == [(at(100) + TICK, "at_risk"), (at(375) + TICK, "lapsed")]
+    assert all(step.kind == "time" for step in steps[3:])
+
+
+def test_history_steps_at_ties_count_only_the_events_before():
+    story = Story()
+    story.purchase(5)
+    story.purchase(5)
+    steps = replay(story.events, DEFAULT)
+    assert [s.answer.loyalty_stage.value for s in steps] == ["suspect", "first_time", "repeat"]

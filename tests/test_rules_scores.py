@@ -1,0 +1,204 @@
+"""Value scores, NPS, RFM, and the directions of trust, commitment and involvement."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from rules_builders import Story, at
+
+from projections.rules.rfm import Population, RfmInputs
+from projections.settings import Settings
+
+
+def scores(story: Story, day: float) -> dict:
+    return story.answer(day).scores
+
+
+def test_revenue_and_margin_net_of_a_partial_refund():
+    story = Story()
+    story.purchase(0, amount="100", margin=Decimal("40"))
+    story.refund(5, "o-1", "25")
+    before, after = scores(story, 4), scores(story, 5)
+    assert (before["revenue"], before["margin"]) == (Decimal(100), Decimal(40))
+    assert (after["revenue"], after["margin"]) == (Decimal(75), Decimal(30))
+    assert after["purchases"] == 1
+
+
+def test_margin_defaults_to_the_margin_rate_at_read_time():
+    story = Story()
+    story.purchase(0, amount="59.90")
+    assert scores(story, 0)["margin"] == Decimal("17.97")
+    cheaper = story.answer(0, Settings(default_margin_rate=Decimal("0.5")))
+    assert cheaper.scores["margin"] == Decimal("29.95")
+
+
+def test_a_full_refund_removes_the_purchase_from_every_score():
+    story = Story()
+    story.purchase(0, amount="10")
+    story.purchase(1, amount="30")
+    story.refund(2, "o-2", "30")
+    got = scores(story, 2)
+    assert (got["purchases"], got["revenue"], got["margin"]) == (1, Decimal(10), Decimal(3))
+    assert got["last_purchase_at"] == at(0)
+
+
+def test_cost_to_serve_and_profit_up_to_t():
+    story = Story(acquisition_cost=Decimal("20"))
+    story.purchase(0, amount="100")  # margin 30
+    story.contact(1, "outbound", "offer", cost=Decimal("5"))
+    story.complaint(2)
+    story.resolved(3, True, cost=Decimal("4.5"))
+    story.contact(10, "outbound", "offer", cost=Decimal("1"))
+    at_3 = scores(story, 3)
+    assert at_3["cost_to_serve"] == Decimal("29.5")
+    assert at_3["profit"] == Decimal("0.5")
+    assert at_3["profitable"] is True
+    at_10 = scores(story, 10)
+    assert at_10["profit"] == Decimal("-0.5")
+    assert at_10["profitable"] is False
+
+
+def test_profit_of_exactly_zero_is_not_profitable():
+    story = Story(acquisition_cost=Decimal("30"))
+    story.purchase(0, amount="100")
+    assert scores(story, 0)["profit"] == 0
+    assert scores(story, 0)["profitable"] is False
+
+
+def test_recency_and_tenure_are_whole_days():
+    story = Story()
+    story.purchase(0)
+    story.purchase(10)
+    got = scores(story, 12.9)
+    assert (got["recency_days"], got["tenure_days"]) == (2, 12)
+    assert got["first_purchase_at"] == at(0)
+    assert got["last_purchase_at"] == at(10)
+    assert scores(Story(), 5)["recency_days"] is None
+
+
+def test_frequency_and_monetary_over_the_last_365_days():
+    story = Story()
+    story.purchase(0, amount="10")
+    story.purchase(100, amount="20")
+    for day, expected in ((364, (2, 30)), (365, (1, 20)), (366, (1, 20))):
+        got = scores(story, day)
+        assert (got["frequency_365d"], got["monetary_365d"]) == (expected[0], Decimal(expected[1]))
+
+
+@pytest.mark.parametrize(
+    ("score", "kind"),
+    [(10, "promoter"), (9, "promoter"), (8, "passive"), (7, "passive"), (6, "detractor"),
+     (0, "detractor")],
+)
+def test_nps_class(score, kind):
+    story = Story()
+    story.feedback(1, 3)
+    story.feedback(2, score)
+    assert scores(story, 2)["nps"] == {"score": score, "class": kind}
+    assert scores(story, 1)["nps"] == {"score": 3, "class": "detractor"}
+    assert scores(story, 0)["nps"] is None
+
+
+def test_rfm_quintiles_among_five_distinct_customers():
+    members = [RfmInputs(recency_days=r, frequency=f, monetary=Decimal(m))
+               for r, f, m in ((1, 5, 50), (2, 4, 40), (3, 3, 30), (4, 2, 20), (5, 1, 10))]
+    population = Population(members)
+    got = [population.scores(m) for m in members]
+    assert [g["r"] for g in got] == [5, 4, 3, 2, 1]
+    assert [g["f"] for g in got] == [5, 4, 3, 2, 1]
+    assert [g["m"] for g in got] == [5, 4, 3, 2, 1]
+
+
+def test_rfm_ties_share_a_score_and_one_customer_scores_five():
+    same = RfmInputs(3, 2, Decimal(10))
+    assert Population([same, same]).scores(same) == {"r": 5, "f": 5, "m": 5}
+    assert Population([same]).scores(same) == {"r": 5, "f": 5, "m": 5}
+
+
+def test_rfm_of_ten_customers_are_quintiles():
+    members = [RfmInputs(i, i, Decimal(i)) for i in range(10)]
+    population = Population(members)
+    assert [population.scores(m)["f"] for m in members] == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    assert [population.scores(m)["r"] for m in members] == [5, 5, 4, 4, 3, 3, 2, 2, 1, 1]
+
+
+# Trust, commitment, involvement: each direction DOMAIN.md names.
+
+
+def test_trust_rises_with_satisfied_resolutions():
+    story = Story()
+    story.complaint(1)
+    story.resolved(2, True)
+    assert scores(story, 2)["trust"] > scores(story, 1)["trust"]
+
+
+def test_trust_falls_with_unsatisfied_resolutions():
+    story = Story()
+    story.complaint(1)
+    story.resolved(2, False)
+    assert scores(story, 2)["trust"] < scores(story, 1)["trust"]
+
+
+def test_trust_falls_with_a_complaint_open_over_30_days():
+    story = Story()
+    story.complaint(1)
+    assert scores(story, 31)["trust"] == scores(story, 1)["trust"]  # exactly 30 days
+    later = story.answer(at(31) + timedelta(microseconds=1)).scores["trust"]
+    assert later < scores(story, 1)["trust"]
+    story.resolved(40, True)
+    assert scores(story, 40)["trust"] > later
+
+
+def test_commitment_rises_with_repeat_purchases():
+    story = Story()
+    story.purchase(0)
+    story.purchase(1)
+    assert scores(story, 1)["commitment"] > scores(story, 0)["commitment"]
+
+
+def test_commitment_rises_with_tenure():
+    story = Story()
+    story.purchase(0)
+    assert scores(story, 365)["commitment"] > scores(story, 364)["commitment"]
+
+
+def test_commitment_rises_with_converted_referrals():
+    story = Story()
+    story.purchase(0)
+    story.converted(5)
+    assert scores(story, 5)["commitment"] > scores(story, 4)["commitment"]
+
+
+def test_involvement_rises_with_customer_initiated_contacts_only():
+    story = Story()
+    story.contact(1, "outbound", "offer")
+    assert scores(story, 1)["involvement"] == scores(story, 0)["involvement"]
+    story.contact(2, "inbound", "inquiry")
+    assert scores(story, 2)["involvement"] > scores(story, 1)["involvement"]
+
+
+def test_involvement_rises_with_feedback_and_referrals():
+    story = Story()
+    story.feedback(1, 5)
+    story.referral(2)
+    assert scores(story, 1)["involvement"] > scores(story, 0)["involvement"]
+    assert scores(story, 2)["involvement"] > scores(story, 1)["involvement"]
+
+
+@pytest.mark.parametrize("day", [30, 400, 4000])
+def test_psychological_scores_stay_within_0_and_100(day):
+    story = Story()
+    for i in range(10):
+        story.complaint(i, complaint_id=f"k-{i}")
+        story.purchase(i)
+        story.contact(i, "inbound", "support")
+        story.feedback(i, 10)
+        story.referral(i, referred=f"c-{i + 10}")
+        story.converted(i, referred=f"c-{i + 10}")
+    for i in range(5):
+        story.resolved(20 + i, False, complaint_id=f"k-{i}")
+    got = scores(story, day)
+    for name in ("trust", "commitment", "involvement"):
+        assert 0 <= got[name] <= 100

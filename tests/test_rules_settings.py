@@ -1,0 +1,60 @@
+"""Settings: DOMAIN.md's defaults, files in JSON or TOML, validation, a stable version."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import pytest
+from rules_builders import Story
+
+from projections.settings import Settings, SettingsError, load_settings
+
+
+def test_defaults_are_domain_md():
+    s = Settings()
+    assert s.default_margin_rate == Decimal("0.30")
+    client = (s.client_min_purchases, s.client_min_categories, s.client_min_tenure_days)
+    assert client == (4, 2, 180)
+    assert (s.lapsed_after_days, s.at_risk_min_days, s.at_risk_gap_factor) == (365, 90, 2.0)
+    assert (s.partnership_meeting_days, s.accountable_follow_up_days) == (180, 14)
+    assert (s.nps_promoter_min, s.nps_passive_min, s.complaint_overdue_days) == (9, 7, 30)
+
+
+def test_json_and_toml_files_and_the_environment(tmp_path, monkeypatch):
+    as_json = tmp_path / "rules.json"
+    as_json.write_text(json.dumps({"lapsed_after_days": 30}))
+    as_toml = tmp_path / "rules.toml"
+    as_toml.write_text("lapsed_after_days = 30\n")
+    assert load_settings(as_json) == load_settings(as_toml) == Settings(lapsed_after_days=30)
+    monkeypatch.setenv("JOURNEY_SETTINGS", str(as_json))
+    assert load_settings().lapsed_after_days == 30
+    monkeypatch.delenv("JOURNEY_SETTINGS")
+    assert load_settings() == Settings()
+
+
+@pytest.mark.parametrize(
+    "content",
+    ['{"lapsed_after_days": 0}', '{"no_such_rule": 1}', "{not json", '{"trust_base": 101}'],
+)
+def test_invalid_settings_are_refused_with_the_field(tmp_path, content):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(SettingsError, match=r"bad\.json"):
+        load_settings(path)
+
+
+def test_the_version_names_the_content():
+    assert Settings().version == Settings().version
+    assert Settings(lapsed_after_days=30).version != Settings().version
+    story = Story()
+    story.purchase(0)
+    assert story.answer(0).settings_version == Settings().version
+
+
+def test_a_threshold_changes_the_answer():
+    story = Story()
+    story.purchase(0)
+    strict = Settings(lapsed_after_days=30)
+    assert story.answer(31).status.value == "active"
+    assert story.answer(31, strict).status.value == "lapsed"
