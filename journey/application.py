@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from eventsourcing.application import Application
 from eventsourcing.persistence import Notification, StoredEvent
@@ -20,6 +20,13 @@ from journey.referrals import Referrers
 from journey.storage import Database, StorageError
 
 LOAD_CHUNK = 500
+
+
+class Stream(NamedTuple):
+    """A customer's events in recording order, with each one's position in the log."""
+
+    events: list[CustomerEvent]
+    positions: list[int]
 
 
 class JourneyApplication(Application[str]):
@@ -42,8 +49,71 @@ class JourneyApplication(Application[str]):
         for start in range(0, len(ids), LOAD_CHUNK):
             rows = self._select_streams(ids[start : start + LOAD_CHUNK])
             for aggregate_id, stored in rows.items():
-                found[aggregate_id] = self._reconstruct(stored)
+                found[aggregate_id] = self._reconstruct([s for _, s in stored])
         return found
+
+    def customer_streams(self, ids: Iterable[str], up_to: int | None = None) -> dict[str, Stream]:
+        """The decoded events of many customers, a chunk of ids per query; with ``up_to``
+        only those at or before that position of the log."""
+        ids = sorted(set(ids))
+        found: dict[str, Stream] = {}
+        for start in range(0, len(ids), LOAD_CHUNK):
+            chunk = ids[start : start + LOAD_CHUNK]
+            for customer_id, rows in self._select_streams(chunk, up_to).items():
+                events = [self.mapper.to_domain_event(stored) for _, stored in rows]
+                found[customer_id] = Stream(events, [position for position, _ in rows])
+        return found
+
+    def customer_ids(self, after: str | None = None, up_to: int | None = None) -> list[str]:
+        """Every customer id in order (those after ``after``; with events at or before
+        ``up_to``): what a rebuild walks through."""
+        pg = self.database.is_postgres
+        mark = "%s" if pg else "?"
+        where, params = [f"originator_id NOT LIKE {mark}"], ["~%"]
+        if after is not None:
+            where.append(f"originator_id > {mark}")
+            params.append(after)
+        if up_to is not None:
+            where.append(f"{'notification_id' if pg else 'rowid'} <= {mark}")
+            params.append(up_to)
+        table = self._qualified(self.recorder.events_table_name)
+        statement = (
+            f"SELECT DISTINCT originator_id FROM {table} "
+            f"WHERE {' AND '.join(where)} ORDER BY originator_id"
+        )
+        with self.recorder.datastore.transaction(commit=False) as curs:
+            curs.execute(statement, params)
+            return [row["originator_id"] for row in curs.fetchall()]
+
+    def count_customer_events(self, up_to: int, among_after: str | None = None) -> int:
+        """How many customer events lie at or before ``up_to`` (of customers after
+        ``among_after``): the total a rebuild's progress counts towards."""
+        pg = self.database.is_postgres
+        mark = "%s" if pg else "?"
+        position = "notification_id" if pg else "rowid"
+        where = [f"originator_id NOT LIKE {mark}", f"{position} <= {mark}"]
+        params: list[Any] = ["~%", up_to]
+        if among_after is not None:
+            where.append(f"originator_id > {mark}")
+            params.append(among_after)
+        table = self._qualified(self.recorder.events_table_name)
+        with self.recorder.datastore.transaction(commit=False) as curs:
+            curs.execute(f"SELECT COUNT(*) AS n FROM {table} WHERE {' AND '.join(where)}", params)
+            return curs.fetchone()["n"]
+
+    def count_after(self, position: int) -> int:
+        """How many notifications lie after ``position`` (a reader's lag in events)."""
+        pg = self.database.is_postgres
+        column, mark = ("notification_id", "%s") if pg else ("rowid", "?")
+        table = self._qualified(self.recorder.events_table_name)
+        with self.recorder.datastore.transaction(commit=False) as curs:
+            curs.execute(f"SELECT COUNT(*) AS n FROM {table} WHERE {column} > {mark}", [position])
+            return curs.fetchone()["n"]
+
+    def _qualified(self, table: str) -> str:
+        if self.database.is_postgres:
+            return f'"{self.recorder.datastore.schema}"."{table}"'
+        return table
 
     def customer_events(self, customer_id: str) -> list[CustomerEvent]:
         """A customer's stored events in recording order (empty when unknown)."""
@@ -62,37 +132,37 @@ class JourneyApplication(Application[str]):
             aggregate = self.mapper.to_domain_event(item).mutate(aggregate)
         return aggregate
 
-    def _select_streams(self, ids: list[str]) -> dict[str, list[StoredEvent]]:
-        recorder = self.recorder
+    def _select_streams(
+        self, ids: list[str], up_to: int | None = None
+    ) -> dict[str, list[tuple[int, StoredEvent]]]:
+        table = self._qualified(self.recorder.events_table_name)
+        position = "notification_id" if self.database.is_postgres else "rowid"
+        columns = f"{position} AS position, originator_id, originator_version, topic, state"
+        order = "ORDER BY originator_id, originator_version"
         if self.database.is_postgres:
-            from psycopg.sql import SQL, Identifier
-
-            statement = SQL(
-                "SELECT originator_id, originator_version, topic, state FROM {}.{} "
-                "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
-            ).format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
-            with recorder.datastore.transaction(commit=False) as curs:
-                curs.execute(statement, (ids,), prepare=False)
-                rows = curs.fetchall()
+            limit = "AND notification_id <= %s " if up_to is not None else ""
+            statement = (
+                f"SELECT {columns} FROM {table} WHERE originator_id = ANY(%s) {limit}{order}"
+            )
+            params: list[Any] = [ids] + ([up_to] if up_to is not None else [])
         else:
+            limit = "AND rowid <= ? " if up_to is not None else ""
             marks = ",".join("?" * len(ids))
             statement = (
-                "SELECT originator_id, originator_version, topic, state FROM "
-                f"{recorder.events_table_name} WHERE originator_id IN ({marks}) "
-                "ORDER BY originator_id, originator_version"
+                f"SELECT {columns} FROM {table} WHERE originator_id IN ({marks}) {limit}{order}"
             )
-            with recorder.datastore.transaction(commit=False) as curs:
-                curs.execute(statement, ids)
-                rows = curs.fetchall()
-        streams: dict[str, list[StoredEvent]] = defaultdict(list)
+            params = [*ids] + ([up_to] if up_to is not None else [])
+        with self.recorder.datastore.transaction(commit=False) as curs:
+            curs.execute(statement, params)
+            rows = curs.fetchall()
+        streams: dict[str, list[tuple[int, StoredEvent]]] = defaultdict(list)
         for row in rows:
             state = row["state"]
-            streams[row["originator_id"]].append(
-                StoredEvent(
-                    originator_id=row["originator_id"],
-                    originator_version=row["originator_version"],
-                    topic=row["topic"],
-                    state=bytes(state) if isinstance(state, memoryview) else state,
-                )
+            stored = StoredEvent(
+                originator_id=row["originator_id"],
+                originator_version=row["originator_version"],
+                topic=row["topic"],
+                state=bytes(state) if isinstance(state, memoryview) else state,
             )
+            streams[row["originator_id"]].append((row["position"], stored))
         return streams

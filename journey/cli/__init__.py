@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+from journey.cli import projections, query, store  # noqa: F401  (each registers its commands)
 from journey.cli.app import app
-from journey.cli import store  # noqa: F401  (registers import, record, demo)
-from journey.cli import query  # noqa: F401
 
 
 def main() -> None:

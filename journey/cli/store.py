@@ -42,16 +42,22 @@ def import_files(
     ctx: typer.Context,
     files: Annotated[list[Path], typer.Argument(help="JSONL or CSV (.csv) files; - for stdin.")],
     skip_invalid: Annotated[
-        bool, typer.Option("--skip-invalid", help="Store the good lines; write bad ones to --rejects.")
+        bool,
+        typer.Option("--skip-invalid", help="Store the good lines; write bad ones to --rejects."),
     ] = False,
     rejects: Annotated[
-        Path | None, typer.Option("--rejects", metavar="FILE", help="Where --skip-invalid writes bad lines.")
+        Path | None,
+        typer.Option("--rejects", metavar="FILE", help="Where --skip-invalid writes bad lines."),
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Validate whole files, then store their events (or nothing, if any line is bad)."""
     if skip_invalid and rejects is None:
-        fail("--skip-invalid needs --rejects FILE to say where bad lines go", as_json=as_json, code=USAGE)
+        fail(
+            "--skip-invalid needs --rejects FILE to say where bad lines go",
+            as_json=as_json,
+            code=USAGE,
+        )
     paths = [str(f) for f in files]
     for path in paths:
         if path != "-" and not Path(path).is_file():
@@ -90,8 +96,12 @@ def write_rejects(path: Path, outcome: Outcome) -> None:
     with path.open("w", encoding="utf-8") as handle:
         for rejected in outcome.rejected:
             raw = rejected.raw
-            record = {**rejected.as_dict(), "input": getattr(raw, "text", None)
-                      if isinstance(raw, Exception) else jsonable(raw)}
+            record = {
+                **rejected.as_dict(),
+                "input": getattr(raw, "text", None)
+                if isinstance(raw, Exception)
+                else jsonable(raw),
+            }
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
@@ -105,21 +115,33 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def report_import(outcome: Outcome, *, skip_invalid: bool, rejects: Path | None, as_json: bool) -> None:
+def report_import(
+    outcome: Outcome, *, skip_invalid: bool, rejects: Path | None, as_json: bool
+) -> None:
     refused = bool(outcome.rejected) and not skip_invalid
     if as_json:
         summary = outcome.as_dict()
         if refused:
-            emit_json({"error": f"{len(outcome.rejected)} bad input line(s); nothing was stored",
-                       **summary}, stderr=True)
+            emit_json(
+                {
+                    "error": f"{len(outcome.rejected)} bad input line(s); nothing was stored",
+                    **summary,
+                },
+                stderr=True,
+            )
         else:
             emit_json({key: value for key, value in summary.items() if key != "errors"})
     else:
         for rejected in outcome.rejected:
-            where = f"{rejected.source}:{rejected.line}" if rejected.source else f"line {rejected.line}"
+            where = (
+                f"{rejected.source}:{rejected.line}" if rejected.source else f"line {rejected.line}"
+            )
             for error in rejected.errors:
-                err.print(f"[red]{where}[/red]: {error.field}: {error.reason}", markup=True,
-                          highlight=False)
+                err.print(
+                    f"[red]{where}[/red]: {error.field}: {error.reason}",
+                    markup=True,
+                    highlight=False,
+                )
         if refused:
             err.print(f"{len(outcome.rejected)} bad line(s); nothing was stored.")
         else:
@@ -145,8 +167,13 @@ def record(
     try:
         data = json.loads(text, parse_float=Decimal)
     except json.JSONDecodeError as exc:
-        fail(f"(event): not valid JSON: {exc.msg} at column {exc.colno}", as_json=as_json,
-             errors=[{"field": "(event)", "reason": f"not valid JSON: {exc.msg}", "kind": "invalid"}])
+        fail(
+            f"(event): not valid JSON: {exc.msg} at column {exc.colno}",
+            as_json=as_json,
+            errors=[
+                {"field": "(event)", "reason": f"not valid JSON: {exc.msg}", "kind": "invalid"}
+            ],
+        )
     engine = open_engine(ctx, as_json)
     with reporting(as_json), engine:
         try:
@@ -154,8 +181,13 @@ def record(
         except RejectedInput as exc:
             fail(str(exc), as_json=as_json, errors=[e.as_dict() for e in exc.errors])
     if as_json:
-        emit_json({"position": recorded.position, "positions": recorded.positions,
-                   "duplicate": recorded.duplicate})
+        emit_json(
+            {
+                "position": recorded.position,
+                "positions": recorded.positions,
+                "duplicate": recorded.duplicate,
+            }
+        )
     elif recorded.duplicate:
         out.print("already recorded: nothing stored")
     else:

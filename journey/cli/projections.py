@@ -1,0 +1,206 @@
+"""Operators' commands: `projections run|status|rebuild` and the `funnel`."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import closing
+from typing import Annotated
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from journey.cli.app import Options, app
+from journey.cli.output import USAGE, emit_json, err, fail, out, reporting
+from journey.cli.query import SettingsPath, moments
+from journey.storage import StorageError
+from projections.readmodels.operate import ReadModels, model_names, run_supervised
+from projections.readmodels.queries import flow, funnel
+from projections.readmodels.rebuild import rebuild
+from projections.readmodels.store import MODELS, LockBusy
+from projections.settings import Settings, SettingsError, load_settings
+
+projections = typer.Typer(
+    help="Read models: keep them up to date, watch them, rebuild them.", no_args_is_help=True
+)
+app.add_typer(projections, name="projections")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+Names = Annotated[
+    list[str] | None,
+    typer.Argument(metavar="[NAME...]", help=f"Read models ({', '.join(MODELS)}); default all."),
+]
+
+
+def settings_or_fail(path: str | None, as_json: bool) -> Settings:
+    try:
+        return load_settings(path)
+    except SettingsError as exc:
+        fail(str(exc), as_json=as_json, code=USAGE)
+
+
+def open_models(ctx: typer.Context, settings: Settings, as_json: bool) -> ReadModels:
+    options: Options = ctx.obj
+    try:
+        return ReadModels.open(options.db, settings)
+    except StorageError as exc:
+        fail(str(exc), as_json=as_json, code=USAGE)
+
+
+def names_or_fail(names: list[str] | None, as_json: bool) -> list[str]:
+    try:
+        return model_names(names)
+    except ValueError as exc:
+        fail(str(exc), as_json=as_json, code=USAGE)
+
+
+@projections.command("run")
+def run(
+    ctx: typer.Context,
+    names: Names = None,
+    settings: SettingsPath = None,
+    once: Annotated[bool, typer.Option("--once", help="Catch up, then exit.")] = False,
+) -> None:
+    """Keep read models up to date: LISTEN/NOTIFY on PostgreSQL, polling on SQLite."""
+    chosen = names_or_fail(names, False)
+    rules = settings_or_fail(settings, False)
+    options: Options = ctx.obj
+    if once:
+        with closing(open_models(ctx, rules, False)) as models, reporting(False):
+            if not models.refresh(chosen):
+                fail("another runner holds these read models; it keeps them up to date")
+            out.print(f"caught up: {', '.join(chosen)}")
+        return
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    err.print(f"keeping {', '.join(chosen)} up to date (Ctrl-C stops)")
+
+    def report(done: dict[str, int]) -> None:
+        if any(done.values()):
+            err.print(", ".join(f"{name} +{count}" for name, count in done.items() if count))
+
+    try:
+        run_supervised(options.db, rules, chosen, stop, on_pass=report)
+    except LockBusy as exc:
+        fail(str(exc))
+
+
+@projections.command("status")
+def status(ctx: typer.Context, settings: SettingsPath = None, as_json: JsonFlag = False) -> None:
+    """Each read model's position, the log head, the lag and whether it is stale."""
+    rules = settings_or_fail(settings, as_json)
+    with closing(open_models(ctx, rules, as_json)) as models, reporting(as_json):
+        rows = models.status()
+    if as_json:
+        emit_json({"read_models": rows})
+        return
+    table = Table("read model", "gen", "position", "head", "lag", "lag s", "settings", "state")
+    for row in rows:
+        state = "stale: " + "; ".join(row["stale_reasons"]) if row["stale"] else "current"
+        if row["building"]:
+            state += f" (building generation {row['building']['generation']})"
+        table.add_row(
+            row["name"],
+            str(row["generation"]),
+            str(row["position"]),
+            str(row["head"]),
+            str(row["lag_events"]),
+            f"{row['lag_seconds']:.1f}",
+            row["settings_version"],
+            state,
+        )
+    out.print(table)
+
+
+@projections.command("rebuild")
+def rebuild_command(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(metavar="NAME", help="The read model.")] = None,
+    all_models: Annotated[bool, typer.Option("--all", help="Rebuild every read model.")] = False,
+    settings: SettingsPath = None,
+) -> None:
+    """Build a new generation from the whole log while the current one serves, then switch."""
+    if (name is None) == (not all_models):
+        fail("name one read model or give --all (not both)", as_json=False, code=USAGE)
+    chosen = names_or_fail(None if all_models else [name], False)
+    rules = settings_or_fail(settings, False)
+    with closing(open_models(ctx, rules, False)) as models, reporting(False):
+        for model in chosen:
+            generation = rebuild_with_progress(models, model)
+            out.print(
+                f"{model}: serving generation {generation.generation} "
+                f"at position {generation.position}"
+            )
+
+
+def rebuild_with_progress(models: ReadModels, name: str):
+    columns = (
+        TextColumn(f"rebuilding {name}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task(name, total=None, rate="")
+
+        def advance(done: int, total: int) -> None:
+            speed = bar.tasks[0].speed
+            bar.update(
+                task, completed=done, total=total, rate=f"{speed:,.0f} events/s" if speed else ""
+            )
+
+        try:
+            return rebuild(models.runner, name, on_progress=advance)
+        except LockBusy as exc:
+            fail(str(exc))
+
+
+@app.command("funnel")
+def funnel_command(
+    ctx: typer.Context,
+    as_of: Annotated[str | None, typer.Option("--as-of", metavar="TIME")] = None,
+    start: Annotated[str | None, typer.Option("--from", metavar="T1")] = None,
+    end: Annotated[str | None, typer.Option("--to", metavar="T2")] = None,
+    settings: SettingsPath = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Customers per stage, status and level at a moment; or the flow between two."""
+    if (start is None) != (end is None) or (as_of is not None and start is not None):
+        fail("give --as-of TIME, or both --from T1 and --to T2", as_json=as_json, code=USAGE)
+    moment, first, last = moments(as_json, as_of or ("now" if start is None else None), start, end)
+    rules = settings_or_fail(settings, as_json)
+    with closing(open_models(ctx, rules, as_json)) as models, reporting(as_json):
+        models.refresh(["timeline"])
+        answer = funnel(models.store, moment) if start is None else flow(models.store, first, last)
+    if as_json:
+        emit_json(answer)
+    elif start is None:
+        print_funnel(answer)
+    else:
+        print_flow(answer)
+
+
+def print_funnel(answer: dict) -> None:
+    out.print(f"funnel at {answer['as_of']}")
+    for key in ("stages", "statuses", "levels"):
+        table = Table(key[:-1] if key != "statuses" else "status", "customers")
+        for value, count in answer[key].items():
+            table.add_row(value, str(count))
+        out.print(table)
+
+
+def print_flow(answer: dict) -> None:
+    table = Table(f"from ({answer['from']})", f"to ({answer['to']})", "customers")
+    for source, targets in sorted(answer["stages"].items()):
+        for target, count in sorted(targets.items()):
+            table.add_row(source, target, str(count))
+    out.print(table)

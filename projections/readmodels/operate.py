@@ -1,0 +1,179 @@
+"""What operators do with read models: open them, see their status, keep them running.
+
+Separate from the CLI so the HTTP service and tests use the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from journey.api import Journey
+from projections.readmodels.runner import Runner
+from projections.readmodels.store import MODELS, LockBusy, ReadModelStore
+from projections.readmodels.tables import CODE_VERSION
+from projections.rules.window import iso
+from projections.settings import Settings
+
+log = logging.getLogger("journey.projections")
+
+
+@dataclass
+class ReadModels:
+    """An event store, its read-model store and a runner over both."""
+
+    engine: Journey
+    store: ReadModelStore
+    runner: Runner
+
+    @classmethod
+    def open(cls, url: str | None, settings: Settings) -> ReadModels:
+        engine = Journey(url)
+        store = ReadModelStore(engine.database)
+        return cls(engine, store, Runner(engine.app, store, settings))
+
+    def close(self) -> None:
+        self.store.close()
+        self.engine.close()
+
+    def refresh(self, names: Sequence[str]) -> bool:
+        """Catch ``names`` up now unless a runner already keeps them (holds their lock);
+        True when this call brought them up to date."""
+        try:
+            with ExitStack() as locks:
+                for name in names:
+                    locks.enter_context(self.store.lock(f"run:{name}"))
+                for name in names:
+                    self.runner.catch_up(name)
+                if "summary" in names:
+                    while self.runner.refresh_due():
+                        pass
+                return True
+        except LockBusy:
+            return False
+
+    def status(self) -> list[dict[str, Any]]:
+        """Position, head, lag and staleness of each read model's serving generation."""
+        app = self.engine.app
+        head = app.max_notification_id()
+        now = datetime.now(UTC)
+        rows = []
+        for generation in self.store.all_generations():
+            if generation.status != "serving":
+                continue
+            waiting = app.select_notifications(generation.position, 1)
+            oldest = app.mapper.to_domain_event(waiting[0]).timestamp if waiting else None
+            reasons = stale_reasons(
+                generation.settings_version, generation.code_version, self.runner.settings
+            )
+            building = self._building(generation.name)
+            rows.append(
+                {
+                    "name": generation.name,
+                    "generation": generation.generation,
+                    "position": generation.position,
+                    "head": head,
+                    "lag_events": app.count_after(generation.position),
+                    "lag_seconds": round((now - oldest).total_seconds(), 3) if oldest else 0.0,
+                    "settings_version": generation.settings_version,
+                    "code_version": generation.code_version,
+                    "stale": bool(reasons),
+                    "stale_reasons": reasons,
+                    "updated_at": iso(generation.updated_at),
+                    "building": building,
+                }
+            )
+        return rows
+
+    def _building(self, name: str) -> dict[str, Any] | None:
+        with self.store.engine.connect() as conn:
+            found = self.store.building(conn, name)
+        if found is None:
+            return None
+        return {
+            "generation": found.generation,
+            "head": found.build_head,
+            "cursor": found.build_cursor,
+            "settings_version": found.settings_version,
+        }
+
+
+def stale_reasons(settings_version: str, code_version: str, settings: Settings) -> list[str]:
+    reasons = []
+    if settings_version != settings.version:
+        reasons.append(f"built with settings {settings_version}, now {settings.version}")
+    if code_version != CODE_VERSION:
+        reasons.append(f"built by projection code {code_version}, now {CODE_VERSION}")
+    return reasons
+
+
+def run_supervised(
+    url: str | None,
+    settings: Settings,
+    names: Sequence[str],
+    stop: threading.Event,
+    on_pass: Callable[[dict[str, int]], None] | None = None,
+    retry_seconds: float = 2.0,
+) -> None:
+    """Run until ``stop``; after a lost database connection, reconnect and go on (the
+    position lives in the database, so nothing is lost or repeated)."""
+    while not stop.is_set():
+        try:
+            models = ReadModels.open(url, settings)
+            try:
+                with ExitStack() as locks:
+                    for name in names:
+                        locks.enter_context(models.store.lock(f"run:{name}"))
+                    with waiter(models) as wait:
+                        models.runner.run(names, stop, wait=wait, on_pass=on_pass)
+            finally:
+                models.close()
+        except LockBusy:
+            raise
+        except Exception as exc:  # a dropped connection surfaces as many driver errors
+            if stop.is_set():
+                return
+            log.warning("read-model runner lost its database (%s); reconnecting", exc)
+            stop.wait(retry_seconds)
+
+
+@contextmanager
+def waiter(models: ReadModels) -> Iterator[Callable[[float], None] | None]:
+    """On PostgreSQL, block until the event store NOTIFYs (or the timeout); on SQLite,
+    None, which makes the runner poll."""
+    database = models.engine.database
+    if not database.is_postgres:
+        yield None
+        return
+    import psycopg
+
+    env = database.eventsourcing_env()
+    with psycopg.connect(
+        dbname=env["POSTGRES_DBNAME"],
+        host=env["POSTGRES_HOST"],
+        port=env["POSTGRES_PORT"],
+        user=env["POSTGRES_USER"],
+        password=env["POSTGRES_PASSWORD"] or None,
+        autocommit=True,
+    ) as conn:
+        channel = models.engine.app.recorder.channel_name
+        conn.execute(f'LISTEN "{channel}"')
+
+        def wait(timeout: float) -> None:
+            for _ in conn.notifies(timeout=timeout, stop_after=1):
+                pass
+
+        yield wait
+
+
+def model_names(names: Sequence[str] | None) -> list[str]:
+    chosen = list(names or MODELS)
+    unknown = [n for n in chosen if n not in MODELS]
+    if unknown:
+        raise ValueError(f"no read model {', '.join(unknown)}; expected {', '.join(MODELS)}")
+    return chosen

@@ -1,0 +1,140 @@
+"""What a read model stores for one customer, computed from its events by the rules.
+
+Pure: the runners read events and write rows; this module only turns one into the other,
+so an incremental catch-up and a rebuild can never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from journey.events import CustomerEvent, Purchased, Refunded
+from projections.history import replay, time_steps
+from projections.rules.answer import Answer, evaluate
+from projections.rules.changes import next_change
+from projections.rules.window import ordered
+from projections.settings import Settings
+
+#: Far enough ahead that every time-driven change of a history has happened by then.
+END_OF_TIME = datetime(9000, 1, 1, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+SCORE_COLUMNS = (
+    "purchases",
+    "revenue",
+    "margin",
+    "cost_to_serve",
+    "profit",
+    "profitable",
+    "first_purchase_at",
+    "last_purchase_at",
+    "recency_days",
+    "tenure_days",
+    "frequency_365d",
+    "monetary_365d",
+    "trust",
+    "commitment",
+    "involvement",
+)
+
+
+def summary_row(
+    customer_id: str, events: Sequence[CustomerEvent], now: datetime, settings: Settings
+) -> dict[str, Any]:
+    """The customer as of ``now``, and when that row must be computed again without a new
+    event (a time-driven change, or the next day for the day counters)."""
+    answer = evaluate(events, now, settings)
+    row: dict[str, Any] = {"customer_id": customer_id, "computed_at": now}
+    if answer is None:  # every event lies in the future: the customer does not exist yet
+        first = min(e.occurred_at for e in events)
+        return {**row, **dict.fromkeys(SCORE_COLUMNS), "refresh_at": first}
+    return {**row, **answer_columns(answer), "refresh_at": refresh_at(answer, events, settings)}
+
+
+def answer_columns(answer: Answer) -> dict[str, Any]:
+    nps = answer.scores["nps"] or {}
+    reasons = {name: v.as_dict() for name, v in answer.verdicts().items()}
+    return {
+        "loyalty_stage": answer.loyalty_stage.value,
+        "status": answer.status.value,
+        "relationship_level": answer.relationship_level.value,
+        **{name: answer.scores[name] for name in SCORE_COLUMNS},
+        "nps_score": nps.get("score"),
+        "nps_class": nps.get("class"),
+        "reasons": reasons,
+        "settings_version": answer.settings_version,
+    }
+
+
+def refresh_at(answer: Answer, events: Sequence[CustomerEvent], settings: Settings) -> datetime:
+    later = next_change(events, answer.as_of, settings)
+    moments = [later.as_of] if later is not None else []
+    last = answer.scores["last_purchase_at"]
+    if last is not None:  # recency and tenure count whole days since a purchase
+        moments.append(last + DAY * (answer.scores["recency_days"] + 1))
+    return min(moments, default=END_OF_TIME)
+
+
+@dataclass(frozen=True)
+class Interval:
+    valid_from: datetime
+    valid_to: datetime | None
+    loyalty_stage: str
+    status: str
+    relationship_level: str
+
+
+def timeline_rows(
+    customer_id: str, events: Sequence[CustomerEvent], settings: Settings
+) -> list[dict[str, Any]]:
+    """The customer's (stage, status, level) as intervals of valid time, time-driven
+    changes included; the last interval is open (valid_to NULL)."""
+    return [
+        {"customer_id": customer_id, **vars(interval)} for interval in intervals(events, settings)
+    ]
+
+
+def intervals(events: Sequence[CustomerEvent], settings: Settings) -> list[Interval]:
+    stream = ordered(events)
+    steps = replay(stream, settings)
+    if steps:
+        steps += time_steps(stream, steps[-1].answer, END_OF_TIME, settings)
+    found: list[Interval] = []
+    for step in steps:
+        state = (
+            step.answer.loyalty_stage.value,
+            step.answer.status.value,
+            step.answer.relationship_level.value,
+        )
+        if (
+            found
+            and (found[-1].loyalty_stage, found[-1].status, found[-1].relationship_level) == state
+        ):
+            continue
+        if found:
+            found[-1] = Interval(found[-1].valid_from, step.at, *state_of(found[-1]))
+        found.append(Interval(step.at, None, *state))
+    return [i for i in found if i.valid_to is None or i.valid_to > i.valid_from]
+
+
+def state_of(interval: Interval) -> tuple[str, str, str]:
+    return interval.loyalty_stage, interval.status, interval.relationship_level
+
+
+def purchase_rows(customer_id: str, events: Sequence[CustomerEvent]) -> list[dict[str, Any]]:
+    """Purchases and refunds as they happened, so RFM over the population can be asked of
+    SQL at any moment (a refund counts only from its own occurred_at)."""
+    return [
+        {
+            "customer_id": customer_id,
+            "order_id": e.order_id,
+            "occurred_at": e.occurred_at,
+            "amount": e.amount if isinstance(e, Purchased) else -e.amount,
+            "is_refund": isinstance(e, Refunded),
+        }
+        for e in events
+        if isinstance(e, Purchased | Refunded)
+    ]

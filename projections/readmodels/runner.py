@@ -1,0 +1,149 @@
+"""Keeping read models up to date: follow the log and apply it a page at a time.
+
+Each page's touched customers are recomputed from their streams (up to the page's last
+position) and their rows written with the page's last position in one transaction: after a
+crash the runner resumes from the last committed position, so no event is applied twice
+and none is skipped. The summary also changes with no new event (a customer lapses): rows
+whose ``refresh_at`` has come are recomputed on every pass.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from journey.application import JourneyApplication, Stream
+from projections.readmodels.rows import purchase_rows, summary_row, timeline_rows
+from projections.readmodels.store import MODELS, Generation, ReadModelStore, utc_now
+from projections.settings import Settings
+
+PAGE = 2000
+REFRESH_BATCH = 2000
+
+Progress = Callable[[int], None]
+
+
+class Runner:
+    """Applies the log to read models."""
+
+    def __init__(
+        self,
+        app: JourneyApplication,
+        store: ReadModelStore,
+        settings: Settings,
+        *,
+        page: int = PAGE,
+        clock: Callable[[], datetime] = utc_now,
+    ):
+        self.app = app
+        self.store = store
+        self.settings = settings
+        self.page = page
+        self.clock = clock
+        store.ensure(settings.version)
+
+    def serving(self, name: str) -> Generation:
+        with self.store.engine.connect() as conn:
+            generation = self.store.serving(conn, name)
+        assert generation is not None, "ensure() creates a serving generation"
+        return generation
+
+    def catch_up(
+        self, name: str, generation: Generation | None = None, on_progress: Progress | None = None
+    ) -> int:
+        """Apply every notification after the generation's position; returns how many."""
+        applied = 0
+        while True:
+            current = generation or self.serving(name)
+            if generation is not None:
+                current = self._reload(generation)
+            count = self.apply_page(name, current)
+            if not count:
+                return applied
+            applied += count
+            if on_progress:
+                on_progress(count)
+
+    def apply_page(self, name: str, generation: Generation) -> int:
+        notifications = self.app.select_notifications(generation.position, self.page)
+        if not notifications:
+            return 0
+        last = notifications[-1].id
+        touched = Counter(
+            n.originator_id for n in notifications if not n.originator_id.startswith("~")
+        )
+        customers = sorted(touched)
+        streams = self.app.customer_streams(customers, up_to=last)
+        previous = (
+            self.store.summary_counts(generation.generation, customers) if name == "summary" else {}
+        )
+        rows: list[dict[str, Any]] = []
+        now = self.clock()
+        for customer in customers:
+            stream = streams[customer]
+            applied = previous.get(customer, (0, 0))[0] + touched[customer]
+            rows += rows_for(name, customer, stream, now, self.settings, applied)
+        self.store.write(name, generation.generation, customers, rows, position=last)
+        return len(notifications)
+
+    def refresh_due(self) -> int:
+        """Recompute the summary rows whose time-driven change has come."""
+        generation = self.serving("summary")
+        now = self.clock()
+        due = self.store.due_for_refresh(generation.generation, now, REFRESH_BATCH)
+        if not due:
+            return 0
+        streams = self.app.customer_streams(due, up_to=generation.position)
+        previous = self.store.summary_counts(generation.generation, due)
+        rows: list[dict[str, Any]] = []
+        for customer in due:
+            stream = streams.get(customer)
+            if stream is not None:
+                applied = previous.get(customer, (0, 0))[0]
+                rows += rows_for("summary", customer, stream, now, self.settings, applied)
+        self.store.write("summary", generation.generation, due, rows)
+        return len(due)
+
+    def run(
+        self,
+        names: Sequence[str],
+        stop: threading.Event,
+        wait: Callable[[float], None] | None = None,
+        poll_seconds: float = 1.0,
+        on_pass: Callable[[dict[str, int]], None] | None = None,
+    ) -> None:
+        """Keep ``names`` up to date until ``stop`` is set; ``wait`` blocks until the log
+        may have grown (LISTEN/NOTIFY) or the poll interval passes."""
+        pause = wait or stop.wait
+        while not stop.is_set():
+            done = {name: self.catch_up(name) for name in names}
+            if "summary" in names:
+                while refreshed := self.refresh_due():
+                    done["refreshed"] = done.get("refreshed", 0) + refreshed
+            if on_pass:
+                on_pass(done)
+            if not any(done.values()):
+                pause(poll_seconds)
+
+    def _reload(self, generation: Generation) -> Generation:
+        for found in self.store.all_generations():
+            if (found.name, found.generation) == (generation.name, generation.generation):
+                return found
+        raise LookupError(f"generation {generation.generation} of {generation.name} is gone")
+
+
+def rows_for(
+    name: str, customer: str, stream: Stream, now: datetime, settings: Settings, applied: int
+) -> list[dict[str, Any]]:
+    """The rows of read model ``name`` for one customer's stream."""
+    if name == "summary":
+        row = summary_row(customer, stream.events, now, settings)
+        return [{**row, "last_position": stream.positions[-1], "applied_events": applied}]
+    if name == "timeline":
+        return timeline_rows(customer, stream.events, settings)
+    if name == "purchases":
+        return purchase_rows(customer, stream.events)
+    raise KeyError(f"no read model {name!r}; expected one of {', '.join(MODELS)}")

@@ -1,0 +1,353 @@
+"""Where read models live: SQLAlchemy tables beside the events, in generations.
+
+The store knows which generation of each read model serves, writes a batch of customers'
+rows together with the generation's new log position in one transaction (so a crash
+never applies an event twice nor skips one), and switches generations atomically.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    MetaData,
+    Table,
+    create_engine,
+    delete,
+    event,
+    insert,
+    select,
+    text,
+    update,
+)
+
+from journey.errors import JourneyError
+from journey.storage import Database
+from projections.readmodels.tables import (
+    CODE_VERSION,
+    generations,
+    purchases_table,
+    state_metadata,
+    summary_table,
+    timeline_table,
+)
+
+
+class LockBusy(JourneyError):
+    """Another process already writes this read model."""
+
+
+@dataclass(frozen=True)
+class Model:
+    """A read model: its public name, the view readers query, and its table shape."""
+
+    name: str
+    view: str
+    make_table: Any
+
+    def table_name(self, generation: int) -> str:
+        return f"{self.view}_g{generation}"
+
+
+MODELS: dict[str, Model] = {
+    "summary": Model("summary", "customer_summary", summary_table),
+    "timeline": Model("timeline", "customer_timeline", timeline_table),
+    "purchases": Model("purchases", "customer_purchases", purchases_table),
+}
+
+
+@dataclass(frozen=True)
+class Generation:
+    name: str
+    generation: int
+    status: str
+    position: int
+    build_head: int | None
+    build_cursor: str | None
+    settings_version: str
+    code_version: str
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, row: Any) -> Generation:
+        return cls(**{k: row._mapping[k] for k in cls.__dataclass_fields__})
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ReadModelStore:
+    """The read models of one database."""
+
+    def __init__(self, database: Database):
+        self.database = database
+        self.engine = make_engine(database)
+        self._tables: dict[str, Table] = {}
+        self._metadata = MetaData()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- generations -------------------------------------------------------------------
+
+    def ensure(self, settings_version: str) -> None:
+        """Create the state table and a first, empty serving generation of every model."""
+        state_metadata.create_all(self.engine)
+        with self.engine.begin() as conn:
+            for model in MODELS.values():
+                if self.serving(conn, model.name) is None:
+                    self._create_generation(conn, model, 1, "serving", settings_version)
+                    self._point_view(conn, model, 1)
+
+    def serving(self, conn: Connection, name: str) -> Generation | None:
+        row = conn.execute(
+            select(generations).where(generations.c.name == name, generations.c.status == "serving")
+        ).first()
+        return Generation.of(row) if row else None
+
+    def building(self, conn: Connection, name: str) -> Generation | None:
+        row = conn.execute(
+            select(generations).where(
+                generations.c.name == name, generations.c.status == "building"
+            )
+        ).first()
+        return Generation.of(row) if row else None
+
+    def all_generations(self) -> list[Generation]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(generations).order_by(generations.c.name, generations.c.generation)
+            )
+            return [Generation.of(r) for r in rows]
+
+    def start_build(self, name: str, head: int, settings_version: str) -> Generation:
+        """A fresh building generation (dropping an unfinished one) that folds up to ``head``."""
+        model = MODELS[name]
+        with self.engine.begin() as conn:
+            old = self.building(conn, name)
+            if old is not None:
+                self._drop_generation(conn, model, old.generation)
+            latest = (
+                conn.execute(
+                    select(generations.c.generation)
+                    .where(generations.c.name == name)
+                    .order_by(generations.c.generation.desc())
+                ).scalar()
+                or 0
+            )
+            self._create_generation(conn, model, latest + 1, "building", settings_version, head)
+            return self.building(conn, name)
+
+    def switch(self, name: str, generation: int) -> None:
+        """Serve ``generation`` from now on: one transaction repoints the view."""
+        model = MODELS[name]
+        with self.engine.begin() as conn:
+            old = self.serving(conn, name)
+            self._set_status(conn, name, generation, "serving")
+            self._point_view(conn, model, generation)
+            if old is not None:
+                self._set_status(conn, name, old.generation, "retired")
+        if old is not None:
+            with self.engine.begin() as conn:
+                self._drop_generation(conn, model, old.generation)
+
+    # -- writing -------------------------------------------------------------------------
+
+    def write(
+        self,
+        name: str,
+        generation: int,
+        customers: Sequence[str],
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        position: int | None = None,
+        build_cursor: str | None = None,
+    ) -> None:
+        """Replace the rows of ``customers`` and advance the generation, in one transaction."""
+        table = self.table(name, generation)
+        with self.engine.begin() as conn:
+            for start in range(0, len(customers), 500):
+                chunk = customers[start : start + 500]
+                conn.execute(delete(table).where(table.c.customer_id.in_(chunk)))
+            if rows:
+                conn.execute(insert(table), list(rows))
+            changes: dict[str, Any] = {"updated_at": utc_now()}
+            if position is not None:
+                changes["position"] = position
+            if build_cursor is not None:
+                changes["build_cursor"] = build_cursor
+            conn.execute(
+                update(generations)
+                .where(generations.c.name == name, generations.c.generation == generation)
+                .values(**changes)
+            )
+
+    def summary_counts(
+        self, generation: int, customers: Sequence[str]
+    ) -> dict[str, tuple[int, int]]:
+        """How many events each customer's summary row has applied, and the last one's
+        position."""
+        table = self.table("summary", generation)
+        found: dict[str, tuple[int, int]] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(customers), 500):
+                chunk = customers[start : start + 500]
+                rows = conn.execute(
+                    select(
+                        table.c.customer_id, table.c.applied_events, table.c.last_position
+                    ).where(table.c.customer_id.in_(chunk))
+                )
+                found.update({r.customer_id: (r.applied_events, r.last_position) for r in rows})
+        return found
+
+    def due_for_refresh(self, generation: int, now: datetime, limit: int) -> list[str]:
+        table = self.table("summary", generation)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(table.c.customer_id)
+                .where(table.c.refresh_at <= now)
+                .order_by(table.c.refresh_at)
+                .limit(limit)
+            )
+            return [r.customer_id for r in rows]
+
+    def table(self, name: str, generation: int) -> Table:
+        model = MODELS[name]
+        table_name = model.table_name(generation)
+        if table_name not in self._tables:
+            self._tables[table_name] = model.make_table(self._metadata, table_name)
+        return self._tables[table_name]
+
+    # -- locks ---------------------------------------------------------------------------
+
+    @contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        """Hold the one-writer lock ``key`` (a PostgreSQL advisory lock, or a lock file
+        beside the SQLite database); raise LockBusy if another process holds it."""
+        if self.database.is_postgres:
+            with self._advisory_lock(key):
+                yield
+        else:
+            with self._file_lock(key):
+                yield
+
+    @contextmanager
+    def _advisory_lock(self, key: str) -> Iterator[None]:
+        number = int.from_bytes(
+            hashlib.sha256(f"{self.database.schema}:{key}".encode()).digest()[:8],
+            "big",
+            signed=True,
+        )
+        with self.engine.connect() as conn:
+            if not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": number}).scalar():
+                raise LockBusy(f"another process holds the lock {key!r}")
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": number})
+                conn.commit()
+
+    @contextmanager
+    def _file_lock(self, key: str) -> Iterator[None]:
+        path = Path(f"{self.database.sqlite_path}.{key.replace(':', '-')}.lock")
+        with path.open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LockBusy(f"another process holds the lock {key!r} ({path})") from None
+            try:
+                handle.truncate(0)
+                handle.write(str(os.getpid()))
+                handle.flush()
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _create_generation(
+        self,
+        conn: Connection,
+        model: Model,
+        generation: int,
+        status: str,
+        settings_version: str,
+        head: int | None = None,
+    ) -> None:
+        table = self.table(model.name, generation)
+        table.create(conn, checkfirst=True)
+        now = utc_now()
+        conn.execute(
+            insert(generations).values(
+                name=model.name,
+                generation=generation,
+                status=status,
+                position=0,
+                build_head=head,
+                build_cursor=None,
+                settings_version=settings_version,
+                code_version=CODE_VERSION,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+
+    def _drop_generation(self, conn: Connection, model: Model, generation: int) -> None:
+        self.table(model.name, generation).drop(conn, checkfirst=True)
+        conn.execute(
+            delete(generations).where(
+                generations.c.name == model.name, generations.c.generation == generation
+            )
+        )
+
+    def _set_status(self, conn: Connection, name: str, generation: int, status: str) -> None:
+        conn.execute(
+            update(generations)
+            .where(generations.c.name == name, generations.c.generation == generation)
+            .values(status=status, updated_at=utc_now())
+        )
+
+    def _point_view(self, conn: Connection, model: Model, generation: int) -> None:
+        target = model.table_name(generation)
+        conn.execute(text(f'DROP VIEW IF EXISTS "{model.view}"'))
+        conn.execute(text(f'CREATE VIEW "{model.view}" AS SELECT * FROM "{target}"'))
+
+
+def make_engine(database: Database) -> Engine:
+    """A SQLAlchemy engine on the event store's database (its schema, on PostgreSQL)."""
+    url = database.sqlalchemy_url()
+    if database.is_postgres:
+        return create_engine(
+            url,
+            pool_pre_ping=True,
+            connect_args={"options": f"-csearch_path={database.schema}", "connect_timeout": 10},
+        )
+    engine = create_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not pysqlite, begin transactions, so DDL (repointing a view)
+        # is transactional too: SQLAlchemy's documented recipe for SQLite.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+    return engine

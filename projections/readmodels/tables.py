@@ -1,0 +1,136 @@
+"""The read-model tables, one set per generation, and the state that says which serves.
+
+Readers use the stable names (``customer_summary``, ``customer_timeline``,
+``customer_purchases``): views over the serving generation's tables. A rebuild fills the
+next generation's tables, then repoints the views in one transaction, so a reader sees the
+old generation or the new one, never a mixture.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    TypeDecorator,
+)
+
+
+class UTCDateTime(TypeDecorator):
+    """A moment stored in UTC and read back with its zone, on every database (SQLite keeps
+    no zone: without this, +01:00 and Z times would sort by their wall clocks)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+MONEY = Numeric(24, 4)
+TIME = UTCDateTime()
+
+#: Bumped whenever the projection code changes what it writes: a read model built by an
+#: older version is stale until rebuilt.
+CODE_VERSION = "1"
+
+state_metadata = MetaData()
+
+#: One row per (read model, generation): its progress through the log and how it was built.
+generations = Table(
+    "journey_generations",
+    state_metadata,
+    Column("name", String(32), primary_key=True),
+    Column("generation", Integer, primary_key=True),
+    Column("status", String(16), nullable=False),  # building | serving | retired
+    Column("position", BigInteger, nullable=False),  # last notification applied
+    Column("build_head", BigInteger),  # the log head a rebuild folds up to
+    Column("build_cursor", String(80)),  # the last customer a rebuild has written
+    Column("settings_version", String(32), nullable=False),
+    Column("code_version", String(16), nullable=False),
+    Column("created_at", TIME, nullable=False),
+    Column("updated_at", TIME, nullable=False),
+)
+
+
+def summary_table(metadata: MetaData, name: str) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("customer_id", String(64), primary_key=True),
+        Column("loyalty_stage", String(16)),
+        Column("status", String(16)),
+        Column("relationship_level", String(16)),
+        Column("purchases", Integer),
+        Column("revenue", MONEY),
+        Column("margin", MONEY),
+        Column("cost_to_serve", MONEY),
+        Column("profit", MONEY),
+        Column("profitable", Boolean),
+        Column("first_purchase_at", TIME),
+        Column("last_purchase_at", TIME),
+        Column("recency_days", Integer),
+        Column("tenure_days", Integer),
+        Column("frequency_365d", Integer),
+        Column("monetary_365d", MONEY),
+        Column("nps_score", Integer),
+        Column("nps_class", String(16)),
+        Column("trust", Integer),
+        Column("commitment", Integer),
+        Column("involvement", Integer),
+        Column("reasons", JSON),
+        Column("settings_version", String(32)),
+        Column("computed_at", TIME, nullable=False),
+        Column("refresh_at", TIME, nullable=False),
+        Column("last_position", BigInteger, nullable=False),
+        Column("applied_events", Integer, nullable=False),
+        Index(f"{name}_refresh", "refresh_at"),
+    )
+
+
+def timeline_table(metadata: MetaData, name: str) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("customer_id", String(64), primary_key=True),
+        Column("valid_from", TIME, primary_key=True),
+        Column("valid_to", TIME),
+        Column("loyalty_stage", String(16), nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("relationship_level", String(16), nullable=False),
+        Index(f"{name}_span", "valid_from", "valid_to"),
+    )
+
+
+def purchases_table(metadata: MetaData, name: str) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("customer_id", String(64), nullable=False),
+        Column("order_id", String(128), nullable=False),
+        Column("occurred_at", TIME, nullable=False),
+        Column("amount", MONEY, nullable=False),
+        Column("is_refund", Boolean, nullable=False),
+        Index(f"{name}_customer", "customer_id"),
+        Index(f"{name}_time", "occurred_at"),
+    )
