@@ -3,14 +3,15 @@
 ``known_at`` keeps the events recorded at or before it (what the firm knew then);
 ``as_of`` keeps those that occurred at or before it and is the moment every time rule is
 evaluated at. Both default to now. Only the customer's own events are read, except for
-RFM, which ranks the customer among everyone: until a population read model exists it is
-computed by scanning the notification log (correct, slow on big stores).
+RFM, which ranks the customer among everyone: it comes from the purchases read model when
+one is given and up to date for what is asked (``known_at`` now), and otherwise from a scan
+of the notification log (correct for any ``known_at``, slow on big stores).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -25,6 +26,9 @@ from projections.rules.window import iso, known
 from projections.settings import DEFAULT, Settings
 
 PAGE = 5000
+
+#: Gives RFM's population at a moment from a read model, or None when it cannot.
+PopulationSource = Callable[[datetime], Population | None]
 CACHED_STREAMS = 256
 
 
@@ -48,9 +52,15 @@ class PointInTime:
     repeated question costs one small query instead of decoding the whole stream.
     """
 
-    def __init__(self, source: JourneyApplication | Journey, settings: Settings = DEFAULT):
+    def __init__(
+        self,
+        source: JourneyApplication | Journey,
+        settings: Settings = DEFAULT,
+        populations: PopulationSource | None = None,
+    ):
         self.app = source.app if isinstance(source, Journey) else source
         self.settings = settings
+        self.populations = populations
         self._streams: dict[str, list[CustomerEvent]] = {}
 
     def events(self, customer_id: str) -> list[CustomerEvent]:
@@ -87,10 +97,15 @@ class PointInTime:
         """One result per id, in order: an answer, or why there is none. RFM's population
         is computed once for all of them."""
         moment = utc_now()
+        asked_known_at = known_at
         as_of, known_at = as_of or moment, known_at or moment
         results = [self._answer(cid, as_of, known_at) for cid in customer_ids]
         if with_rfm and any(r.answer and r.answer.scores["purchases"] for r in results):
-            population = self.population(as_of, known_at)
+            population = None
+            if self.populations is not None and asked_known_at is None:
+                population = self.populations(as_of)
+            if population is None:
+                population = self.population(as_of, known_at)
             results = [r.with_rfm(population) for r in results]
         return results
 

@@ -9,12 +9,12 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from journey.api import Journey
 from journey.cli.app import Options, app
 from journey.cli.output import OK, REJECTED, USAGE, emit_json, err, fail, out, reporting
 from journey.storage import StorageError
 from projections.history import Step
 from projections.pointintime import PointInTime
+from projections.readmodels.operate import ReadModels
 from projections.rules.answer import Answer, jsonable
 from projections.settings import ENV_VAR as SETTINGS_ENV
 from projections.settings import SettingsError, load_settings
@@ -53,13 +53,17 @@ def parse_moment(text: str | None) -> datetime | None:
     return moment
 
 
-def open_queries(ctx: typer.Context, settings_path: str | None, as_json: bool) -> PointInTime:
+def open_queries(
+    ctx: typer.Context, settings_path: str | None, as_json: bool
+) -> tuple[PointInTime, ReadModels]:
+    """Queries over the store, taking RFM's population from the read models when they can."""
     options: Options = ctx.obj
     try:
         settings = load_settings(settings_path)
-        return PointInTime(Journey(options.db, actor=options.actor), settings)
+        models = ReadModels.open(options.db, settings)
     except (SettingsError, StorageError) as exc:
         fail(str(exc), as_json=as_json, code=USAGE)
+    return PointInTime(models.engine, settings, populations=models.population), models
 
 
 def moments(as_json: bool, *texts: str | None) -> list[datetime | None]:
@@ -82,8 +86,8 @@ def show(
 ) -> None:
     """Each customer's stage, status, level and scores at a moment, with the reasons."""
     as_of_at, known = moments(as_json, as_of, known_at)
-    queries = open_queries(ctx, settings, as_json)
-    with reporting(as_json), closing(queries.app):
+    queries, models = open_queries(ctx, settings, as_json)
+    with reporting(as_json), closing(models):
         results = queries.show_many(ids, as_of_at, known)
     for result in results:
         if result.error is not None:
@@ -105,8 +109,8 @@ def history(
 ) -> None:
     """Replay a customer's events in occurred_at order, with what each changed and why."""
     (known,) = moments(as_json, known_at)
-    queries = open_queries(ctx, settings, as_json)
-    with reporting(as_json), closing(queries.app):
+    queries, models = open_queries(ctx, settings, as_json)
+    with reporting(as_json), closing(models):
         steps = queries.history(customer_id, known)
     if as_json:
         for number, step in enumerate(steps, start=1):

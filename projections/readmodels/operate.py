@@ -14,9 +14,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from journey.api import Journey
+from projections.readmodels.queries import rfm_population
 from projections.readmodels.runner import Runner
 from projections.readmodels.store import MODELS, LockBusy, ReadModelStore
 from projections.readmodels.tables import CODE_VERSION
+from projections.rules.rfm import Population
 from projections.rules.window import iso
 from projections.settings import Settings
 
@@ -56,6 +58,16 @@ class ReadModels:
                 return True
         except LockBusy:
             return False
+
+    def population(self, as_of: datetime) -> Population | None:
+        """RFM's population at ``as_of`` as known now, from the purchases read model; None
+        when it is not up to date and cannot be brought up to date here."""
+        self.refresh(["purchases"])
+        with self.store.engine.connect() as conn:
+            serving = self.store.serving(conn, "purchases")
+        if serving is None or serving.position < self.engine.app.max_notification_id():
+            return None
+        return rfm_population(self.store, as_of, self.runner.settings)
 
     def status(self) -> list[dict[str, Any]]:
         """Position, head, lag and staleness of each read model's serving generation."""
