@@ -75,7 +75,10 @@ def run(
     if once:
         with closing(open_models(ctx, rules, False)) as models, reporting(False):
             if not models.refresh(chosen):
-                fail("another runner holds these read models; it keeps them up to date")
+                fail(
+                    "another runner holds these read models; it keeps them up to date",
+                    as_json=False,
+                )
             out.print(f"caught up: {', '.join(chosen)}")
         return
     stop = threading.Event()
@@ -90,7 +93,7 @@ def run(
     try:
         run_supervised(options.db, rules, chosen, stop, on_pass=report)
     except LockBusy as exc:
-        fail(str(exc))
+        fail(str(exc), as_json=False)
 
 
 @projections.command("status")
@@ -161,7 +164,7 @@ def rebuild_with_progress(models: ReadModels, name: str):
         try:
             return rebuild(models.runner, name, on_progress=advance)
         except LockBusy as exc:
-            fail(str(exc))
+            fail(str(exc), as_json=False)
 
 
 @app.command("funnel")

@@ -93,7 +93,9 @@ def rfm_population(store: ReadModelStore, as_of: datetime, settings: Settings) -
         select(
             purchases.c.customer_id,
             func.min(case((purchases.c.is_refund.is_(False), purchases.c.occurred_at))).label("at"),
-            func.sum(purchases.c.amount).label("net"),
+            # Rounded to the column's scale: SQLite keeps money as floats, and an order
+            # refunded in parts (0.04 - 0.03 - 0.01) must net to exactly zero.
+            func.round(func.sum(purchases.c.amount), 4).label("net"),
         )
         .where(purchases.c.occurred_at <= as_of)
         .group_by(purchases.c.customer_id, purchases.c.order_id)

@@ -76,5 +76,5 @@ def fold(runner: Runner, generation: Generation, chunk: int, on_progress: Progre
         )
         if on_progress:
             on_progress(done, total)
-    if not ids:
+    if not ids and generation.position < head:  # resumed after the fold: keep the catch-up
         store.write(generation.name, generation.generation, [], [], position=head)

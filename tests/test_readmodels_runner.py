@@ -1,0 +1,306 @@
+"""Runners (issue 4): exactly-once under SIGKILL, time-driven changes, one writer per read
+model, and (PostgreSQL) LISTEN/NOTIFY with reconnection after dropped connections."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import uuid
+from datetime import timedelta
+
+import psycopg
+import pytest
+from conftest import PG_URL, _conninfo
+from readmodel_support import (
+    NOW,
+    building,
+    cli,
+    customer_ids,
+    kill,
+    log_counts,
+    models,
+    record_all,
+    records,
+    serving,
+    start_script,
+    summary_counts,
+    summary_rows,
+    view_rows,
+)
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
+
+from journey.cli import app
+from journey.storage import Database
+from projections.pointintime import PointInTime
+from projections.readmodels.operate import run_supervised
+from projections.readmodels.queries import view
+from projections.readmodels.rebuild import rebuild
+from projections.readmodels.store import LockBusy, ReadModelStore
+from projections.settings import DEFAULT
+
+KILLS = 10
+
+
+def wait_for(condition, timeout: float = 60.0, every: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(every)
+    return condition()
+
+
+@pytest.mark.parametrize(
+    "db_url", [pytest.param("postgres", marks=pytest.mark.postgres), "sqlite"], indirect=True
+)
+def test_exactly_once_under_sigkill_in_a_loop(db_url):
+    rng = random.Random(2024)
+    items = records(260, seed=12)
+    initial, later = items[: len(items) * 2 // 3], items[len(items) * 2 // 3 :]
+    size = -(-len(later) // KILLS)
+    batches = [later[k * size : (k + 1) * size] for k in range(KILLS)]
+    with models(db_url) as m:
+        record_all(m.journey, initial)
+        progress = []
+        for batch in batches:
+            process = start_script(db_url, "run", "summary,timeline", page=40)
+            try:
+                assert process.stdout.readline().strip() == "running", process.stderr.read()
+                time.sleep(rng.uniform(0.05, 0.6))
+                if rng.random() < 0.5:
+                    record_all(m.journey, batch)  # while it runs
+                    batch = []
+                time.sleep(rng.uniform(0.0, 0.3))
+                behind = m.journey.app.max_notification_id()
+            finally:
+                kill(process)  # SIGKILL
+            progress.append((serving(m.store, "summary").position, behind))
+            record_all(m.journey, batch)  # between kills
+        head = m.journey.app.max_notification_id()
+        assert progress[-1][0] > 0, "the runner never committed anything before being killed"
+        assert any(p < h for p, h in progress), "no kill landed while the runner had work"
+        # One last run to the head of the log.
+        process = start_script(db_url, "run", "summary,timeline", page=40)
+        try:
+            caught_up = wait_for(
+                lambda: (
+                    serving(m.store, "summary").position == head
+                    and serving(m.store, "timeline").position == head
+                )
+            )
+            assert caught_up, process.stderr.read() if process.poll() is not None else "timeout"
+        finally:
+            kill(process)
+
+        position = serving(m.store, "summary").position
+        expected = log_counts(m.journey, position)
+        assert summary_counts(m.store) == expected  # none applied twice, none skipped
+        incremental = summary_rows(m.store)
+        timeline = view_rows(m.store, "timeline")
+        rebuild(m.runner, "summary")
+        rebuild(m.runner, "timeline")
+        assert summary_rows(m.store) == incremental
+        assert view_rows(m.store, "timeline") == timeline
+
+
+def test_a_customer_lapses_with_no_new_event(db_url):
+    start = NOW - timedelta(days=300)
+    clock = [NOW]
+    with models(db_url, clock=lambda: clock[0]) as m:
+        record_all(
+            m.journey,
+            [
+                {
+                    "type": "identified",
+                    "customer_id": "c-lapse",
+                    "occurred_at": (start - timedelta(days=3)).isoformat(),
+                },
+                {
+                    "type": "purchase",
+                    "customer_id": "c-lapse",
+                    "occurred_at": start.isoformat(),
+                    "order_id": "o-1",
+                    "amount": "120.00",
+                    "category": "books",
+                },
+            ],
+        )
+        queries = PointInTime(m.journey)
+        for name in ("summary", "timeline"):
+            m.runner.catch_up(name)
+        row = summary_row(m.store, "c-lapse")
+        assert row.status == queries.show("c-lapse", NOW).status.value == "active"
+        position, applied = row.last_position, row.applied_events
+
+        later = start + timedelta(days=366)
+        clock[0] = later
+        assert m.runner.catch_up("summary") == 0  # nothing new in the log
+        assert m.runner.refresh_due() >= 1
+        row = summary_row(m.store, "c-lapse")
+        assert row.status == queries.show("c-lapse", later).status.value == "lapsed"
+        assert (row.last_position, row.applied_events) == (position, applied)
+        assert row.recency_days == queries.show("c-lapse", later).scores["recency_days"]
+        assert m.runner.refresh_due() == 0  # nothing else is due at this moment
+
+        # The timeline already held the lapse, starting exactly when show starts saying it.
+        table = view(m.store, "timeline")
+        with m.store.engine.connect() as conn:
+            spans = conn.execute(
+                select(table).where(table.c.customer_id == "c-lapse").order_by(table.c.valid_from)
+            ).all()
+        (lapse,) = [
+            s for s in spans if s.valid_from <= later and (s.valid_to is None or later < s.valid_to)
+        ]
+        assert lapse.status == "lapsed"
+        assert queries.show("c-lapse", lapse.valid_from).status.value == "lapsed"
+        just_before = lapse.valid_from - timedelta(microseconds=1)
+        assert queries.show("c-lapse", just_before).status.value == "active"
+
+
+def summary_row(store: ReadModelStore, customer: str):
+    table = view(store, "summary")
+    with store.engine.connect() as conn:
+        return conn.execute(select(table).where(table.c.customer_id == customer)).one()
+
+
+def test_one_writer_per_read_model(db_url):
+    with models(db_url) as m:
+        other = ReadModelStore(Database.parse(db_url))
+        try:
+            with m.store.lock("run:summary"):
+                with pytest.raises(LockBusy), m.store.lock("run:summary"):
+                    pass
+                with pytest.raises(LockBusy), other.lock("run:summary"):
+                    pass
+                with other.lock("run:timeline"):  # another read model: its own lock
+                    pass
+                result = CliRunner().invoke(
+                    app, ["--db", db_url, "projections", "run", "--once", "summary"]
+                )
+                assert result.exit_code == 1, result.output
+                assert "another runner" in result.stderr
+                assert "Traceback" not in result.output
+                continuous = cli("--db", db_url, "projections", "run", "summary", timeout=60)
+                assert continuous.returncode == 1, continuous.stderr
+                assert "another process holds the lock" in continuous.stderr
+                assert "Traceback" not in continuous.stderr
+            with other.lock("run:summary"):  # released
+                pass
+        finally:
+            other.close()
+
+
+def test_run_once_catches_up_when_no_runner_holds_the_lock(db_url):
+    with models(db_url) as m:
+        record_all(m.journey, records(15, seed=3))
+        result = CliRunner().invoke(app, ["--db", db_url, "projections", "run", "--once"])
+        assert result.exit_code == 0, result.output
+        head = m.journey.app.max_notification_id()
+        for name in ("summary", "timeline", "purchases"):
+            assert serving(m.store, name).position == head
+        assert summary_counts(m.store) == log_counts(m.journey, head)
+
+
+@pytest.mark.postgres
+def test_supervised_runner_listens_and_reconnects_after_its_connections_are_killed(
+    pg_url, monkeypatch
+):
+    """Every connection this process opens from here on is the runner's: they carry an
+    application_name of their own (libpq reads PGAPPNAME), so only they are terminated.
+    The test records events and reads positions from other processes / named sessions."""
+    tag = f"journey-runner-{uuid.uuid4().hex[:8]}"
+    schema = make_url(pg_url).query["schema"]
+    with models(pg_url) as m:  # creates the schema, tables and a first generation
+        record_all(m.journey, records(10, seed=9))
+    monkeypatch.setenv("PGAPPNAME", tag)
+    verifier = psycopg.connect(_conninfo(PG_URL), application_name="journey-test", autocommit=True)
+
+    def position() -> int:
+        return verifier.execute(
+            f'SELECT position FROM "{schema}".journey_generations '
+            "WHERE name = 'summary' AND status = 'serving'"
+        ).fetchone()[0]
+
+    def head() -> int:
+        return verifier.execute(
+            f'SELECT MAX(notification_id) FROM "{schema}".journey_events'
+        ).fetchone()[0]
+
+    def runner_sessions() -> list[int]:
+        rows = verifier.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = %s",
+            [tag],
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def runner_holds_a_lock() -> bool:
+        return bool(
+            verifier.execute(
+                "SELECT COUNT(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = %s",
+                [tag],
+            ).fetchone()[0]
+        )
+
+    def record(customer: str, day: int) -> int:
+        event = {
+            "type": "purchase",
+            "customer_id": customer,
+            "order_id": f"o-{uuid.uuid4().hex[:6]}",
+            "occurred_at": f"2025-06-{day:02d}T10:00:00Z",
+            "amount": "10.00",
+        }
+        done = cli("--db", pg_url, "record", json.dumps(event), "--json", drop_env=["PGAPPNAME"])
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)["position"]
+
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            run_supervised(pg_url, DEFAULT, ["summary"], stop, retry_seconds=0.5)
+        except BaseException as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    try:
+        assert wait_for(lambda: position() == head(), 30), failures
+        assert wait_for(runner_holds_a_lock, 30)
+        first = record("c-listen", 1)
+        assert wait_for(lambda: position() >= first, 30), failures
+
+        pids = runner_sessions()
+        assert pids, "the runner has no session to kill"
+        killed = verifier.execute(
+            "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = %s "
+            "AND pid <> pg_backend_pid()) t",
+            [tag],
+        ).fetchone()[0]
+        assert killed == len(pids) or killed >= 1
+        assert wait_for(lambda: not set(pids) & set(runner_sessions()), 30)
+
+        second = record("c-listen", 2)
+        third = record("c-other", 3)
+        assert wait_for(lambda: position() >= max(second, third), 60), failures
+        assert thread.is_alive(), failures
+        assert wait_for(runner_holds_a_lock, 30)  # the one-writer lock is held again
+    finally:
+        stop.set()
+        thread.join(30)
+        verifier.close()
+    assert not thread.is_alive()
+    assert not failures, failures
+    monkeypatch.delenv("PGAPPNAME")
+    with models(pg_url) as m:
+        done = serving(m.store, "summary").position
+        assert summary_counts(m.store) == log_counts(m.journey, done)
+        assert "c-listen" in customer_ids(m.journey)
+        assert building(m.store, "summary") is None

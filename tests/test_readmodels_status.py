@@ -1,0 +1,103 @@
+"""`journey projections status`: position, head, lag and staleness after a settings change
+(issue 4, Operators)."""
+
+from __future__ import annotations
+
+import json
+
+from readmodel_support import contacts, customer_ids, models, record_all, records
+from sqlalchemy import func, select
+from typer.testing import CliRunner
+
+from journey.cli import app
+from projections.readmodels.queries import view
+from projections.settings import DEFAULT, Settings
+
+NAMES = ("summary", "timeline", "purchases")
+KEYS = {
+    "name",
+    "generation",
+    "position",
+    "head",
+    "lag_events",
+    "lag_seconds",
+    "settings_version",
+    "stale",
+    "stale_reasons",
+    "building",
+}
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def status(url: str, *extra: str) -> dict[str, dict]:
+    result = invoke("--db", url, "projections", "status", "--json", *extra)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["read_models"]
+    assert sorted(r["name"] for r in rows) == sorted(NAMES)
+    for row in rows:
+        assert set(row) >= KEYS, KEYS - set(row)
+    return {r["name"]: r for r in rows}
+
+
+def test_status_lag_and_staleness_follow_the_log_and_the_settings(db_url, tmp_path):
+    changed = {"lapsed_after_days": 200}
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps(changed))
+    new_version = Settings(**changed).version
+    assert new_version != DEFAULT.version
+    with models(db_url) as m:
+        record_all(m.journey, records(15, seed=41))
+        done = invoke("--db", db_url, "projections", "run", "--once")
+        assert done.exit_code == 0, done.output
+        head = m.journey.app.max_notification_id()
+        for row in status(db_url).values():
+            assert (row["position"], row["head"], row["lag_events"]) == (head, head, 0)
+            assert row["lag_seconds"] == 0
+            assert row["stale"] is False and row["stale_reasons"] == []
+            assert row["settings_version"] == DEFAULT.version
+            assert row["building"] is None
+
+        more = record_all(m.journey, contacts([*customer_ids(m.journey)[:3], "c-brand-new"]))
+        new_head = m.journey.app.max_notification_id()
+        for row in status(db_url).values():
+            assert row["position"] == head and row["head"] == new_head
+            assert row["lag_events"] == len(more) == new_head - head
+            assert row["lag_seconds"] >= 0
+            assert row["stale"] is False
+
+        for name, row in status(db_url, "--settings", str(path)).items():
+            assert row["stale"] is True, name
+            assert row["stale_reasons"] and "settings" in row["stale_reasons"][0]
+            assert row["settings_version"] == DEFAULT.version
+
+        rebuilt = invoke("--db", db_url, "projections", "rebuild", "--all", "--settings", str(path))
+        assert rebuilt.exit_code == 0, rebuilt.output
+        for row in status(db_url, "--settings", str(path)).values():
+            assert row["stale"] is False and row["stale_reasons"] == []
+            assert row["settings_version"] == new_version
+            assert (row["position"], row["lag_events"]) == (new_head, 0)
+            assert row["generation"] == 2
+        assert all(row["stale"] for row in status(db_url).values())
+
+        summary = view(m.store, "summary")
+        with m.store.engine.connect() as conn:
+            versions = conn.execute(select(func.distinct(summary.c.settings_version))).scalars()
+            assert set(versions) == {new_version}
+
+        text = invoke("--db", db_url, "projections", "status", "--settings", str(path))
+        assert text.exit_code == 0 and "current" in text.stdout
+
+
+def test_status_shows_an_unfinished_build(db_url):
+    with models(db_url) as m:
+        record_all(m.journey, records(5, seed=42))
+        head = m.journey.app.max_notification_id()
+        started = m.store.start_build("timeline", head=head, settings_version=DEFAULT.version)
+        rows = status(db_url)
+        assert rows["timeline"]["building"]["generation"] == started.generation
+        assert rows["timeline"]["building"]["head"] == head
+        assert rows["summary"]["building"] is None
+        assert rows["timeline"]["lag_events"] == head
