@@ -42,13 +42,21 @@ def read_jsonl(handle: TextIO) -> Iterator[Record]:
 def read_csv(handle: TextIO) -> Iterator[Record]:
     """CSV with a header of field names; an empty cell is an absent field, and
     ``personal.name``-style columns fill the ``personal`` object."""
-    reader = csv.DictReader(handle)
-    start = 2
-    for row in reader:
-        if None in row:
+    # csv.reader rather than DictReader: DictReader skips blank lines silently, which
+    # would shift every later line number. A row starts on the line after the last one read.
+    reader = csv.reader(handle)
+    header: list[str] | None = None
+    start = 1
+    for cells in reader:
+        if not cells:
+            pass
+        elif header is None:
+            header = cells
+        elif len(cells) > len(header):
             yield start, InputError("(line)", "has more cells than the header has names")
         else:
-            yield start, unflatten(row)
+            missing = [None] * (len(header) - len(cells))  # absent, like an empty cell
+            yield start, unflatten(dict(zip(header, cells + missing, strict=True)))
         start = reader.line_num + 1
 
 

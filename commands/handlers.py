@@ -86,6 +86,9 @@ class UnitOfWork:
         self.aggregates: dict[str, Any] = {}
         self.looked_up: set[str] = set()
         self.derived = 0
+        #: (referrer, referred) pairs to check once the whole batch is applied, so a
+        #: conversion lands on the first purchase however the batch is ordered.
+        self.to_convert: dict[tuple[str, str], None] = {}
 
     def preload(self, commands: Iterable[Command]) -> None:
         """Load every aggregate the commands may touch, in a few queries."""
@@ -192,14 +195,22 @@ class UnitOfWork:
             self.aggregates[index.id] = index
         else:
             index.note(referrer.id, command.occurred_at)
-        self._convert(referrer, referred, index.referrers[referrer.id])
+        self.to_convert[(referrer.id, referred_id)] = None
 
     def _after_purchase(self, buyer: Customer) -> None:
         index = self._get(index_id(buyer.id))
         if index is None:
             return
-        for referrer_id, referred_at in index.referrers.items():
-            self._convert(self._get(referrer_id), buyer, referred_at)
+        for referrer_id in index.referrers:
+            self.to_convert[(referrer_id, buyer.id)] = None
+
+    def convert_referrals(self) -> None:
+        """Record the conversions the batch's referrals and purchases made due."""
+        for referrer_id, referred_id in self.to_convert:
+            index = self._get(index_id(referred_id))
+            referred_at = index.referrers[referrer_id]
+            self._convert(self._get(referrer_id), self._get(referred_id), referred_at)
+        self.to_convert.clear()
 
     def _convert(self, referrer: Customer, referred: Customer, referred_at: datetime) -> None:
         bought_at = referred.first_purchase_since(referred_at)
@@ -269,6 +280,7 @@ def apply_all(
             outcome.rejected.append(Rejected(line, [error]))
         if on_progress:
             on_progress(1)
+    uow.convert_referrals()
     return outcome
 
 

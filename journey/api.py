@@ -10,7 +10,9 @@ with connect("postgresql://postgres@127.0.0.1/journey") as engine:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import gc
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +55,24 @@ class RejectedInput(InputError):
         self.args = ("; ".join(str(e) for e in errors),)
         self.errors = errors
         self.kind = errors[0].kind
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a batch is held in memory.
+
+    A bulk import keeps every input, command and aggregate alive until it is saved, so
+    each full collection rescans all of them and frees nothing: a quarter of the time of
+    a 100,000-event import went there. Reference counting still frees what is dropped;
+    the collector resumes, if it was on, when the batch is done.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class Journey:
@@ -104,6 +124,7 @@ class Journey:
         )
         return self._record_sourced(records, skip_invalid, on_validated)
 
+    @collector_paused()
     def _record_sourced(
         self,
         records: Iterable[tuple[Source, Any]],

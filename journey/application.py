@@ -7,8 +7,10 @@ projections. Deciding what to record is the command handlers' job (commands/hand
 
 from __future__ import annotations
 
+import zlib
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 from eventsourcing.application import Application
@@ -29,18 +31,38 @@ class Stream(NamedTuple):
     positions: list[int]
 
 
+@contextmanager
+def first_use_lock(database: Database) -> Iterator[None]:
+    """Let one process at a time create the schema and tables of a PostgreSQL store.
+
+    PostgreSQL's ``CREATE ... IF NOT EXISTS`` is not safe against itself: two processes
+    opening a store at once fail with "duplicate key" or "tuple concurrently updated".
+    """
+    if not database.is_postgres:
+        yield
+        return
+    conn = database.connect()
+    with conn:  # closing the session releases the lock
+        key = zlib.crc32(f"journey-schema:{database.schema}".encode())
+        conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+        yield
+
+
 class JourneyApplication(Application[str]):
     """The customer event store."""
 
     name = "Journey"
 
     def __init__(self, database: Database):
-        database.ensure_schema()
         self.database = database
-        try:
-            super().__init__(env=database.eventsourcing_env())
-        except Exception as exc:  # the library raises plain errors for a bad connection
-            raise StorageError(f"cannot open the event store at {database.url!r}: {exc}") from exc
+        with first_use_lock(database):
+            database.ensure_schema()
+            try:
+                super().__init__(env=database.eventsourcing_env())
+            except Exception as exc:  # the library raises plain errors for a bad connection
+                raise StorageError(
+                    f"cannot open the event store at {database.url!r}: {exc}"
+                ) from exc
 
     def load_many(self, ids: Iterable[str]) -> dict[str, Customer | Referrers]:
         """Reconstruct every stored aggregate among ``ids``, a chunk of ids per query."""

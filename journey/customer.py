@@ -156,7 +156,8 @@ class Customer(BaseAggregate[str]):
         if order.refunded + amount > order.amount:
             raise InputError(
                 "amount",
-                f"would refund {order.refunded + amount} of the {order.amount} paid for {order_id!r}",
+                f"would refund {order.refunded + amount} of the {order.amount} paid "
+                f"for {order_id!r}",
             )
 
     def _guard_resolution(self, occurred_at: datetime, complaint_id: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import URL, make_url
 
@@ -88,16 +89,14 @@ class Database:
             return self.url.set(drivername="postgresql+psycopg").difference_update_query(["schema"])
         return self.url
 
-    def ensure_schema(self) -> None:
-        """Create the PostgreSQL schema named in the URL, so first use needs no setup."""
-        if not self.is_postgres or self.schema == "public":
-            return
+    def connect(self) -> Any:
+        """A plain psycopg connection (autocommit) to the PostgreSQL server of this URL,
+        for what SQLAlchemy and eventsourcing do not do: locks, LISTEN, creating schemas."""
         import psycopg
-        from psycopg import sql
 
         env = self.eventsourcing_env()
         try:
-            with psycopg.connect(
+            return psycopg.connect(
                 dbname=env["POSTGRES_DBNAME"],
                 host=env["POSTGRES_HOST"],
                 port=env["POSTGRES_PORT"],
@@ -105,9 +104,17 @@ class Database:
                 password=env["POSTGRES_PASSWORD"] or None,
                 autocommit=True,
                 connect_timeout=10,
-            ) as conn:
-                conn.execute(
-                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
-                )
+            )
         except psycopg.Error as exc:
             raise StorageError(f"cannot reach PostgreSQL at {self.url!r}: {exc}") from None
+
+    def ensure_schema(self) -> None:
+        """Create the PostgreSQL schema named in the URL, so first use needs no setup."""
+        if not self.is_postgres or self.schema == "public":
+            return
+        from psycopg import sql
+
+        with self.connect() as conn:
+            conn.execute(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
+            )

@@ -133,7 +133,7 @@ def test_a_crash_while_a_rebuild_catches_up_applies_no_event_twice(db_url):
         runner, store = m.runner, m.store
         head = m.journey.app.max_notification_id()
         generation = store.start_build(
-            "summary", head=head, settings_version=runner.settings.version
+            "summary", head=head, settings=runner.settings
         )
         fold(runner, generation, 10, None)
         # Events recorded during the fold, for customers already folded.

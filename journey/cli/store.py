@@ -148,7 +148,8 @@ def report_import(
             written = f" (written to {rejects})" if outcome.rejected and rejects else ""
             out.print(
                 f"stored {outcome.stored} events ({outcome.derived} derived by the engine), "
-                f"skipped {outcome.duplicates} duplicates, rejected {len(outcome.rejected)}{written}"
+                f"skipped {outcome.duplicates} duplicates, "
+                f"rejected {len(outcome.rejected)}{written}"
             )
     if refused:
         raise typer.Exit(1)

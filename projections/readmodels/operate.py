@@ -16,7 +16,7 @@ from typing import Any
 from journey.api import Journey
 from projections.readmodels.queries import rfm_population
 from projections.readmodels.runner import Runner
-from projections.readmodels.store import MODELS, LockBusy, ReadModelStore
+from projections.readmodels.store import MODELS, Generation, LockBusy, ReadModelStore
 from projections.readmodels.tables import CODE_VERSION
 from projections.rules.rfm import Population
 from projections.rules.window import iso
@@ -80,9 +80,7 @@ class ReadModels:
                 continue
             waiting = app.select_notifications(generation.position, 1)
             oldest = app.mapper.to_domain_event(waiting[0]).timestamp if waiting else None
-            reasons = stale_reasons(
-                generation.settings_version, generation.code_version, self.runner.settings
-            )
+            reasons = stale_reasons(generation, self.runner.settings)
             building = self._building(generation.name)
             rows.append(
                 {
@@ -115,12 +113,13 @@ class ReadModels:
         }
 
 
-def stale_reasons(settings_version: str, code_version: str, settings: Settings) -> list[str]:
+def stale_reasons(generation: Generation, settings: Settings) -> list[str]:
+    """Why a generation no longer says what the current settings and code would."""
     reasons = []
-    if settings_version != settings.version:
-        reasons.append(f"built with settings {settings_version}, now {settings.version}")
-    if code_version != CODE_VERSION:
-        reasons.append(f"built by projection code {code_version}, now {CODE_VERSION}")
+    if MODELS[generation.name].uses_settings and generation.settings_version != settings.version:
+        reasons.append(f"built with settings {generation.settings_version}, now {settings.version}")
+    if generation.code_version != CODE_VERSION:
+        reasons.append(f"built by projection code {generation.code_version}, now {CODE_VERSION}")
     return reasons
 
 
@@ -162,17 +161,7 @@ def waiter(models: ReadModels) -> Iterator[Callable[[float], None] | None]:
     if not database.is_postgres:
         yield None
         return
-    import psycopg
-
-    env = database.eventsourcing_env()
-    with psycopg.connect(
-        dbname=env["POSTGRES_DBNAME"],
-        host=env["POSTGRES_HOST"],
-        port=env["POSTGRES_PORT"],
-        user=env["POSTGRES_USER"],
-        password=env["POSTGRES_PASSWORD"] or None,
-        autocommit=True,
-    ) as conn:
+    with database.connect() as conn:
         channel = models.engine.app.recorder.channel_name
         conn.execute(f'LISTEN "{channel}"')
 

@@ -27,7 +27,7 @@ def rebuild(
     store, app = runner.store, runner.app
     with store.lock(f"rebuild:{name}"):
         generation = resumable(store, name, runner.settings.version) or store.start_build(
-            name, head=app.max_notification_id(), settings_version=runner.settings.version
+            name, head=app.max_notification_id(), settings=runner.settings
         )
         fold(runner, generation, chunk, on_progress)
         runner.catch_up(name, generation)
@@ -71,6 +71,7 @@ def fold(runner: Runner, generation: Generation, chunk: int, on_progress: Progre
             generation.generation,
             customers,
             rows,
+            expected=generation.position,
             build_cursor=customers[-1],
             position=head if last else None,
         )

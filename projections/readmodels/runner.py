@@ -17,7 +17,13 @@ from typing import Any
 
 from journey.application import JourneyApplication, Stream
 from projections.readmodels.rows import purchase_rows, summary_row, timeline_rows
-from projections.readmodels.store import MODELS, Generation, ReadModelStore, utc_now
+from projections.readmodels.store import (
+    MODELS,
+    Generation,
+    PositionMoved,
+    ReadModelStore,
+    utc_now,
+)
 from projections.settings import Settings
 
 PAGE = 2000
@@ -43,7 +49,7 @@ class Runner:
         self.settings = settings
         self.page = page
         self.clock = clock
-        store.ensure(settings.version)
+        store.ensure(settings)
 
     def serving(self, name: str) -> Generation:
         with self.store.engine.connect() as conn:
@@ -60,7 +66,10 @@ class Runner:
             current = generation or self.serving(name)
             if generation is not None:
                 current = self._reload(generation)
-            count = self.apply_page(name, current)
+            try:
+                count = self.apply_page(name, current)
+            except PositionMoved:
+                continue  # another writer applied that page: read on from where it got
             if not count:
                 return applied
             applied += count
@@ -82,11 +91,19 @@ class Runner:
         )
         rows: list[dict[str, Any]] = []
         now = self.clock()
+        rules = generation.rules()
         for customer in customers:
             stream = streams[customer]
             applied = previous.get(customer, (0, 0))[0] + touched[customer]
-            rows += rows_for(name, customer, stream, now, self.settings, applied)
-        self.store.write(name, generation.generation, customers, rows, position=last)
+            rows += rows_for(name, customer, stream, now, rules, applied)
+        self.store.write(
+            name,
+            generation.generation,
+            customers,
+            rows,
+            expected=generation.position,
+            position=last,
+        )
         return len(notifications)
 
     def refresh_due(self) -> int:
@@ -99,12 +116,18 @@ class Runner:
         streams = self.app.customer_streams(due, up_to=generation.position)
         previous = self.store.summary_counts(generation.generation, due)
         rows: list[dict[str, Any]] = []
+        rules = generation.rules()
         for customer in due:
             stream = streams.get(customer)
             if stream is not None:
                 applied = previous.get(customer, (0, 0))[0]
-                rows += rows_for("summary", customer, stream, now, self.settings, applied)
-        self.store.write("summary", generation.generation, due, rows)
+                rows += rows_for("summary", customer, stream, now, rules, applied)
+        try:
+            self.store.write(
+                "summary", generation.generation, due, rows, expected=generation.position
+            )
+        except PositionMoved:
+            return 1  # new events arrived meanwhile: the caller asks again
         return len(due)
 
     def run(

@@ -30,6 +30,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.exc import IntegrityError
 
 from journey.errors import JourneyError
 from journey.storage import Database
@@ -41,19 +42,27 @@ from projections.readmodels.tables import (
     summary_table,
     timeline_table,
 )
+from projections.settings import Settings
 
 
 class LockBusy(JourneyError):
     """Another process already writes this read model."""
 
 
+class PositionMoved(JourneyError):
+    """The generation's position is not where this writer read from: another writer got
+    there first. Nothing was written; read again from the new position."""
+
+
 @dataclass(frozen=True)
 class Model:
-    """A read model: its public name, the view readers query, and its table shape."""
+    """A read model: its public name, the view readers query, its table shape, and whether
+    its rows depend on the rule settings."""
 
     name: str
     view: str
     make_table: Any
+    uses_settings: bool = True
 
     def table_name(self, generation: int) -> str:
         return f"{self.view}_g{generation}"
@@ -62,7 +71,7 @@ class Model:
 MODELS: dict[str, Model] = {
     "summary": Model("summary", "customer_summary", summary_table),
     "timeline": Model("timeline", "customer_timeline", timeline_table),
-    "purchases": Model("purchases", "customer_purchases", purchases_table),
+    "purchases": Model("purchases", "customer_purchases", purchases_table, uses_settings=False),
 }
 
 
@@ -75,12 +84,17 @@ class Generation:
     build_head: int | None
     build_cursor: str | None
     settings_version: str
+    settings: dict[str, Any]
     code_version: str
     updated_at: datetime
 
     @classmethod
     def of(cls, row: Any) -> Generation:
         return cls(**{k: row._mapping[k] for k in cls.__dataclass_fields__})
+
+    def rules(self) -> Settings:
+        """The settings this generation's rows were computed with."""
+        return Settings.model_validate(self.settings)
 
 
 def utc_now() -> datetime:
@@ -101,14 +115,26 @@ class ReadModelStore:
 
     # -- generations -------------------------------------------------------------------
 
-    def ensure(self, settings_version: str) -> None:
-        """Create the state table and a first, empty serving generation of every model."""
-        state_metadata.create_all(self.engine)
+    def ensure(self, settings: Settings) -> None:
+        """Create the state table and a first, empty serving generation of every model, and
+        sweep the tables of generations a crash left retired. Safe when several processes
+        open a new store at once."""
+        for _attempt in range(3):
+            try:
+                state_metadata.create_all(self.engine)
+                with self.engine.begin() as conn:
+                    for model in MODELS.values():
+                        if self.serving(conn, model.name) is None:
+                            self._create_generation(conn, model, 1, "serving", settings)
+                            self._point_view(conn, model, 1)
+                break
+            except IntegrityError:
+                continue  # another process created them first: look again
         with self.engine.begin() as conn:
-            for model in MODELS.values():
-                if self.serving(conn, model.name) is None:
-                    self._create_generation(conn, model, 1, "serving", settings_version)
-                    self._point_view(conn, model, 1)
+            for retired in conn.execute(
+                select(generations).where(generations.c.status == "retired")
+            ):
+                self._drop_generation(conn, MODELS[retired.name], retired.generation)
 
     def serving(self, conn: Connection, name: str) -> Generation | None:
         row = conn.execute(
@@ -131,7 +157,7 @@ class ReadModelStore:
             )
             return [Generation.of(r) for r in rows]
 
-    def start_build(self, name: str, head: int, settings_version: str) -> Generation:
+    def start_build(self, name: str, head: int, settings: Settings) -> Generation:
         """A fresh building generation (dropping an unfinished one) that folds up to ``head``."""
         model = MODELS[name]
         with self.engine.begin() as conn:
@@ -146,7 +172,7 @@ class ReadModelStore:
                 ).scalar()
                 or 0
             )
-            self._create_generation(conn, model, latest + 1, "building", settings_version, head)
+            self._create_generation(conn, model, latest + 1, "building", settings, head)
             return self.building(conn, name)
 
     def switch(self, name: str, generation: int) -> None:
@@ -171,12 +197,27 @@ class ReadModelStore:
         customers: Sequence[str],
         rows: Sequence[Mapping[str, Any]],
         *,
+        expected: int,
         position: int | None = None,
         build_cursor: str | None = None,
     ) -> None:
-        """Replace the rows of ``customers`` and advance the generation, in one transaction."""
+        """Replace the rows of ``customers`` and advance the generation, in one transaction,
+        provided the generation is still at ``expected`` (its position when the rows were
+        read); otherwise write nothing and raise PositionMoved. This fence, not the runner
+        lock, is what makes applying a page twice impossible."""
         table = self.table(name, generation)
         with self.engine.begin() as conn:
+            fenced = conn.execute(
+                update(generations)
+                .where(
+                    generations.c.name == name,
+                    generations.c.generation == generation,
+                    generations.c.position == expected,
+                )
+                .values(updated_at=utc_now())
+            )
+            if fenced.rowcount != 1:
+                raise PositionMoved(f"{name} generation {generation} is no longer at {expected}")
             for start in range(0, len(customers), 500):
                 chunk = customers[start : start + 500]
                 conn.execute(delete(table).where(table.c.customer_id.in_(chunk)))
@@ -283,7 +324,7 @@ class ReadModelStore:
         model: Model,
         generation: int,
         status: str,
-        settings_version: str,
+        settings: Settings,
         head: int | None = None,
     ) -> None:
         table = self.table(model.name, generation)
@@ -297,7 +338,8 @@ class ReadModelStore:
                 position=0,
                 build_head=head,
                 build_cursor=None,
-                settings_version=settings_version,
+                settings_version=settings.version,
+                settings=settings.model_dump(mode="json"),
                 code_version=CODE_VERSION,
                 created_at=now,
                 updated_at=now,

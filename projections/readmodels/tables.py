@@ -66,6 +66,7 @@ generations = Table(
     Column("build_head", BigInteger),  # the log head a rebuild folds up to
     Column("build_cursor", String(80)),  # the last customer a rebuild has written
     Column("settings_version", String(32), nullable=False),
+    Column("settings", JSON, nullable=False),  # the thresholds its rows were computed with
     Column("code_version", String(16), nullable=False),
     Column("created_at", TIME, nullable=False),
     Column("updated_at", TIME, nullable=False),

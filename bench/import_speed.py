@@ -1,0 +1,272 @@
+"""How fast `journey import` stores events, beside what plain eventsourcing can do.
+
+    .venv/bin/python bench/import_speed.py [--events N] [--customers N] [--db sqlite|postgres|both]
+
+Generates N sample events (journey.sample) to a JSONL file, then on each database measures:
+
+* journey import: ``Journey.import_files`` in this process, the code path behind the CLI
+  command: reading the file, validating every line, the aggregate's guards, the policies,
+  batched saves;
+* batched baseline: a plain eventsourcing application with a minimal aggregate, the same
+  number of events per customer carrying the same fields, saved many aggregates per save();
+* per-event baseline: the same application with one save() per event, measured on a slice
+  and scaled (one transaction per event is too slow to run in full).
+
+Targets (issue 2): journey import ≥ 0.8x the batched baseline and ≥ 10x the per-event one.
+Each run uses a fresh SQLite file or a fresh PostgreSQL schema, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from eventsourcing.application import Application
+from eventsourcing.domain import (
+    BaseAggregate,
+    CanCreateTimestamp,
+    CanInitAggregate,
+    CanMutateAggregate,
+    MetaDomainEvent,
+)
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from journey.api import Journey
+from journey.sample import sample
+from journey.storage import Database
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+BATCH_EVENTS = 5000
+TARGET_BATCHED, TARGET_PER_EVENT = 0.8, 10.0
+
+
+@dataclass(frozen=True)
+class Noted(CanMutateAggregate[str], CanCreateTimestamp, metaclass=MetaDomainEvent):
+    """The baseline's one event: an input record's fields, stored as they came."""
+
+    originator_id: str
+    originator_version: int
+    timestamp: datetime
+    fields: dict[str, Any]
+
+    def apply(self, aggregate: Any) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Opened(CanInitAggregate[str], Noted):
+    originator_topic: str
+
+
+class Plain(BaseAggregate[str]):
+    """The baseline's aggregate: no state, no guards."""
+
+    @classmethod
+    def open(cls, customer_id: str, fields: dict[str, Any]) -> Plain:
+        return cls._create(Opened, id=customer_id, fields=fields)
+
+    def note(self, fields: dict[str, Any]) -> None:
+        self.trigger_event(Noted, fields=fields)
+
+
+class PlainApplication(Application[str]):
+    name = "Plain"
+
+
+def batched_baseline(url: str, records: list[dict[str, Any]]) -> float:
+    """Seconds to build every aggregate in memory and save them ~BATCH_EVENTS at a time."""
+    app = open_plain(url)
+    try:
+        started = time.perf_counter()
+        aggregates = list(build(records).values())
+        batch: list[Plain] = []
+        size = 0
+        for aggregate in aggregates:
+            batch.append(aggregate)
+            size += len(aggregate.pending_events)
+            if size >= BATCH_EVENTS:
+                app.save(*batch)
+                batch, size = [], 0
+        if batch:
+            app.save(*batch)
+        return time.perf_counter() - started
+    finally:
+        app.close()
+
+
+def per_event_baseline(url: str, records: list[dict[str, Any]]) -> float:
+    """Seconds to store ``records`` with one save() (one transaction) per event."""
+    app = open_plain(url)
+    try:
+        started = time.perf_counter()
+        known: dict[str, Plain] = {}
+        for record in records:
+            customer_id, fields = split(record)
+            aggregate = known.get(customer_id)
+            if aggregate is None:
+                aggregate = known[customer_id] = Plain.open(customer_id, fields)
+            else:
+                aggregate.note(fields)
+            app.save(aggregate)
+        return time.perf_counter() - started
+    finally:
+        app.close()
+
+
+def build(records: list[dict[str, Any]]) -> dict[str, Plain]:
+    aggregates: dict[str, Plain] = {}
+    for record in records:
+        customer_id, fields = split(record)
+        if customer_id in aggregates:
+            aggregates[customer_id].note(fields)
+        else:
+            aggregates[customer_id] = Plain.open(customer_id, fields)
+    return aggregates
+
+
+def split(record: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    fields = dict(record)
+    return fields.pop("customer_id"), fields
+
+
+def open_plain(url: str) -> PlainApplication:
+    database = Database.parse(url)
+    database.ensure_schema()
+    return PlainApplication(env=database.eventsourcing_env())
+
+
+def journey_import(url: str, path: Path) -> tuple[float, int]:
+    """Seconds for ``Journey.import_files`` on the file, and the events it stored."""
+    with Journey(url, actor="bench") as engine:
+        started = time.perf_counter()
+        outcome = engine.import_files([str(path)])
+        seconds = time.perf_counter() - started
+    if outcome.rejected:
+        raise SystemExit(f"the sample was rejected: {outcome.rejected[0].as_dict()}")
+    return seconds, outcome.stored
+
+
+@contextmanager
+def fresh_store(db: str, workdir: Path) -> Iterator[str]:
+    """A database URL nobody has used: a new SQLite file, or a new PostgreSQL schema."""
+    if db == "sqlite":
+        yield f"sqlite:///{workdir / f'{uuid.uuid4().hex}.db'}"
+        return
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    try:
+        yield f"{POSTGRES}?schema={schema}"
+    finally:
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(POSTGRES, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@dataclass
+class Result:
+    db: str
+    journey: float  # events/s
+    stored: int
+    batched: float
+    per_event: float
+
+
+def measure(
+    db: str, path: Path, records: list[dict[str, Any]], slice_: int, work: Path, repeat: int
+) -> Result:
+    """Each run on a fresh store; the best of ``repeat`` runs, as other load only slows."""
+
+    def timed(run: Callable[[str], Any]) -> Any:
+        def once() -> Any:
+            with fresh_store(db, work) as url:
+                return run(url)
+
+        return min(once() for _ in range(repeat))
+
+    n = len(records)
+    seconds, stored = timed(lambda url: journey_import(url, path))
+    batched = timed(lambda url: batched_baseline(url, records))
+    per_event = timed(lambda url: per_event_baseline(url, records[:slice_]))
+    return Result(db, n / seconds, stored, n / batched, min(slice_, n) / per_event)
+
+
+def report(
+    results: list[Result], n: int, customers: int, slice_: int, repeat: int, console: Console
+) -> None:
+    best = f", best of {repeat} runs" if repeat > 1 else ""
+    table = Table(title=f"{n:,} events over {customers:,} customers (events/s{best})")
+    for column in (
+        "database",
+        "journey import",
+        "batched baseline",
+        "per-event baseline*",
+        f"x batched (≥ {TARGET_BATCHED})",
+        f"x per-event (≥ {TARGET_PER_EVENT:g})",
+    ):
+        table.add_column(column, justify="right")
+    for r in results:
+        table.add_row(
+            r.db,
+            f"{r.journey:,.0f}",
+            f"{r.batched:,.0f}",
+            f"{r.per_event:,.0f}",
+            verdict(r.journey / r.batched, TARGET_BATCHED),
+            verdict(r.journey / r.per_event, TARGET_PER_EVENT),
+        )
+    console.print(table)
+    console.print(
+        f"journey import = Journey.import_files in this process (read, validate, guards, "
+        f"policies, save); it stored {', '.join(f'{r.stored:,} on {r.db}' for r in results)} "
+        f"events (input + implicit identifications + referral conversions). The baselines "
+        f"store the same records with no reading, validation or guards, with Python's "
+        f"garbage collector on; Journey pauses it during an import (api.collector_paused).\n"
+        f"* per-event baseline measured on the first {min(slice_, n):,} events, one save() "
+        f"each; its events/s is assumed to hold for all {n:,}."
+    )
+
+
+def verdict(ratio: float, target: float) -> str:
+    colour = "green" if ratio >= target else "red"
+    return f"[{colour}]{ratio:.2f}x[/{colour}]"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--customers", type=int, default=20_000)
+    parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--slice", type=int, default=5000, help="events for the per-event run")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each; the best counts")
+    args = parser.parse_args(argv)
+    console = Console()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        path = work / "events.jsonl"
+        started = time.perf_counter()
+        with path.open("w", encoding="utf-8") as out:
+            for record in sample(args.customers, events=args.events, seed=args.seed):
+                out.write(json.dumps(record) + "\n")
+        console.print(f"generated {path.name} in {time.perf_counter() - started:.1f} s")
+        records = [json.loads(line) for line in path.open(encoding="utf-8")]
+        dbs = ["sqlite", "postgres"] if args.db == "both" else [args.db]
+        results = [measure(db, path, records, args.slice, work, args.repeat) for db in dbs]
+        report(results, len(records), args.customers, args.slice, args.repeat, console)
+
+
+if __name__ == "__main__":
+    main()

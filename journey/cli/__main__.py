@@ -1,0 +1,5 @@
+"""`python -m journey.cli`: the same command line as the `journey` script."""
+
+from journey.cli import main
+
+main()

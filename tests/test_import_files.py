@@ -1,0 +1,275 @@
+"""Import files (DOMAIN.md §2 "The import format", issue 2): JSONL and CSV, validated whole
+first; every bad line reported with its file, line number, field and reason."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from support import at, ev, purchase, referral, refund, snapshot, stream, when, write_jsonl
+
+
+def rejected_of(outcome):
+    """(file name, line, fields) of each rejected line."""
+    return [
+        (Path(r.source).name, r.line, [e.field for e in r.errors]) for r in outcome.rejected
+    ]
+
+
+def write(path: Path, text: str) -> str:
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+# --- JSONL -----------------------------------------------------------------------------------
+
+
+def test_a_jsonl_file_is_imported(engine, tmp_path):
+    path = write(
+        tmp_path / "in.jsonl",
+        '{"type": "purchase", "customer_id": "c-17", "occurred_at": "2025-03-01T10:00:00Z",'
+        ' "order_id": "o-9", "amount": "59.90", "category": "books"}\n'
+        "\n"
+        '{"type": "refund", "customer_id": "c-17", "occurred_at": "2025-03-02T10:00:00Z",'
+        ' "order_id": "o-9", "amount": 9.90}\n'
+        '{"type":"feedback","customer_id":"c-17","occurred_at":"2025-03-03T10:00:00+01:00",'
+        '"score":9}\n',
+    )
+    outcome = engine.import_files([path])
+    assert (outcome.stored, outcome.duplicates, outcome.rejected) == (4, 0, [])
+    assert stream(engine, "c-17")[1:] == [
+        (2, "purchase", {"order_id": "o-9", "amount": Decimal("59.90"), "category": "books",
+                         "margin": None}),
+        (3, "refund", {"order_id": "o-9", "amount": Decimal("9.90")}),
+        (4, "feedback", {"score": 9}),
+    ]
+    assert str(engine.events("c-17")[2].payload()["amount"]) == "9.90"  # JSON number, exact
+    assert engine.events("c-17")[3].occurred_at == when("2025-03-03T09:00:00Z")
+
+
+def test_a_refund_may_name_an_order_earlier_in_the_same_file(engine, tmp_path):
+    lines = [purchase("c-1", "o-1", "20", day=1), refund("c-1", "o-1", "20", day=2)]
+    outcome = engine.import_files([write_jsonl(tmp_path / "in.jsonl", lines)])
+    assert outcome.rejected == [] and outcome.stored == 3
+
+
+def test_a_refund_may_name_an_order_in_an_earlier_file_of_the_same_import(engine, tmp_path):
+    first = write_jsonl(tmp_path / "a.jsonl", [purchase("c-1", "o-1", "20")])
+    second = write_jsonl(tmp_path / "b.jsonl", [refund("c-1", "o-1", "5")])
+    outcome = engine.import_files([first, second])
+    assert outcome.rejected == [] and outcome.stored == 3
+
+
+def test_a_refund_before_its_order_in_the_file_is_a_bad_line(engine, tmp_path):
+    lines = [refund("c-1", "o-1", "5", day=2), purchase("c-1", "o-1", "20", day=1)]
+    outcome = engine.import_files([write_jsonl(tmp_path / "in.jsonl", lines)])
+    assert rejected_of(outcome) == [("in.jsonl", 1, ["order_id"])]
+    assert engine.app.max_notification_id() == 0
+
+
+# --- every bad line is reported, nothing stored -------------------------------------------
+
+BAD_FILE = [
+    purchase("c-1", "o-1", "59.90", day=1),  # 1 good
+    purchase("c-1", "o-2", "-3", day=2),  # 2 amount
+    ev("teleported", "c-2"),  # 3 type
+    '{"type": "purchase", "customer_id": "c-3", ',  # 4 not JSON
+    refund("c-1", "o-1", "70", day=3),  # 5 refunds more than paid
+    ev("feedback", "c 4", "2025-03-01T10:00:00", score=3),  # 6 customer_id and occurred_at
+    ev("complaint", "c-5", complaint_id="k-1", topic="price", severity="low"),  # 7 topic
+    "[1, 2]",  # 8 not an object
+    referral("c-6", "c-7", day=2),  # 9 good
+    ev("qualified", "c-1", colour="red"),  # 10 extra field
+    ev("complaint_resolved", "c-1", complaint_id="k-9", satisfied=True),  # 11 unknown complaint
+]
+EXPECTED_BAD = [
+    ("in.jsonl", 2, ["amount"]),
+    ("in.jsonl", 3, ["type"]),
+    ("in.jsonl", 4, ["(line)"]),
+    ("in.jsonl", 5, ["amount"]),
+    ("in.jsonl", 6, ["customer_id", "occurred_at"]),
+    ("in.jsonl", 7, ["topic"]),
+    ("in.jsonl", 8, ["(event)"]),
+    ("in.jsonl", 10, ["colour"]),
+    ("in.jsonl", 11, ["complaint_id"]),
+]
+
+
+def test_any_bad_line_stores_nothing_and_every_bad_line_is_listed(engine, tmp_path):
+    engine.record(ev("identified", "c-0"))
+    before = snapshot(engine, [f"c-{i}" for i in range(8)])
+    outcome = engine.import_files([write_jsonl(tmp_path / "in.jsonl", BAD_FILE)])
+    assert rejected_of(outcome) == EXPECTED_BAD
+    assert outcome.stored == 0 and outcome.positions == []
+    assert snapshot(engine, [f"c-{i}" for i in range(8)]) == before
+    for rejected in outcome.rejected:
+        assert all(error.reason for error in rejected.errors)
+    by_line = {r.line: r for r in outcome.rejected}
+    assert "not valid JSON" in by_line[4].errors[0].reason
+    assert "70" in by_line[5].errors[0].reason
+    assert by_line[2].raw == BAD_FILE[1]  # the input itself, for a rejects file
+    listed = outcome.as_dict()
+    assert listed["rejected"] == len(EXPECTED_BAD)
+    assert listed["errors"][0] == {
+        "file": str(tmp_path / "in.jsonl"),
+        "line": 2,
+        "errors": [{"field": "amount", "reason": by_line[2].errors[0].reason, "kind": "invalid"}],
+    }
+
+
+def test_skip_invalid_stores_the_good_lines_and_reports_the_bad(engine, tmp_path):
+    outcome = engine.import_files(
+        [write_jsonl(tmp_path / "in.jsonl", BAD_FILE)], skip_invalid=True
+    )
+    assert rejected_of(outcome) == EXPECTED_BAD
+    # good: line 1 (c-1 identified + purchase), line 9 (c-6 identified, referral, c-7 identified)
+    assert outcome.stored == 5
+    assert [t for _, t, _ in stream(engine, "c-1")] == ["identified", "purchase"]
+    assert [t for _, t, _ in stream(engine, "c-6")] == ["identified", "referral"]
+    for nobody in ("c-2", "c-3", "c 4", "c-5"):
+        assert engine.events(nobody) == []
+    assert [t for _, t, _ in stream(engine, "c-7")] == ["identified"]
+
+
+def test_skip_invalid_rejects_a_refund_of_a_rejected_purchase(engine, tmp_path):
+    lines = [purchase("c-1", "o-1", "abc"), refund("c-1", "o-1", "5"), purchase("c-1", "o-2")]
+    outcome = engine.import_files([write_jsonl(tmp_path / "in.jsonl", lines)], skip_invalid=True)
+    assert rejected_of(outcome) == [("in.jsonl", 1, ["amount"]), ("in.jsonl", 2, ["order_id"])]
+    assert [p.get("order_id") for _, _, p in stream(engine, "c-1")] == [None, "o-2"]
+
+
+def test_bad_lines_across_two_files_name_their_file_and_line(engine, tmp_path):
+    jsonl = write_jsonl(
+        tmp_path / "a.jsonl",
+        [purchase("c-1", "o-1"), ev("feedback", "c-1", score=12), purchase("c-2", "o-1")],
+    )
+    csv_path = write(
+        tmp_path / "b.csv",
+        "type,customer_id,occurred_at,order_id,amount\n"
+        f"refund,c-1,{at(2)},o-1,10\n"
+        f"refund,c-2,{at(2)},o-404,10\n"
+        f"purchase,c-3,{at(2)},o-1,0\n",
+    )
+    outcome = engine.import_files([jsonl, csv_path])
+    assert rejected_of(outcome) == [
+        ("a.jsonl", 2, ["score"]),
+        ("b.csv", 3, ["order_id"]),
+        ("b.csv", 4, ["amount"]),
+    ]
+    assert engine.app.max_notification_id() == 0
+    skipped = engine.import_files([jsonl, csv_path], skip_invalid=True)
+    assert rejected_of(skipped) == rejected_of(outcome)
+    assert [t for _, t, _ in stream(engine, "c-1")] == ["identified", "purchase", "refund"]
+    assert [t for _, t, _ in stream(engine, "c-2")] == ["identified", "purchase"]
+    assert engine.events("c-3") == []
+
+
+def test_an_empty_file_imports_nothing(engine, tmp_path):
+    outcome = engine.import_files([write(tmp_path / "empty.jsonl", "\n\n")])
+    assert (outcome.stored, outcome.duplicates, outcome.rejected) == (0, 0, [])
+
+
+# --- CSV ---------------------------------------------------------------------------------
+
+
+def test_a_csv_file_with_a_header_and_personal_columns(engine, tmp_path):
+    path = write(
+        tmp_path / "in.csv",
+        "type,customer_id,occurred_at,source,personal.name,personal.email,channel,direction,"
+        "purpose,cost,order_id,amount,category,score,complaint_id,topic,severity,satisfied\n"
+        f"identified,c-1,{at(1)},fair,Ann Lee,ann@example.com,,,,,,,,,,,,\n"
+        f"contact,c-1,{at(2)},,,ann@example.com,email,outbound,offer,0.25,,,,,,,,\n"
+        f"purchase,c-1,{at(3)},,,,,,,,o-1,59.90,,,,,,\n"
+        f"feedback,c-1,{at(4)},,,,,,,,,,,7,,,,\n"
+        f"complaint,c-1,{at(5)},,,,,,,,,,,,k-1,service,high,\n"
+        f"complaint_resolved,c-1,{at(6)},,,,,,,,,,,,k-1,,,false\n"
+        f'purchase,c-1,{at(7)},,,,,,,,"o,2",1,"books, used",,,,,\n',
+    )
+    outcome = engine.import_files([path])
+    assert outcome.rejected == []
+    assert stream(engine, "c-1") == [
+        (1, "identified", {"source": "fair", "referred_by": None, "acquisition_cost": None,
+                           "personal": {"name": "Ann Lee", "email": "ann@example.com"}}),
+        (2, "contact", {"channel": "email", "direction": "outbound", "purpose": "offer",
+                        "cost": Decimal("0.25"), "personal": {"email": "ann@example.com"}}),
+        (3, "purchase", {"order_id": "o-1", "amount": Decimal("59.90"), "category": None,
+                         "margin": None}),
+        (4, "feedback", {"score": 7}),
+        (5, "complaint", {"complaint_id": "k-1", "topic": "service", "severity": "high"}),
+        (6, "complaint_resolved", {"complaint_id": "k-1", "satisfied": False, "cost": None}),
+        (7, "purchase", {"order_id": "o,2", "amount": Decimal("1"), "category": "books, used",
+                         "margin": None}),
+    ]
+
+
+def test_csv_errors_name_the_line_a_row_starts_on(engine, tmp_path):
+    path = write(
+        tmp_path / "in.csv",
+        "type,customer_id,occurred_at,order_id,amount\n"  # 1
+        f"purchase,c-1,{at(1)},o-1,5\n"  # 2
+        "\n"  # 3 blank
+        f"purchase,c-1,{at(1)},o-2,x\n"  # 4
+        f'purchase,c-1,{at(1)},"o\n'  # 5 a cell over two lines
+        '3",y\n'  # 6
+        f"purchase,c-1,{at(1)},o-4,z\n"  # 7
+        f"purchase,c-1,{at(1)},o-5,5,extra\n",  # 8
+    )
+    outcome = engine.import_files([path])
+    assert rejected_of(outcome) == [
+        ("in.csv", 4, ["amount"]),
+        ("in.csv", 5, ["amount"]),
+        ("in.csv", 7, ["amount"]),
+        ("in.csv", 8, ["(line)"]),
+    ]
+
+
+def test_a_csv_row_with_an_unknown_column_value_is_an_extra_field(engine, tmp_path):
+    path = write(
+        tmp_path / "in.csv",
+        f"type,customer_id,occurred_at,order_id,amount,colour\npurchase,c-1,{at(1)},o-1,5,red\n",
+    )
+    outcome = engine.import_files([path])
+    assert rejected_of(outcome) == [("in.csv", 2, ["colour"])]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".CSV"])
+def test_csv_is_chosen_by_the_file_name(engine, tmp_path, suffix):
+    path = write(
+        tmp_path / f"in{suffix}",
+        f"type,customer_id,occurred_at,score\nfeedback,c-1,{at(1)},3\n",
+    )
+    assert engine.import_files([path]).stored == 2
+
+
+def test_jsonl_and_csv_of_the_same_events_store_the_same(db_url, tmp_path):
+    from support import opened
+
+    lines = [
+        ev("identified", "c-1", at(1), personal={"name": "Ann"}),
+        purchase("c-1", "o-1", "59.90", day=2, category="books"),
+        ev("feedback", "c-1", at(3), score=4),
+    ]
+    csv_text = (
+        "type,customer_id,occurred_at,personal.name,order_id,amount,category,score\n"
+        f"identified,c-1,{at(1)},Ann,,,,\n"
+        f"purchase,c-1,{at(2)},,o-1,59.90,books,\n"
+        f"feedback,c-1,{at(3)},,,,,4\n"
+    )
+    with opened(db_url, actor="x") as engine:
+        engine.import_files([write_jsonl(tmp_path / "a.jsonl", lines)])
+        from_jsonl = stream(engine, "c-1")
+        # the same events from CSV are retries of what the JSONL stored
+        again = engine.import_files([write(tmp_path / "b.csv", csv_text)])
+        assert (again.stored, again.duplicates, again.rejected) == (0, 3, [])
+    assert [t for _, t, _ in from_jsonl] == ["identified", "purchase", "feedback"]
+
+
+def test_progress_is_reported_for_every_line(engine, tmp_path):
+    seen: list[int] = []
+    lines = [json.dumps(purchase("c-1", f"o-{i}")) for i in range(5)] + ["{not json"]
+    engine.import_files(
+        [write_jsonl(tmp_path / "in.jsonl", lines)], skip_invalid=True, on_validated=seen.append
+    )
+    assert sum(seen) == 6
