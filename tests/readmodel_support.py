@@ -256,3 +256,30 @@ def contacts(ids: Iterable[str], when: str = "2025-06-15T09:00:00Z") -> list[dic
         }
         for c in ids
     ]
+
+
+def assert_feed_consistent(store: ReadModelStore) -> int:
+    """Every customer's feed entries, kind by kind, chain from nothing to the summary's
+    current value: each entry's ``from`` is the previous entry's ``to``, and no entry
+    repeats a value. A change announced twice, or one lost, breaks the chain. Returns the
+    number of entries checked."""
+    from projections.feed import KINDS, Feed
+
+    entries = Feed(store).read(after=0, limit=10**9)
+    positions = [e.position for e in entries]
+    assert positions == sorted(set(positions)), "feed positions must strictly increase"
+    last: dict[tuple[str, str], str | None] = {}
+    for entry in entries:
+        key = (entry.customer_id, entry.kind)
+        assert entry.from_value == last.get(key), (entry, last.get(key))
+        assert entry.to_value != entry.from_value, entry
+        last[key] = entry.to_value
+    current = {row[0]: row for row in view_rows(store, "summary")}
+    summary = view(store, "summary")
+    columns = [c.name for c in summary.columns]
+    for customer, row in current.items():
+        for kind in KINDS:
+            value = row[columns.index(kind)]
+            if value is not None:
+                assert last.get((customer, kind)) == value, (customer, kind, value)
+    return len(entries)

@@ -15,6 +15,7 @@ import pytest
 from conftest import PG_URL, _conninfo
 from readmodel_support import (
     NOW,
+    assert_feed_consistent,
     building,
     cli,
     customer_ids,
@@ -35,6 +36,7 @@ from typer.testing import CliRunner
 
 from journey.cli import app
 from journey.storage import Database
+from projections.feed import Feed
 from projections.pointintime import PointInTime
 from projections.readmodels.operate import run_supervised
 from projections.readmodels.queries import view
@@ -99,12 +101,15 @@ def test_exactly_once_under_sigkill_in_a_loop(db_url):
         position = serving(m.store, "summary").position
         expected = log_counts(m.journey, position)
         assert summary_counts(m.store) == expected  # none applied twice, none skipped
+        assert assert_feed_consistent(m.store) > 0  # no change announced twice or lost
+        feed_head = Feed(m.store).head()
         incremental = summary_rows(m.store)
         timeline = view_rows(m.store, "timeline")
         rebuild(m.runner, "summary")
         rebuild(m.runner, "timeline")
         assert summary_rows(m.store) == incremental
         assert view_rows(m.store, "timeline") == timeline
+        assert Feed(m.store).head() == feed_head  # a rebuild replays nothing to subscribers
 
 
 def test_a_customer_lapses_with_no_new_event(db_url):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from projections.readmodels.runner import Runner, rows_for
-from projections.readmodels.store import Generation, ReadModelStore
+from projections.readmodels.store import Generation, PositionMoved, ReadModelStore
 from projections.readmodels.tables import CODE_VERSION
 
 CHUNK = 1000
@@ -30,9 +30,20 @@ def rebuild(
             name, head=app.max_notification_id(), settings=runner.settings
         )
         fold(runner, generation, chunk, on_progress)
-        runner.catch_up(name, generation)
-        store.switch(name, generation.generation)
+        switch_when_caught_up(runner, name, generation)
     return runner.serving(name)
+
+
+def switch_when_caught_up(runner: Runner, name: str, generation: Generation) -> None:
+    """Catch the new generation up and switch to it; a runner still advancing the old one
+    can move ahead in between, so catch up again until the switch accepts."""
+    while True:
+        runner.catch_up(name, generation)
+        try:
+            runner.store.switch(name, generation.generation)
+            return
+        except PositionMoved:
+            continue
 
 
 def resumable(store: ReadModelStore, name: str, settings_version: str) -> Generation | None:
@@ -72,10 +83,19 @@ def fold(runner: Runner, generation: Generation, chunk: int, on_progress: Progre
             customers,
             rows,
             expected=generation.position,
+            status="building",
             build_cursor=customers[-1],
             position=head if last else None,
         )
         if on_progress:
             on_progress(done, total)
     if not ids and generation.position < head:  # resumed after the fold: keep the catch-up
-        store.write(generation.name, generation.generation, [], [], position=head)
+        store.write(
+            generation.name,
+            generation.generation,
+            [],
+            [],
+            expected=generation.position,
+            status="building",
+            position=head,
+        )

@@ -24,6 +24,7 @@ from projections.readmodels.store import (
     ReadModelStore,
     utc_now,
 )
+from projections.rules.changes import next_change
 from projections.settings import Settings
 
 PAGE = 2000
@@ -86,23 +87,32 @@ class Runner:
         )
         customers = sorted(touched)
         streams = self.app.customer_streams(customers, up_to=last)
+        summary = name == "summary"
         previous = (
-            self.store.summary_counts(generation.generation, customers) if name == "summary" else {}
+            self.store.previous_summaries(generation.generation, customers) if summary else {}
         )
+        announce = summary and generation.status == "serving"
         rows: list[dict[str, Any]] = []
+        entries: list[dict[str, Any]] = []
         now = self.clock()
         rules = generation.rules()
         for customer in customers:
-            stream = streams[customer]
-            applied = previous.get(customer, (0, 0))[0] + touched[customer]
-            rows += rows_for(name, customer, stream, now, rules, applied)
+            stream, before = streams[customer], previous.get(customer)
+            applied = (before.applied_events if before else 0) + touched[customer]
+            new_rows = rows_for(name, customer, stream, now, rules, applied)
+            if announce:
+                since = before.last_position if before else 0
+                entries += event_changes(customer, before, new_rows[0], stream, since, now)
+            rows += new_rows
         self.store.write(
             name,
             generation.generation,
             customers,
             rows,
             expected=generation.position,
+            status=generation.status,
             position=last,
+            entries=entries,
         )
         return len(notifications)
 
@@ -114,17 +124,26 @@ class Runner:
         if not due:
             return 0
         streams = self.app.customer_streams(due, up_to=generation.position)
-        previous = self.store.summary_counts(generation.generation, due)
+        previous = self.store.previous_summaries(generation.generation, due)
         rows: list[dict[str, Any]] = []
+        entries: list[dict[str, Any]] = []
         rules = generation.rules()
         for customer in due:
-            stream = streams.get(customer)
-            if stream is not None:
-                applied = previous.get(customer, (0, 0))[0]
-                rows += rows_for("summary", customer, stream, now, rules, applied)
+            stream, before = streams.get(customer), previous.get(customer)
+            if stream is not None and before is not None:
+                row = rows_for("summary", customer, stream, now, rules, before.applied_events)[0]
+                changed_at = changed_since(stream, before, rules, now)
+                entries += changes(customer, before, row, changed_at, None, now)
+                rows.append(row)
         try:
             self.store.write(
-                "summary", generation.generation, due, rows, expected=generation.position
+                "summary",
+                generation.generation,
+                due,
+                rows,
+                expected=generation.position,
+                status="serving",
+                entries=entries,
             )
         except PositionMoved:
             return 1  # new events arrived meanwhile: the caller asks again
@@ -156,6 +175,64 @@ class Runner:
             if (found.name, found.generation) == (generation.name, generation.generation):
                 return found
         raise LookupError(f"generation {generation.generation} of {generation.name} is gone")
+
+
+KINDS = ("loyalty_stage", "status", "relationship_level")
+
+
+def changes(
+    customer: str,
+    before: Any,
+    row: dict[str, Any],
+    occurred_at: datetime,
+    cause: int | None,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Feed entries for what differs between a customer's old and new summary row."""
+    found = []
+    for kind in KINDS:
+        was = getattr(before, kind) if before is not None else None
+        if row[kind] is not None and was != row[kind]:
+            found.append(
+                {
+                    "customer_id": customer,
+                    "kind": kind,
+                    "from_value": was,
+                    "to_value": row[kind],
+                    "occurred_at": occurred_at,
+                    "recorded_at": now,
+                    "reason": row["reasons"][kind]["rule"],
+                    "cause": cause,
+                }
+            )
+    return found
+
+
+def changed_since(stream: Stream, before: Any, rules: Settings, now: datetime) -> datetime:
+    """When, after the row was computed, a classification first changed by itself: the
+    moment a time-driven feed entry reports (not when the runner noticed)."""
+    moment = before.computed_at
+    while (later := next_change(stream.events, moment, rules, until=now)) is not None:
+        if any(later.verdicts()[kind].value != getattr(before, kind) for kind in KINDS):
+            return later.as_of
+        moment = later.as_of
+    return now
+
+
+def event_changes(
+    customer: str, before: Any, row: dict[str, Any], stream: Stream, since: int, now: datetime
+) -> list[dict[str, Any]]:
+    """The changes new events made to the customer's present state, caused by the newest of
+    them (in valid time) that is not in the future: its position and occurred_at."""
+    fresh = [
+        (event.occurred_at, event.originator_version, position)
+        for event, position in zip(stream.events, stream.positions, strict=True)
+        if position > since and event.occurred_at <= now
+    ]
+    if not fresh:
+        return []
+    occurred_at, _, cause = max(fresh)
+    return changes(customer, before, row, occurred_at, cause, now)
 
 
 def rows_for(

@@ -36,6 +36,7 @@ from journey.errors import JourneyError
 from journey.storage import Database
 from projections.readmodels.tables import (
     CODE_VERSION,
+    feed,
     generations,
     purchases_table,
     state_metadata,
@@ -176,14 +177,22 @@ class ReadModelStore:
             return self.building(conn, name)
 
     def switch(self, name: str, generation: int) -> None:
-        """Serve ``generation`` from now on: one transaction repoints the view."""
+        """Serve ``generation`` from now on: one transaction repoints the view and, for the
+        summary, announces on the feed each customer whose state the new generation
+        changes (new rules). Raises PositionMoved while the new generation is behind the
+        serving one: catch it up first, or the feed would announce changes backwards."""
         model = MODELS[name]
         with self.engine.begin() as conn:
             old = self.serving(conn, name)
+            new = next(g for g in self._generations(conn, name) if g.generation == generation)
+            if old is not None and new.position < old.position:
+                raise PositionMoved(f"{name} generation {generation} is behind the serving one")
             self._set_status(conn, name, generation, "serving")
             self._point_view(conn, model, generation)
             if old is not None:
                 self._set_status(conn, name, old.generation, "retired")
+                if name == "summary":
+                    self._append_feed(conn, self._rebuild_changes(conn, old, new))
         if old is not None:
             with self.engine.begin() as conn:
                 self._drop_generation(conn, model, old.generation)
@@ -198,13 +207,16 @@ class ReadModelStore:
         rows: Sequence[Mapping[str, Any]],
         *,
         expected: int,
+        status: str,
         position: int | None = None,
         build_cursor: str | None = None,
+        entries: Sequence[Mapping[str, Any]] = (),
     ) -> None:
-        """Replace the rows of ``customers`` and advance the generation, in one transaction,
-        provided the generation is still at ``expected`` (its position when the rows were
-        read); otherwise write nothing and raise PositionMoved. This fence, not the runner
-        lock, is what makes applying a page twice impossible."""
+        """Replace the rows of ``customers``, append feed ``entries`` and advance the
+        generation, in one transaction, provided the generation still has ``status`` and is
+        still at ``expected`` (its position when the rows were read); otherwise write nothing
+        and raise PositionMoved. This fence, not the runner lock, is what makes applying a
+        page twice (or announcing its changes twice) impossible."""
         table = self.table(name, generation)
         with self.engine.begin() as conn:
             fenced = conn.execute(
@@ -213,11 +225,15 @@ class ReadModelStore:
                     generations.c.name == name,
                     generations.c.generation == generation,
                     generations.c.position == expected,
+                    generations.c.status == status,
                 )
                 .values(updated_at=utc_now())
             )
             if fenced.rowcount != 1:
-                raise PositionMoved(f"{name} generation {generation} is no longer at {expected}")
+                raise PositionMoved(
+                    f"{name} generation {generation} is no longer {status} at {expected}"
+                )
+            self._append_feed(conn, entries)
             for start in range(0, len(customers), 500):
                 chunk = customers[start : start + 500]
                 conn.execute(delete(table).where(table.c.customer_id.in_(chunk)))
@@ -234,23 +250,79 @@ class ReadModelStore:
                 .values(**changes)
             )
 
-    def summary_counts(
-        self, generation: int, customers: Sequence[str]
-    ) -> dict[str, tuple[int, int]]:
-        """How many events each customer's summary row has applied, and the last one's
-        position."""
+    def previous_summaries(self, generation: int, customers: Sequence[str]) -> dict[str, Any]:
+        """The summary rows of ``customers`` as they stand (what a change is measured from)."""
         table = self.table("summary", generation)
-        found: dict[str, tuple[int, int]] = {}
+        found: dict[str, Any] = {}
         with self.engine.connect() as conn:
             for start in range(0, len(customers), 500):
                 chunk = customers[start : start + 500]
                 rows = conn.execute(
                     select(
-                        table.c.customer_id, table.c.applied_events, table.c.last_position
+                        table.c.customer_id,
+                        table.c.applied_events,
+                        table.c.last_position,
+                        table.c.loyalty_stage,
+                        table.c.status,
+                        table.c.relationship_level,
+                        table.c.refresh_at,
+                        table.c.computed_at,
                     ).where(table.c.customer_id.in_(chunk))
                 )
-                found.update({r.customer_id: (r.applied_events, r.last_position) for r in rows})
+                found.update({r.customer_id: r for r in rows})
         return found
+
+    def _generations(self, conn: Connection, name: str) -> list[Generation]:
+        rows = conn.execute(select(generations).where(generations.c.name == name))
+        return [Generation.of(r) for r in rows]
+
+    def _rebuild_changes(
+        self, conn: Connection, old: Generation, new: Generation
+    ) -> list[dict[str, Any]]:
+        """Feed entries for the customers whose state differs between two generations."""
+        before, after = self.table("summary", old.generation), self.table("summary", new.generation)
+        columns = ("loyalty_stage", "status", "relationship_level")
+        query = select(
+            after.c.customer_id,
+            after.c.reasons,
+            *(before.c[c].label(f"old_{c}") for c in columns),
+            *(after.c[c] for c in columns),
+        ).select_from(after.outerjoin(before, before.c.customer_id == after.c.customer_id))
+        now = utc_now()
+        entries = []
+        for row in conn.execute(query):
+            for kind in columns:
+                was, now_is = row._mapping[f"old_{kind}"], row._mapping[kind]
+                if now_is is not None and was != now_is:
+                    rule = (row.reasons or {}).get(kind, {}).get("rule", "")
+                    entries.append(
+                        {
+                            "customer_id": row.customer_id,
+                            "kind": kind,
+                            "from_value": was,
+                            "to_value": now_is,
+                            "occurred_at": now,
+                            "recorded_at": now,
+                            "reason": f"read model rebuilt with settings {new.settings_version}: "
+                            f"{rule}",
+                            "cause": None,
+                        }
+                    )
+        return entries
+
+    def _append_feed(self, conn: Connection, entries: Sequence[Mapping[str, Any]]) -> None:
+        """Append feed entries; on PostgreSQL, one feed writer at a time (so positions
+        commit in order and a reader never skips one) and a NOTIFY for followers."""
+        if not entries:
+            return
+        if self.database.is_postgres:
+            conn.execute(text("LOCK TABLE journey_feed IN EXCLUSIVE MODE"))
+            conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": self.feed_channel})
+        conn.execute(insert(feed), list(entries))
+
+    @property
+    def feed_channel(self) -> str:
+        return f"journey_feed_{self.database.schema}"
 
     def due_for_refresh(self, generation: int, now: datetime, limit: int) -> list[str]:
         table = self.table("summary", generation)

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Numeric,
     String,
     Table,
+    Text,
     TypeDecorator,
 )
 
@@ -70,6 +71,29 @@ generations = Table(
     Column("code_version", String(16), nullable=False),
     Column("created_at", TIME, nullable=False),
     Column("updated_at", TIME, nullable=False),
+)
+
+
+#: The change feed: every change of a customer's stage, status or level, in the order the
+#: summary runner found them. Positions only grow; rebuilds never rewrite it.
+feed = Table(
+    "journey_feed",
+    state_metadata,
+    Column(
+        "position",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("customer_id", String(64), nullable=False),
+    Column("kind", String(24), nullable=False),  # loyalty_stage | status | relationship_level
+    Column("from_value", String(16)),
+    Column("to_value", String(16), nullable=False),
+    Column("occurred_at", TIME, nullable=False),  # valid time of the change
+    Column("recorded_at", TIME, nullable=False),  # when the feed learnt it
+    Column("reason", Text, nullable=False),
+    Column("cause", BigInteger),  # log position of the causing event; NULL if time-driven
+    Index("journey_feed_customer", "customer_id", "position"),
 )
 
 

@@ -1,0 +1,126 @@
+"""The change feed: every change of a customer's stage, status or level, by position.
+
+The summary runner appends entries in the same transaction as the summary rows it writes
+(see readmodels/runner.py), so an entry exists exactly when its change was applied; on
+PostgreSQL feed writers take turns, so positions commit in order. A subscriber that
+remembers the last position it saw and asks for what comes after it therefore gets every
+entry exactly once, in order, across restarts of either side. Rebuilds never rewrite the
+feed: they only announce, as new entries, the customers whose state the new rules change.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+
+from projections.readmodels.store import ReadModelStore
+from projections.readmodels.tables import feed
+from projections.rules.window import iso
+
+KINDS = ("loyalty_stage", "status", "relationship_level")
+
+
+@dataclass(frozen=True)
+class FeedEntry:
+    position: int
+    customer_id: str
+    kind: str
+    from_value: str | None
+    to_value: str
+    occurred_at: datetime
+    recorded_at: datetime
+    reason: str
+    cause: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "position": self.position,
+            "customer_id": self.customer_id,
+            "kind": self.kind,
+            "from": self.from_value,
+            "to": self.to_value,
+            "occurred_at": iso(self.occurred_at),
+            "recorded_at": iso(self.recorded_at),
+            "reason": self.reason,
+            "cause": self.cause,
+        }
+
+
+class Feed:
+    """Reads the feed of one database."""
+
+    def __init__(self, store: ReadModelStore):
+        self.store = store
+
+    def head(self) -> int:
+        with self.store.engine.connect() as conn:
+            return conn.execute(select(func.max(feed.c.position))).scalar() or 0
+
+    def read(
+        self,
+        after: int = 0,
+        limit: int = 100,
+        kinds: Collection[str] | None = None,
+        customer_id: str | None = None,
+    ) -> list[FeedEntry]:
+        """Up to ``limit`` entries after position ``after``, oldest first."""
+        query = select(feed).where(feed.c.position > after)
+        if kinds:
+            unknown = set(kinds) - set(KINDS)
+            if unknown:
+                raise ValueError(f"unknown kinds {sorted(unknown)}; expected {', '.join(KINDS)}")
+            query = query.where(feed.c.kind.in_(list(kinds)))
+        if customer_id is not None:
+            query = query.where(feed.c.customer_id == customer_id)
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(query.order_by(feed.c.position).limit(limit))
+            return [FeedEntry(**row._mapping) for row in rows]
+
+    def follow(
+        self,
+        after: int,
+        *,
+        kinds: Collection[str] | None = None,
+        customer_id: str | None = None,
+        stop: threading.Event,
+        poll_seconds: float = 0.2,
+        page: int = 500,
+    ) -> Iterator[FeedEntry]:
+        """Every entry after ``after``, then each new one as it is written, until ``stop``.
+        On PostgreSQL it wakes on the writers' NOTIFY; on SQLite it polls."""
+        wakeups = listening(self.store) if self.store.database.is_postgres else polling()
+        with wakeups as wait:
+            while not stop.is_set():
+                entries = self.read(after, page, kinds, customer_id)
+                for entry in entries:
+                    yield entry
+                    after = entry.position
+                if len(entries) < page:
+                    wait(stop, poll_seconds)
+
+
+Wait = Callable[[threading.Event, float], None]
+
+
+@contextmanager
+def polling() -> Iterator[Wait]:
+    yield lambda stop, seconds: stop.wait(seconds)
+
+
+@contextmanager
+def listening(store: ReadModelStore) -> Iterator[Wait]:
+    """Wait for the feed writers' NOTIFY (or the timeout) on a connection of its own."""
+    with store.database.connect() as conn:
+        conn.execute(f'LISTEN "{store.feed_channel}"')
+
+        def wait(stop: threading.Event, seconds: float) -> None:
+            for _ in conn.notifies(timeout=seconds, stop_after=1):
+                pass
+
+        yield wait

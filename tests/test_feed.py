@@ -1,0 +1,164 @@
+"""The change feed: what becomes an entry, with which cause and time, and resuming."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+from readmodel_support import NOW, assert_feed_consistent, models, record_all, records
+
+from projections.feed import Feed
+from projections.readmodels.rebuild import rebuild
+from projections.settings import Settings
+
+DAY = timedelta(days=1)
+
+
+def at(days_before_now: float) -> str:
+    return (NOW - DAY * days_before_now).isoformat()
+
+
+def purchase(customer: str, order: str, days_before_now: float, category: str = "a") -> dict:
+    return {"type": "purchase", "customer_id": customer, "occurred_at": at(days_before_now),
+            "order_id": order, "amount": "10", "category": category}
+
+
+def catch_up(m) -> None:
+    m.runner.catch_up("summary")
+
+
+def changes(entries):
+    return [(e.customer_id, e.kind, e.from_value, e.to_value) for e in entries]
+
+
+def test_new_events_announce_each_change_with_its_cause(db_url):
+    with models(db_url) as m:
+        feed = Feed(m.store)
+        first = record_all(m.journey, [purchase("c-1", "o1", 30)])
+        catch_up(m)
+        assert changes(feed.read()) == [
+            ("c-1", "loyalty_stage", None, "first_time"),
+            ("c-1", "status", None, "active"),
+            ("c-1", "relationship_level", None, "basic"),
+        ]
+        assert {e.cause for e in feed.read()} == {first[-1]}
+        head = feed.head()
+        second = record_all(m.journey, [purchase("c-1", "o2", 10)])
+        catch_up(m)
+        fresh = feed.read(after=head)
+        assert changes(fresh) == [("c-1", "loyalty_stage", "first_time", "repeat")]
+        assert fresh[0].cause == second[-1]
+        assert fresh[0].occurred_at.isoformat() == at(10)
+        assert fresh[0].reason.startswith("n = 2")
+
+
+def test_a_backfill_that_changes_nothing_now_announces_nothing(db_url):
+    with models(db_url) as m:
+        feed = Feed(m.store)
+        record_all(m.journey, [purchase("c-1", "o1", 30)])
+        catch_up(m)
+        head = feed.head()
+        record_all(m.journey, [{"type": "qualified", "customer_id": "c-1", "occurred_at": at(90)}])
+        catch_up(m)
+        assert feed.read(after=head) == []
+
+
+def test_a_backfill_that_changes_the_present_is_announced_with_its_cause(db_url):
+    with models(db_url) as m:
+        feed = Feed(m.store)
+        record_all(m.journey, [purchase("c-1", "o2", 10)])
+        catch_up(m)
+        head = feed.head()
+        backfilled = record_all(m.journey, [purchase("c-1", "o1", 200)])  # earlier, later
+        catch_up(m)
+        fresh = feed.read(after=head)
+        assert changes(fresh) == [("c-1", "loyalty_stage", "first_time", "repeat")]
+        assert fresh[0].cause == backfilled[-1]
+
+
+def test_a_time_driven_change_has_no_cause_and_its_own_moment(db_url):
+    clock = [NOW]
+    with models(db_url, clock=lambda: clock[0]) as m:
+        feed = Feed(m.store)
+        record_all(m.journey, [purchase("c-1", "o1", 300)])
+        catch_up(m)
+        head = feed.head()
+        clock[0] = NOW + DAY * 100  # 400 days after the purchase
+        while m.runner.refresh_due():
+            pass
+        fresh = feed.read(after=head)
+        assert changes(fresh) == [("c-1", "status", "active", "lapsed")]
+        assert fresh[0].cause is None
+        lapse = NOW - DAY * 300 + DAY * 365
+        assert lapse <= fresh[0].occurred_at <= lapse + DAY  # when it lapsed, not when seen
+
+
+def test_resuming_after_a_position_gets_each_entry_once_in_order(db_url):
+    with models(db_url) as m:
+        feed = Feed(m.store)
+        record_all(m.journey, records(25, seed=5))
+        catch_up(m)
+        everything = feed.read(limit=10**6)
+        assert len(everything) > 20
+        middle = everything[len(everything) // 2].position
+        resumed = feed.read(after=middle, limit=10**6)
+        assert resumed == [e for e in everything if e.position > middle]
+        pages, after = [], 0
+        while page := feed.read(after=after, limit=7):
+            pages += page
+            after = page[-1].position
+        assert pages == everything
+        assert assert_feed_consistent(m.store) == len(everything)
+
+
+def test_filters_by_kind_and_customer(db_url):
+    with models(db_url) as m:
+        feed = Feed(m.store)
+        record_all(m.journey, records(10, seed=8))
+        catch_up(m)
+        everything = feed.read(limit=10**6)
+        statuses = feed.read(limit=10**6, kinds=["status"])
+        assert statuses == [e for e in everything if e.kind == "status"]
+        one = everything[0].customer_id
+        assert feed.read(limit=10**6, customer_id=one) == [
+            e for e in everything if e.customer_id == one
+        ]
+
+
+def test_follow_blocks_then_yields_new_entries(db_url):
+    with models(db_url) as m:
+        feed = Feed(m.store)
+        stop = threading.Event()
+        seen = []
+
+        def follow():
+            for entry in feed.follow(0, stop=stop, poll_seconds=0.05):
+                seen.append(entry)
+                if len(seen) >= 3:
+                    stop.set()
+
+        thread = threading.Thread(target=follow)
+        thread.start()
+        record_all(m.journey, [purchase("c-9", "o1", 5)])
+        catch_up(m)
+        thread.join(timeout=20)
+        stop.set()
+        assert not thread.is_alive()
+        assert changes(seen) == changes(feed.read())
+
+
+def test_a_rebuild_announces_only_what_new_settings_change(db_url):
+    with models(db_url) as m:
+        record_all(m.journey, [purchase("c-1", "o1", 300), purchase("c-2", "o1", 30)])
+        catch_up(m)
+        feed = Feed(m.store)
+        head = feed.head()
+        rebuild(m.runner, "summary")  # same settings: nothing to announce
+        assert feed.head() == head
+    stricter = Settings(lapsed_after_days=200)  # c-1's purchase 300 days ago now lapses
+    with models(db_url, settings=stricter) as m:
+        rebuild(m.runner, "summary")
+        fresh = Feed(m.store).read(after=head)
+        assert changes(fresh) == [("c-1", "status", "active", "lapsed")]
+        assert "rebuilt" in fresh[0].reason and fresh[0].cause is None
+        assert_feed_consistent(m.store)
