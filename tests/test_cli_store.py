@@ -154,3 +154,16 @@ def test_usage_errors_exit_2(tmp_path):
     assert runner.invoke(app, ["--db", "mysql://x/y", "record", "{}"]).exit_code == 2
     assert runner.invoke(app, ["import", str(tmp_path / "missing.jsonl")]).exit_code == 2
     assert runner.invoke(app, ["no-such-command"]).exit_code == 2
+
+
+def test_demo_records_a_sample_and_shows_the_funnel(db_url):
+    result = run(db_url, "demo", "--customers", "30", "--seed", "3")
+    assert result.exit_code == 0, result.output
+    assert "funnel at" in result.stdout
+    with connect(db_url) as engine:
+        head = engine.app.max_notification_id()
+        stored = sum(len(engine.events(c)) for c in engine.app.customer_ids())
+    assert stored > 30
+    assert f"{stored} events stored" in result.stdout
+    status = json.loads(run(db_url, "projections", "status", "--json").stdout)
+    assert {row["position"] for row in status["read_models"]} == {head}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
@@ -203,10 +204,25 @@ def demo(
     customers: Annotated[int, typer.Option(help="How many customers to simulate.")] = 300,
     seed: Annotated[int, typer.Option(help="Random seed of the sample.")] = 7,
 ) -> None:
-    """Record a realistic sample of customers through the normal import path."""
+    """Record a realistic sample of customers through the normal import path, bring the
+    read models up to date and show today's funnel."""
+    from journey.cli.projections import print_funnel
     from journey.demo import print_demo_summary, run_demo
+    from projections.readmodels.operate import ReadModels
+    from projections.readmodels.queries import funnel
+    from projections.settings import DEFAULT
 
+    options: Options = ctx.obj
     engine = open_engine(ctx, False)
     with reporting(False), engine:
         summary = run_demo(engine, customers=customers, seed=seed)
         print_demo_summary(summary, out)
+    models = ReadModels.open(options.db, DEFAULT)
+    with reporting(False), closing(models):
+        models.refresh(["summary", "timeline", "purchases"])
+        out.print()
+        print_funnel(funnel(models.store, datetime.now(UTC)))
+    out.print(
+        "\nTry: journey show c-000084 · journey history c-000084 · "
+        "journey funnel --from 2024-01-01 --to 2025-01-01 · journey projections status"
+    )
