@@ -6,15 +6,18 @@ so an incremental catch-up and a rebuild can never disagree.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from journey.events import CustomerEvent, Purchased, Refunded
-from projections.history import replay, time_steps
 from projections.rules.answer import Answer, evaluate
-from projections.rules.changes import next_change
+from projections.rules.changes import candidates, next_change
+from projections.rules.facts import Facts
+from projections.rules.level import relationship_level
+from projections.rules.stage import loyalty_stage
+from projections.rules.status import status
 from projections.rules.window import ordered
 from projections.settings import Settings
 
@@ -97,26 +100,46 @@ def timeline_rows(
     ]
 
 
+State = tuple[str, str, str]
+
+
 def intervals(events: Sequence[CustomerEvent], settings: Settings) -> list[Interval]:
-    stream = ordered(events)
-    steps = replay(stream, settings)
-    if steps:
-        steps += time_steps(stream, steps[-1].answer, END_OF_TIME, settings)
+    return collapse(samples(ordered(events), settings))
+
+
+def samples(stream: list[CustomerEvent], settings: Settings) -> Iterator[tuple[datetime, State]]:
+    """The (stage, status, level) after each event, and at every moment between events
+    (and after the last) at which the rules say the state might change by itself.
+
+    The history replay steps at a subset of these moments (where any part of the state
+    changes), so both give the same intervals; this one is linear in the candidates, where
+    the replay evaluates every prefix and searches the candidates again after each step.
+    """
+    for index, event in enumerate(stream):
+        facts = Facts.of(stream[: index + 1], event.occurred_at, settings)
+        yield event.occurred_at, classify(facts)
+        until = stream[index + 1].occurred_at if index + 1 < len(stream) else END_OF_TIME
+        for moment in candidates(facts):
+            if moment > until:
+                break
+            yield moment, classify(facts.at(moment))
+
+
+def classify(facts: Facts) -> State:
+    """The three classifications the timeline keeps, by the rules themselves."""
+    return loyalty_stage(facts).value, status(facts).value, relationship_level(facts).value
+
+
+def collapse(steps: Iterable[tuple[datetime, State]]) -> list[Interval]:
+    """Consecutive equal states as one interval; the last is open. Several steps at one
+    moment leave only the last one's state there (the empty intervals are dropped)."""
     found: list[Interval] = []
-    for step in steps:
-        state = (
-            step.answer.loyalty_stage.value,
-            step.answer.status.value,
-            step.answer.relationship_level.value,
-        )
-        if (
-            found
-            and (found[-1].loyalty_stage, found[-1].status, found[-1].relationship_level) == state
-        ):
+    for at, state in steps:
+        if found and state_of(found[-1]) == state:
             continue
         if found:
-            found[-1] = Interval(found[-1].valid_from, step.at, *state_of(found[-1]))
-        found.append(Interval(step.at, None, *state))
+            found[-1] = Interval(found[-1].valid_from, at, *state_of(found[-1]))
+        found.append(Interval(at, None, *state))
     return [i for i in found if i.valid_to is None or i.valid_to > i.valid_from]
 
 

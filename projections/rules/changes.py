@@ -63,7 +63,7 @@ def next_change(
     for moment in candidates(facts):
         if until is not None and moment > until:
             return None
-        later = answer_from(Facts.of(facts.events, moment, settings))
+        later = answer_from(facts.at(moment))
         if later is not None and later.state() != now.state():
             return later
     return None

@@ -16,9 +16,10 @@ from projections.rules.window import ids, whole_days
 
 
 def loyalty_stage(facts: Facts) -> Verdict:
+    as_client = client(facts)  # asked once: advocate builds on it
     return (
-        advocate(facts)
-        or client(facts)
+        advocate(facts, as_client)
+        or as_client
         or repeat(facts)
         or first_time(facts)
         or disqualified(facts)
@@ -27,8 +28,8 @@ def loyalty_stage(facts: Facts) -> Verdict:
     )
 
 
-def advocate(facts: Facts) -> Verdict | None:
-    as_client = client(facts)
+def advocate(facts: Facts, as_client: Verdict | None = None) -> Verdict | None:
+    as_client = as_client or client(facts)
     if as_client is None:
         return None
     converted = facts.recent(facts.of_type(ReferralConverted), "advocate_referral_days")

@@ -1,0 +1,116 @@
+"""The fast read-model rows equal the straightforward computation they replace.
+
+The timeline (``rows.intervals``) walks each history once; the reference below is the
+replay-based version it replaced: evaluate every prefix, search the time-driven changes
+after each step. ``next_change`` (behind the summary's ``refresh_at`` and the replay)
+looks at later moments through ``Facts.at``; its reference filters and groups the events
+again at every candidate. Both pairs must agree on generated and on sample histories.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from itertools import islice
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rules_builders import at
+from test_rules_properties import expand, record, specs
+
+from journey.api import Journey
+from journey.events import CustomerEvent
+from journey.sample import sample
+from projections.history import replay, time_steps
+from projections.readmodels.rows import (
+    END_OF_TIME,
+    Interval,
+    intervals,
+    state_of,
+    summary_row,
+)
+from projections.rules.answer import Answer, answer_from
+from projections.rules.changes import candidates, next_change
+from projections.rules.facts import Facts
+from projections.rules.window import ordered
+from projections.settings import DEFAULT, Settings
+
+NOW = datetime(2025, 7, 1, tzinfo=UTC)
+
+
+def reference_intervals(events: Sequence[CustomerEvent], settings: Settings) -> list[Interval]:
+    """The timeline as the history replay sees it (the original implementation)."""
+    stream = ordered(events)
+    steps = replay(stream, settings)
+    if steps:
+        steps += time_steps(stream, steps[-1].answer, END_OF_TIME, settings)
+    found: list[Interval] = []
+    for step in steps:
+        state = (
+            step.answer.loyalty_stage.value,
+            step.answer.status.value,
+            step.answer.relationship_level.value,
+        )
+        if found and state_of(found[-1]) == state:
+            continue
+        if found:
+            found[-1] = Interval(found[-1].valid_from, step.at, *state_of(found[-1]))
+        found.append(Interval(step.at, None, *state))
+    return [i for i in found if i.valid_to is None or i.valid_to > i.valid_from]
+
+
+def reference_next_change(
+    events: Sequence[CustomerEvent], as_of: datetime, settings: Settings
+) -> Answer | None:
+    """``next_change`` as first written: every candidate filters the events anew."""
+    facts = Facts.of(events, as_of, settings)
+    now = answer_from(facts)
+    if now is None:
+        return None
+    for moment in candidates(facts):
+        later = answer_from(Facts.of(facts.events, moment, settings))
+        if later is not None and later.state() != now.state():
+            return later
+    return None
+
+
+def assert_same(events: Sequence[CustomerEvent], moments: Sequence[datetime]) -> None:
+    assert intervals(events, DEFAULT) == reference_intervals(events, DEFAULT)
+    for moment in moments:
+        assert next_change(events, moment, DEFAULT) == reference_next_change(
+            events, moment, DEFAULT
+        )
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(specs, min_size=1, max_size=14), st.lists(st.floats(0, 1500), max_size=4))
+def test_generated_histories(raw, probes):
+    story, _ = record(expand(raw))
+    assert_same(story.events, [at(p) for p in probes])
+
+
+@pytest.fixture(scope="module")
+def sample_streams(tmp_path_factory) -> dict[str, list[CustomerEvent]]:
+    """A few hundred sample customers (with backfilled, out-of-order records), as stored."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('rows') / 'sample.db'}"
+    records = sample(300, events=3000, seed=7)
+    with Journey(url, actor="test") as engine:
+        while batch := list(islice(records, 1000)):
+            engine.record_many(batch)
+        streams = engine.app.customer_streams(engine.app.customer_ids())
+    return {customer: stream.events for customer, stream in streams.items()}
+
+
+def test_sample_histories(sample_streams):
+    for events in sample_streams.values():
+        first = min(e.occurred_at for e in events)
+        assert_same(events, [first, first + timedelta(days=200), NOW])
+
+
+def test_sample_summary_rows_refresh_at_the_reference_change(sample_streams):
+    for customer, events in sample_streams.items():
+        row = summary_row(customer, events, NOW, DEFAULT)
+        later = reference_next_change(events, NOW, DEFAULT)
+        if later is not None:
+            assert row["refresh_at"] <= later.as_of
