@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from journey.cli import projections, query, store  # noqa: F401  (each registers its commands)
+from journey.cli import cdnow, projections, query, store  # noqa: F401  (each registers commands)
 from journey.cli.app import app
 
 

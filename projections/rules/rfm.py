@@ -37,7 +37,8 @@ class Population:
     """The sorted values of every customer with n ≥ 1 at one moment."""
 
     def __init__(self, members: Iterable[RfmInputs]):
-        members = list(members)
+        self.members = list(members)
+        members = self.members
         self.size = len(members)
         self.recency = sorted(m.recency_days for m in members)
         self.frequency = sorted(m.frequency for m in members)

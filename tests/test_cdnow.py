@@ -1,0 +1,66 @@
+"""`journey load-cdnow` on the first 2,000 lines of the real CDNOW file."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from journey.api import connect
+from journey.cdnow import LAST_DAY, quarter_ends
+from journey.cli import app
+from projections.pointintime import PointInTime
+
+SAMPLE = Path(__file__).parent / "data" / "cdnow_first_2000.txt"
+FIRST_DAY = datetime(1997, 1, 1, tzinfo=UTC)  # the sample's first purchase
+runner = CliRunner()
+
+
+def raw_lines() -> list[list[str]]:
+    return [line.split() for line in SAMPLE.read_text().splitlines()[1:]]
+
+
+def load(db_url: str):
+    result = runner.invoke(app, ["--db", db_url, "load-cdnow", "--file", str(SAMPLE), "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_every_line_becomes_a_purchase_or_is_skipped_with_a_reason(db_url):
+    answer = load(db_url)
+    lines = raw_lines()
+    worthless = [n for n, cells in enumerate(lines, start=2) if Decimal(cells[3]) == 0]
+    assert answer["lines"] == len(lines) == 2000
+    assert answer["purchases"] == len(lines) - len(worthless)
+    assert [s["line"] for s in answer["skipped"]] == worthless
+    with connect(db_url) as engine:
+        stored = Counter()
+        for customer in engine.app.customer_ids():
+            stored[customer] = sum(e.TYPE == "purchase" for e in engine.events(customer))
+    expected = Counter(f"cdnow-{c[0]}" for c in lines if Decimal(c[3]) > 0)
+    assert +stored == expected
+
+
+def test_loading_again_stores_nothing_new(db_url):
+    load(db_url)
+    assert load(db_url)["stored"] == 0
+
+
+def test_quarterly_funnel_and_rfm_agree_with_show(db_url):
+    answer = load(db_url)
+    with connect(db_url) as engine:
+        queries = PointInTime(engine)
+        customers = engine.app.customer_ids()
+        quarters = quarter_ends(FIRST_DAY, LAST_DAY)
+        assert list(answer["quarters"]) == [label for label, _ in quarters]
+        for label, end in quarters:
+            found = [r.answer for r in queries.show_many(customers, end, with_rfm=False)]
+            stages = Counter(a.loyalty_stage.value for a in found if a is not None)
+            assert +Counter(answer["quarters"][label]["stages"]) == stages, label
+        population = queries.population(LAST_DAY, datetime.now(UTC))
+        for axis in "rfm":
+            assert sum(answer["rfm"][axis].values()) == population.size
