@@ -14,6 +14,10 @@ from journey.errors import InputError
 
 Record = tuple[int, dict[str, Any] | InputError]
 
+#: One decoder for every line: json.loads with parse_float builds a new one each call.
+#: Numbers with a fraction become Decimals, so 59.90 is never rounded through a float.
+DECODER = json.JSONDecoder(parse_float=Decimal)
+
 
 def read_records(path: str) -> Iterator[Record]:
     """Each record of a file (``-`` is standard input, read as JSON lines)."""
@@ -32,7 +36,7 @@ def read_jsonl(handle: TextIO) -> Iterator[Record]:
         if not line.strip():
             continue
         try:
-            yield number, json.loads(line, parse_float=Decimal)
+            yield number, DECODER.decode(line)
         except json.JSONDecodeError as exc:
             error = InputError("(line)", f"not valid JSON: {exc.msg} at column {exc.colno}")
             error.text = line.rstrip("\n")
