@@ -44,6 +44,8 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from results import Row, write_rows  # bench/results.py
+
 from journey.api import Journey
 from journey.sample import sample
 from journey.storage import Database
@@ -252,6 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--slice", type=int, default=5000, help="events for the per-event run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=1, help="runs of each; the best counts")
+    parser.add_argument("--json-out", help="append the figures as JSON lines (bench/results.py)")
     args = parser.parse_args(argv)
     console = Console()
     with tempfile.TemporaryDirectory() as tmp:
@@ -266,6 +269,20 @@ def main(argv: list[str] | None = None) -> None:
         dbs = ["sqlite", "postgres"] if args.db == "both" else [args.db]
         results = [measure(db, path, records, args.slice, work, args.repeat) for db in dbs]
         report(results, len(records), args.customers, args.slice, args.repeat, console)
+        write_rows(args.json_out, rows(results, len(records)))
+
+
+def rows(results: list[Result], n: int) -> list[Row]:
+    """The figures for bench/run_all.py's report."""
+    found = []
+    for r in results:
+        common = {"benchmark": "import", "db": r.db, "figure_name": f"journey import of {n:,}",
+                  "figure": r.journey, "unit": "events/s"}
+        found.append(Row(**common, baseline_name="batched eventsourcing saves",
+                         baseline=r.batched, target=TARGET_BATCHED))
+        found.append(Row(**common, baseline_name="one save() per event",
+                         baseline=r.per_event, target=TARGET_PER_EVENT))
+    return found
 
 
 if __name__ == "__main__":

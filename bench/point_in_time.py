@@ -18,6 +18,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from results import Row, write_rows  # bench/results.py
+
 from journey.api import connect
 from projections.pointintime import PointInTime
 
@@ -55,6 +57,9 @@ def timed(run: Callable[[], object], times: int) -> list[float]:
     return spent
 
 
+TARGET = 0.2  # median at most 0.2x the repository rebuild
+
+
 def p99(samples: list[float]) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
@@ -65,6 +70,7 @@ def main() -> None:
     parser.add_argument("--db", help="database URL (default: a temporary SQLite file)")
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--json-out", help="append the figures as JSON lines (bench/results.py)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = args.db or f"sqlite:///{Path(tmp) / 'bench.db'}"
@@ -94,6 +100,15 @@ def main() -> None:
         median = statistics.median(samples)
         print(f"{name:26} {median * 1e3:10.1f} {p99(samples) * 1e3:10.1f} "
               f"{median / baseline:11.2f}")
+    db = "postgres" if args.db and args.db.startswith("postgres") else "sqlite"
+    write_rows(args.json_out, [
+        Row("point-in-time", db, f"show median ({name.removeprefix('show, ')} cache)",
+            statistics.median(results[name]) * 1e3, "ms", "repository.get median",
+            baseline * 1e3, TARGET, higher_is_better=False,
+            note=f"{args.events:,} events, {args.queries} as_of queries; "
+                 f"p99 {p99(results[name]) * 1e3:.1f} ms")
+        for name in ("show, warm", "show, cold")
+    ])
 
 
 if __name__ == "__main__":

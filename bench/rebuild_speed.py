@@ -53,6 +53,8 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from results import Row, write_rows  # bench/results.py
+
 from journey.api import Journey
 from journey.application import JourneyApplication
 from journey.sample import sample
@@ -326,6 +328,7 @@ def main(argv: list[str] | None = None) -> None:
     kinds = ["rebuild", "ceiling", "stock"]
     parser.add_argument("--measure", choices=kinds, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--json-out", help="append the figures as JSON lines (bench/results.py)")
     args = parser.parse_args(argv)
     if args.measure:
         run_one(args.measure, args.url, args.slice)
@@ -335,6 +338,22 @@ def main(argv: list[str] | None = None) -> None:
         dbs = ["sqlite", "postgres"] if args.db == "both" else [args.db]
         results = [measure(db, args, Path(tmp), console) for db in dbs]
         report(results, args, console)
+    write_rows(args.json_out, rows(results))
+
+
+def rows(results: list[Result]) -> list[Row]:
+    """The figures for bench/run_all.py's report."""
+    found = []
+    for r in results:
+        common = {"benchmark": "rebuild", "db": r.db,
+                  "figure_name": f"rebuild of all read models, {r.events:,} notifications",
+                  "figure": r.rate("rebuild"), "unit": "events/s",
+                  "note": f"peak RSS {r.rebuild['peak_rss'] / 1024**2:,.0f} MiB (target < 1 GiB)"}
+        found.append(Row(**common, baseline_name="decode ceiling (select_notifications)",
+                         baseline=r.rate("ceiling"), target=TARGET_CEILING))
+        found.append(Row(**common, baseline_name="stock ProjectionRunner (scaled)",
+                         baseline=r.rate("stock"), target=TARGET_STOCK))
+    return found
 
 
 if __name__ == "__main__":

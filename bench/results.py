@@ -1,0 +1,50 @@
+"""One shape for every benchmark's figures, so bench/run_all.py can report them together.
+
+A row is one figure beside one baseline measured in the same run: the ratio and whether it
+meets its target. "Higher is better" figures (events/s) meet a target when ratio >= target;
+"lower is better" ones (latency, time per query) when ratio <= target.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+@dataclass
+class Row:
+    benchmark: str
+    db: str
+    figure_name: str
+    figure: float
+    unit: str
+    baseline_name: str
+    baseline: float
+    target: float
+    higher_is_better: bool = True
+    note: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return self.figure / self.baseline if self.baseline else float("nan")
+
+    @property
+    def met(self) -> bool:
+        return self.ratio >= self.target if self.higher_is_better else self.ratio <= self.target
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "ratio": self.ratio, "met": self.met}
+
+
+def write_rows(path: str | Path | None, rows: list[Row]) -> None:
+    """Append rows to a JSON-lines file (no-op without a path)."""
+    if path is None:
+        return
+    with Path(path).open("a", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row.as_dict()) + "\n")
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

@@ -1,0 +1,188 @@
+# ruff: noqa: RUF001 -- the report writes ratios with a real multiplication sign
+"""Run every benchmark on SQLite and PostgreSQL and write one report: bench/RESULTS.md.
+
+Each benchmark runs in its own process, measures its figure beside its baselines in the same
+run, and appends rows (bench/results.py) to a shared file; this script turns the rows into a
+table per benchmark (figure, baseline, ratio, target), with the machine and the date, and
+plots events per second per benchmark next to the report (bench/RESULTS.png).
+
+    python bench/run_all.py            # the sizes the issues name (takes a long while)
+    python bench/run_all.py --quick    # small sizes, a few minutes, for a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+from results import read_rows
+
+HERE = Path(__file__).resolve().parent
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+
+#: (benchmark, script, full-size arguments, quick arguments); "{pg}" is a fresh schema URL.
+PLAN = [
+    ("import", "import_speed.py", [], ["--events", "20000", "--customers", "4000"]),
+    ("point-in-time", "point_in_time.py", [], ["--events", "2000", "--queries", "30"]),
+    (
+        "point-in-time",
+        "point_in_time.py",
+        ["--db", "{pg}"],
+        ["--db", "{pg}", "--events", "2000", "--queries", "30"],
+    ),
+    (
+        "rebuild",
+        "rebuild_speed.py",
+        [],
+        ["--events", "50000", "--customers", "5000", "--slice", "5000"],
+    ),
+    ("feed latency", "feed_latency.py", [], ["--events", "100"]),
+    ("verify", "verify_speed.py", [], ["--events", "50000"]),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    parser.add_argument("--only", action="append", help="run only these benchmarks")
+    parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        rows_file = Path(folder) / "rows.jsonl"
+        rows_file.touch()
+        missing = []
+        for name, script, full, quick in PLAN:
+            if args.only and name not in args.only:
+                continue
+            if not run(script, quick if args.quick else full, rows_file):
+                missing.append(name)
+        rows = read_rows(rows_file)
+    out = Path(args.out)
+    out.write_text(report(rows, missing, quick=args.quick))
+    plot(rows, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+def run(script: str, arguments: list[str], rows_file: Path) -> bool:
+    """Run one benchmark script; False when it is missing or failed."""
+    path = HERE / script
+    if not path.exists():
+        print(f"-- {script}: not there, skipped")
+        return False
+    schema = f"bench_all_{os.getpid()}_{int(time.time())}"
+    argv = [a.replace("{pg}", f"{POSTGRES}?schema={schema}") for a in arguments]
+    print(f"-- {script} {' '.join(argv)}", flush=True)
+    try:
+        done = subprocess.run([sys.executable, str(path), *argv, "--json-out", str(rows_file)])
+    finally:
+        drop_schema(schema)
+    return done.returncode == 0
+
+
+def drop_schema(schema: str) -> None:
+    try:
+        import psycopg
+
+        with psycopg.connect(POSTGRES, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    except Exception:  # no server: nothing was created there
+        pass
+
+
+def machine() -> list[str]:
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
+    return [
+        f"* date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"* machine: {os.cpu_count()} cores, {memory:.0f} GiB, {platform.machine()}, "
+        f"{platform.system()} {platform.release()}",
+        f"* Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
+        f"PostgreSQL {postgres_version()}",
+    ]
+
+
+def postgres_version() -> str:
+    try:
+        import psycopg
+
+        with psycopg.connect(POSTGRES, connect_timeout=5) as conn:
+            return conn.execute("SHOW server_version").fetchone()[0]
+    except Exception as exc:
+        return f"unreachable ({type(exc).__name__})"
+
+
+def report(rows: list[dict], missing: list[str], *, quick: bool) -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        *machine(),
+        f"* sizes: {'quick (smoke run)' if quick else 'as the issues name them'}; "
+        "every baseline was measured in the same run as its figure",
+        "",
+    ]
+    by_benchmark: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_benchmark[row["benchmark"]].append(row)
+    for name, found in by_benchmark.items():
+        lines += [
+            f"## {name}",
+            "",
+            "| db | figure | value | baseline | baseline value | ratio | target | met |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in found:
+            sign = "≥" if r["higher_is_better"] else "≤"
+            lines.append(
+                f"| {r['db']} | {r['figure_name']} | {r['figure']:,.1f} {r['unit']} | "
+                f"{r['baseline_name']} | {r['baseline']:,.1f} {r['unit']} | "
+                f"{r['ratio']:.2f}× | {sign} {r['target']:g}× | {'yes' if r['met'] else '**no**'} |"
+            )
+        notes = sorted({r["note"] for r in found if r.get("note")})
+        lines += [""] + [f"* {n}" for n in notes] + ([""] if notes else [])
+    if missing:
+        lines += [
+            "## Not measured",
+            "",
+            *(f"* {m}: the script is missing or failed" for m in missing),
+            "",
+        ]
+    lines += ["![events per second](RESULTS.png)", ""]
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Events per second of each benchmark beside its baselines, per database."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rates = [r for r in rows if r["unit"] == "events/s"]
+    if not rates:
+        return
+    bars: dict[str, float] = {}
+    for r in rates:
+        bars[f"{r['benchmark']} ({r['db']})"] = r["figure"]
+        bars[f"  {r['baseline_name']} ({r['db']})"] = r["baseline"]
+    figure, axes = plt.subplots(figsize=(10, 0.4 * len(bars) + 1.5))
+    labels = list(bars)
+    colours = ["tab:blue" if not label.startswith("  ") else "tab:gray" for label in labels]
+    axes.barh(labels, [bars[k] for k in labels], color=colours)
+    axes.invert_yaxis()
+    axes.set_xscale("log")
+    axes.set_xlabel("events per second (log scale); blue: Journey, grey: baselines")
+    axes.set_title("Journey benchmarks")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
