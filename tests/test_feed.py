@@ -5,7 +5,14 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
-from readmodel_support import NOW, assert_feed_consistent, models, record_all, records
+from readmodel_support import (
+    NOW,
+    assert_feed_consistent,
+    models,
+    record_all,
+    records,
+    view_rows,
+)
 
 from projections.feed import Feed
 from projections.readmodels.rebuild import rebuild
@@ -162,3 +169,22 @@ def test_a_rebuild_announces_only_what_new_settings_change(db_url):
         assert changes(fresh) == [("c-1", "status", "active", "lapsed")]
         assert "rebuilt" in fresh[0].reason and fresh[0].cause is None
         assert_feed_consistent(m.store)
+
+
+def test_a_customer_whose_first_event_is_in_the_future_does_not_break_the_runner(db_url):
+    future = (NOW + DAY * 3650).isoformat()
+    with models(db_url) as m:
+        record_all(m.journey, [
+            {"type": "qualified", "customer_id": "f-2", "occurred_at": future},
+            {"type": "qualified", "customer_id": "f-1", "occurred_at": at(10)},
+        ])
+        catch_up(m)
+        rows = {row[0]: row for row in view_rows(m.store, "summary")}
+        assert set(rows) == {"f-1", "f-2"}
+        assert changes(Feed(m.store).read()) == [
+            ("f-1", "loyalty_stage", None, "prospect"),
+            ("f-1", "status", None, "active"),
+            ("f-1", "relationship_level", None, "none"),
+        ]
+        rebuild(m.runner, "summary")
+        assert {row[0] for row in view_rows(m.store, "summary")} == {"f-1", "f-2"}

@@ -53,8 +53,22 @@ def summary_row(
     row: dict[str, Any] = {"customer_id": customer_id, "computed_at": now}
     if answer is None:  # every event lies in the future: the customer does not exist yet
         first = min(e.occurred_at for e in events)
-        return {**row, **dict.fromkeys(SCORE_COLUMNS), "refresh_at": first}
+        return {**row, **dict.fromkeys(ANSWER_COLUMNS), "refresh_at": first}
     return {**row, **answer_columns(answer), "refresh_at": refresh_at(answer, events, settings)}
+
+
+#: Every column an answer fills; all NULL for a customer who does not exist yet (a batch
+#: insert needs every row to name the same columns).
+ANSWER_COLUMNS = (
+    "loyalty_stage",
+    "status",
+    "relationship_level",
+    *SCORE_COLUMNS,
+    "nps_score",
+    "nps_class",
+    "reasons",
+    "settings_version",
+)
 
 
 def answer_columns(answer: Answer) -> dict[str, Any]:

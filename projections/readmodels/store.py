@@ -30,8 +30,8 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import IntegrityError
 
+from journey.application import first_use_lock
 from journey.errors import JourneyError
 from journey.storage import Database
 from projections.readmodels.tables import (
@@ -120,17 +120,13 @@ class ReadModelStore:
         """Create the state table and a first, empty serving generation of every model, and
         sweep the tables of generations a crash left retired. Safe when several processes
         open a new store at once."""
-        for _attempt in range(3):
-            try:
-                state_metadata.create_all(self.engine)
-                with self.engine.begin() as conn:
-                    for model in MODELS.values():
-                        if self.serving(conn, model.name) is None:
-                            self._create_generation(conn, model, 1, "serving", settings)
-                            self._point_view(conn, model, 1)
-                break
-            except IntegrityError:
-                continue  # another process created them first: look again
+        with first_use_lock(self.database):
+            state_metadata.create_all(self.engine)
+            with self.engine.begin() as conn:
+                for model in MODELS.values():
+                    if self.serving(conn, model.name) is None:
+                        self._create_generation(conn, model, 1, "serving", settings)
+                        self._point_view(conn, model, 1)
         with self.engine.begin() as conn:
             for retired in conn.execute(
                 select(generations).where(generations.c.status == "retired")
