@@ -67,6 +67,15 @@ def run(
     names: Names = None,
     settings: SettingsPath = None,
     once: Annotated[bool, typer.Option("--once", help="Catch up, then exit.")] = False,
+    poll: Annotated[
+        float,
+        typer.Option(
+            "--poll",
+            min=0.01,
+            metavar="SECONDS",
+            help="How often to look for new events (SQLite; PostgreSQL is woken).",
+        ),
+    ] = 0.25,
 ) -> None:
     """Keep read models up to date: LISTEN/NOTIFY on PostgreSQL, polling on SQLite."""
     chosen = names_or_fail(names, False)
@@ -91,7 +100,7 @@ def run(
             err.print(", ".join(f"{name} +{count}" for name, count in done.items() if count))
 
     try:
-        run_supervised(options.db, rules, chosen, stop, on_pass=report)
+        run_supervised(options.db, rules, chosen, stop, on_pass=report, poll_seconds=poll)
     except LockBusy as exc:
         fail(str(exc), as_json=False)
 

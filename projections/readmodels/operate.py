@@ -130,9 +130,12 @@ def run_supervised(
     stop: threading.Event,
     on_pass: Callable[[dict[str, int]], None] | None = None,
     retry_seconds: float = 2.0,
+    poll_seconds: float = 0.25,
 ) -> None:
     """Run until ``stop``; after a lost database connection, reconnect and go on (the
-    position lives in the database, so nothing is lost or repeated)."""
+    position lives in the database, so nothing is lost or repeated). ``poll_seconds`` is
+    how long it waits for new events before looking again (on PostgreSQL a NOTIFY ends
+    the wait at once)."""
     while not stop.is_set():
         try:
             models = ReadModels.open(url, settings)
@@ -141,7 +144,9 @@ def run_supervised(
                     for name in names:
                         locks.enter_context(models.store.lock(f"run:{name}"))
                     with waiter(models) as wait:
-                        models.runner.run(names, stop, wait=wait, on_pass=on_pass)
+                        models.runner.run(
+                            names, stop, wait=wait, on_pass=on_pass, poll_seconds=poll_seconds
+                        )
             finally:
                 models.close()
         except LockBusy:
