@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from journey.errors import InputError
+from journey.moments import within_calendar
 
 CUSTOMER_ID = re.compile(r"[A-Za-z0-9._:@-]+")
 
@@ -50,7 +51,7 @@ def parse_time(value: Any) -> datetime:
         raise ValueError("must be an ISO 8601 time string, e.g. 2025-03-01T10:00:00Z")
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise ValueError(f"{value!s} has no time zone (add Z or an offset such as +01:00)")
-    return parsed
+    return within_calendar(parsed)
 
 
 def refuse_bool(value: Any) -> Any:

@@ -264,6 +264,18 @@ def test_a_time_that_is_not_iso_8601_is_refused(engine):
         refused(engine, {**FULL["purchase"], "occurred_at": bad}, "occurred_at", "iso 8601")
 
 
+@pytest.mark.parametrize(
+    "when", ["1899-12-31T23:59:59Z", "3000-01-01T00:00:00Z", "0001-01-01T00:00:00+00:00"]
+)
+def test_a_time_outside_the_rules_calendar_is_refused(engine, when):
+    refused(engine, {**FULL["purchase"], "occurred_at": when}, "occurred_at", "between the years")
+
+
+@pytest.mark.parametrize("when", ["1900-01-01T00:00:00Z", "2999-12-31T23:59:59Z"])
+def test_the_calendar_edges_are_accepted(engine, when):
+    assert engine.record({**FULL["purchase"], "occurred_at": when}).position > 0
+
+
 # --- amounts ---------------------------------------------------------------------------------
 
 NOT_POSITIVE = [0, "0", "0.00", -5, "-0.01", "-0"]

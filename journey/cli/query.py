@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import closing
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -11,6 +11,7 @@ from rich.table import Table
 
 from journey.cli.app import Options, app
 from journey.cli.output import OK, REJECTED, USAGE, emit_json, err, fail, out, reporting
+from journey.moments import TIME_HELP, parse_moment
 from journey.storage import StorageError
 from projections.history import Step
 from projections.pointintime import PointInTime
@@ -20,7 +21,6 @@ from projections.settings import ENV_VAR as SETTINGS_ENV
 from projections.settings import SettingsError, load_settings
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="One JSON object a line.")]
-TIME_HELP = "ISO 8601 with a time zone, a date (start of that day UTC) or 'now' (default)."
 KnownAt = Annotated[
     str | None,
     typer.Option(
@@ -36,21 +36,6 @@ SettingsPath = Annotated[
         help="Rule thresholds (JSON or TOML); default: DOMAIN.md's.",
     ),
 ]
-
-
-def parse_moment(text: str | None) -> datetime | None:
-    """A time argument: ISO 8601 with a zone, a bare date (00:00 UTC), or 'now'."""
-    if text is None or text == "now":
-        return datetime.now(UTC) if text == "now" else None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a time: {TIME_HELP}") from None
-    if len(text) == 10:  # a bare date
-        return moment.replace(tzinfo=UTC)
-    if moment.tzinfo is None:
-        raise ValueError(f"{text!r} has no time zone (add Z or an offset such as +01:00)")
-    return moment
 
 
 def open_queries(

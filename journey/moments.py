@@ -1,0 +1,35 @@
+"""The times users give: event times (``occurred_at``) and query moments (``as_of``,
+``known_at``), and the calendar the rules can compute in.
+
+Rules look back a year and more from a moment (windows, tenure, lapse), so a moment near
+datetime's limits overflows inside them; a year outside 1900-2999 is a typing mistake in
+customer data anyway, so it is refused at the boundary with the field named.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+EARLIEST_YEAR, LATEST_YEAR = 1900, 2999
+TIME_HELP = "ISO 8601 with a time zone, a date (start of that day UTC) or 'now' (default)."
+
+
+def within_calendar(moment: datetime) -> datetime:
+    if not EARLIEST_YEAR <= moment.year <= LATEST_YEAR:
+        raise ValueError(f"must lie between the years {EARLIEST_YEAR} and {LATEST_YEAR}")
+    return moment
+
+
+def parse_moment(text: str | None) -> datetime | None:
+    """A query moment: ISO 8601 with a zone, a bare date (00:00 UTC), or 'now'."""
+    if text is None or text == "now":
+        return datetime.now(UTC) if text == "now" else None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a time: {TIME_HELP}") from None
+    if len(text) == 10:  # a bare date
+        moment = moment.replace(tzinfo=UTC)
+    elif moment.tzinfo is None:
+        raise ValueError(f"{text!r} has no time zone (add Z or an offset such as +01:00)")
+    return within_calendar(moment)
