@@ -22,6 +22,7 @@ from journey.application import JourneyApplication
 from journey.customer import Customer
 from journey.errors import InputError, RetryableConflict
 from journey.events import USER_EVENT_CLASSES, CustomerEvent
+from journey.personal import CustomerKey
 from journey.referrals import Referrers, index_id
 
 Clock = Callable[[], datetime]
@@ -89,33 +90,56 @@ class UnitOfWork:
         #: (referrer, referred) pairs to check once the whole batch is applied, so a
         #: conversion lands on the first purchase however the batch is ordered.
         self.to_convert: dict[tuple[str, str], None] = {}
+        #: Customers' keys for personal data: those stored, and those made in this batch
+        #: (stored before its events, see ``save``).
+        self.keys: dict[str, CustomerKey] = {}
+        self.new_keys: dict[str, CustomerKey] = {}
 
     def preload(self, commands: Iterable[Command]) -> None:
         """Load every aggregate the commands may touch, in a few queries."""
         wanted: set[str] = set()
+        personal: set[str] = set()
         for command in commands:
             wanted.add(command.customer_id)
+            if getattr(command, "personal", None) is not None:
+                personal.add(command.customer_id)
             if isinstance(command, Purchase):
                 wanted.add(index_id(command.customer_id))
             elif isinstance(command, Referral):
                 wanted.add(command.referred_customer_id)
                 wanted.add(index_id(command.referred_customer_id))
         self._load(wanted - self.looked_up)
+        self._load_keys(personal)
+
+    def _load_keys(self, customer_ids: set[str]) -> None:
+        missing = customer_ids - self.keys.keys() - self.new_keys.keys()
+        if missing:
+            self.keys.update(self.app.keyring.load(missing))
+
+    def _key(self, customer_id: str) -> CustomerKey:
+        """The customer's key for sealing personal data (a new one if it has none)."""
+        self._load_keys({customer_id})
+        key = self.keys.get(customer_id) or self.new_keys.get(customer_id)
+        if key is None:
+            key = self.new_keys[customer_id] = CustomerKey.new(customer_id)
+        return key
 
     def handle(self, command: Command) -> bool:
         """Apply one command; False when it is a retry of an event already recorded."""
         customer = self._get(command.customer_id)
         new = customer is None
+        payload = command.payload()
+        key = self._key(command.customer_id) if payload.get("personal") is not None else None
         if new and command.type == "identified":
-            customer = Customer.identify(
-                command.customer_id, **self._envelope(command), **command.payload()
-            )
+            if key is not None:
+                payload["personal"] = key.seal(payload["personal"])
+            customer = Customer.identify(command.customer_id, **self._envelope(command), **payload)
             self.aggregates[customer.id] = customer
             return True
         if new:
             customer = self._implicit(command.customer_id, command.occurred_at)
         recorded = customer.record(
-            USER_EVENT_CLASSES[command.type], **self._envelope(command), payload=command.payload()
+            USER_EVENT_CLASSES[command.type], **self._envelope(command), payload=payload, key=key
         )
         if new:
             self.aggregates[customer.id] = customer
@@ -135,6 +159,9 @@ class UnitOfWork:
         positions: list[tuple[str, int]] = []
         batch: list[Any] = []
         size = 0
+        self.app.keyring.store(list(self.new_keys.values()))
+        self.keys.update(self.new_keys)
+        self.new_keys.clear()
         for aggregate in self.aggregates.values():
             if aggregate.pending_events:
                 batch.append(aggregate)

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from eventsourcing.persistence import IntegrityError
+
 from commands.files import read_records
 from commands.handlers import (
     Clock,
@@ -29,8 +31,10 @@ from commands.handlers import (
 )
 from commands.models import Command, InvalidInput, parse_command
 from journey.application import JourneyApplication
-from journey.errors import InputError
-from journey.events import CustomerEvent
+from journey.customer import Customer
+from journey.errors import InputError, JourneyError, RetryableConflict
+from journey.events import CustomerEvent, Erased
+from journey.integrity import Report
 from journey.storage import Database
 
 Progress = Callable[[int], None]
@@ -171,6 +175,37 @@ class Journey:
         ``recorded_at``, ``actor``, ``TYPE`` and ``payload()``; empty when unknown."""
         return self.app.customer_events(customer_id)
 
+    def erase(self, customer_id: str, reason: str) -> Erasure:
+        """Make the customer's personal data unreadable: destroy its key, then record an
+        ``erased`` event. Safe to repeat: a customer already erased (no key, and an
+        ``erased`` event stored) is left as it is."""
+        if not reason.strip():
+            raise InputError("reason", "is required")
+        for _attempt in range(5):
+            customer = self.app.load_many({customer_id}).get(customer_id)
+            if not isinstance(customer, Customer):
+                raise JourneyError(f"customer {customer_id!r} is unknown")
+            destroyed = self.app.keyring.destroy(customer_id)
+            if not destroyed and any(
+                isinstance(e, Erased) for e in self.app.customer_events(customer_id)
+            ):
+                return Erasure(customer_id, key_destroyed=False, position=None)
+            now = self.clock()
+            customer.erase(reason, occurred_at=now, actor=self.actor, timestamp=now)
+            try:
+                recordings = self.app.save(customer)
+            except IntegrityError:
+                continue
+            return Erasure(customer_id, destroyed, recordings[-1].notification.id)
+        raise RetryableConflict("another writer kept changing the customer; erase again")
+
+    def verify(
+        self, customer_ids: Iterable[str] | None = None, anchors: Iterable[tuple[int, str]] = ()
+    ) -> Report:
+        """Check the hash chains (journey/integrity.py); seals an unsealed tail first.
+        ``anchors``: (position, chain) heads noted earlier, which must still hold."""
+        return self.app.log_seal.verify(customer_ids, anchors=anchors)
+
     def close(self) -> None:
         self.app.close()
 
@@ -179,6 +214,16 @@ class Journey:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """What ``erase`` did: whether a key was destroyed, and where the event was stored
+    (None when the customer was already erased)."""
+
+    customer_id: str
+    key_destroyed: bool
+    position: int | None
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,14 @@ from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 from eventsourcing.application import Application
-from eventsourcing.persistence import Notification, StoredEvent
+from eventsourcing.persistence import EventStore, Mapper, Notification, Recording, StoredEvent
 
 from journey.customer import Customer
 from journey.events import CustomerEvent
+from journey.integrity import LogSeal
+from journey.personal import Keyring, is_sealed
 from journey.referrals import Referrers
+from journey.sidetables import SideTables
 from journey.storage import Database, StorageError
 
 LOAD_CHUNK = 500
@@ -48,8 +51,29 @@ def first_use_lock(database: Database) -> Iterator[None]:
         yield
 
 
+class OpeningMapper(Mapper):
+    """Decodes events with their personal data opened: plaintext while the customer's key
+    exists, ``[erased]`` fields after (see journey/personal.py)."""
+
+    def __init__(self, mapper: Mapper, keyring: Keyring):
+        super().__init__(mapper.transcoder, mapper.compressor, mapper.cipher)
+        self.keyring = keyring
+
+    def to_domain_event(self, stored_event: StoredEvent) -> Any:
+        event = super().to_domain_event(stored_event)
+        personal = vars(event).get("personal")
+        if is_sealed(personal):
+            vars(event)["personal"] = self.keyring.open(event.originator_id, personal)
+        return event
+
+
 class JourneyApplication(Application[str]):
-    """The customer event store."""
+    """The customer event store.
+
+    ``events`` (what ``events.get`` and ``customer_events`` read) opens personal data;
+    ``mapper`` (notification scans, read models, the aggregates) leaves it sealed, so
+    bulk readers never touch a key. Every save is followed by sealing the log.
+    """
 
     name = "Journey"
 
@@ -63,6 +87,28 @@ class JourneyApplication(Application[str]):
                 raise StorageError(
                     f"cannot open the event store at {database.url!r}: {exc}"
                 ) from exc
+        self.tables = SideTables(
+            database, self.recorder.events_table_name, self.recorder.datastore
+        )
+        self.keyring = Keyring(self.tables)
+        self.log_seal = LogSeal(self.tables)
+        self.events = EventStore(OpeningMapper(self.mapper, self.keyring), self.recorder)
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording]:
+        """Save, then append the saved customer events to the log seal."""
+        recordings = super().save(*objs, **kwargs)
+        known = {
+            r.notification.id: (event.originator_id, event.originator_version, event.content_hash)
+            for r in recordings
+            if isinstance(event := r.domain_event, CustomerEvent) and event.content_hash
+        }
+        if known:
+            self.log_seal.seal(known)
+        return recordings
+
+    def close(self) -> None:
+        self.tables.close()
+        super().close()
 
     def load_many(self, ids: Iterable[str]) -> dict[str, Customer | Referrers]:
         """Reconstruct every stored aggregate among ``ids``, a chunk of ids per query."""

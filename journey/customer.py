@@ -12,11 +12,13 @@ from decimal import Decimal
 from typing import Any
 
 from eventsourcing.domain import BaseAggregate
+from eventsourcing.utils import get_topic
 
 from journey.errors import ConflictError, InputError
 from journey.events import (
     ComplaintResolved,
     CustomerEvent,
+    Erased,
     Identified,
     OrderState,
     ReferralConverted,
@@ -24,6 +26,8 @@ from journey.events import (
     Refunded,
     Reidentified,
 )
+from journey.integrity import hash_new_event
+from journey.personal import CustomerKey, personal_marker
 
 Key = tuple[Any, ...]
 
@@ -47,6 +51,10 @@ def canonical(value: Any) -> Any:
 
 
 def content_of(type_: str, occurred_at: datetime, payload: dict[str, Any]) -> Key:
+    """An event's content for idempotency. Personal data counts by its keyed digest (the
+    ciphertext differs on every sealing), or as plaintext if stored before sealing."""
+    if payload.get("personal") is not None:
+        payload = {**payload, "personal": personal_marker(payload["personal"])}
     fields = tuple(sorted((k, canonical(v)) for k, v in payload.items()))
     return (type_, canonical(occurred_at), fields)
 
@@ -69,15 +77,29 @@ class Customer(BaseAggregate[str]):
         self.complaints: dict[str, datetime] = {}
         self.seen: dict[Key, Key] = {}
         self.converted: set[str] = set()
+        #: The content hash of the last event: the next one's ``previous_hash``.
+        self.last_hash: str | None = None
 
     @classmethod
     def identify(cls, customer_id: str, **fields: Any) -> Customer:
-        return cls._create(Identified, id=customer_id, **fields)
+        """A new customer; personal data in ``fields`` must already be sealed."""
+        state = {**fields, "originator_topic": get_topic(cls), "previous_hash": None}
+        content_hash = hash_new_event(Identified, customer_id, cls.INITIAL_VERSION, state)
+        return cls._create(
+            Identified, id=customer_id, previous_hash=None, content_hash=content_hash, **fields
+        )
+
+    def trigger_event(self, event_class: type[Any], **kwargs: Any) -> None:
+        """Every event links to the one before: ``previous_hash`` and its own hash."""
+        kwargs["previous_hash"] = self.last_hash
+        kwargs["content_hash"] = hash_new_event(event_class, self.id, self.version + 1, kwargs)
+        super().trigger_event(event_class, **kwargs)
 
     def remember(self, event: CustomerEvent) -> None:
         payload = event.payload()
         content = content_of(event.TYPE, event.occurred_at, payload)
         self.seen[idempotency_key(event.TYPE, event.event_id, payload, content)] = content
+        self.last_hash = event.content_hash
 
     def record(
         self,
@@ -88,21 +110,28 @@ class Customer(BaseAggregate[str]):
         timestamp: datetime,
         event_id: str | None,
         payload: dict[str, Any],
+        key: CustomerKey | None = None,
     ) -> bool:
         """Record one event unless it is a retry of one already stored.
 
         Returns False for a retry (same id, same content); raises ConflictError for the same
         id with different content and InputError when a guard fails. Nothing changes then.
+        Personal data in ``payload`` is plaintext; it is stored sealed with ``key``.
         """
         if event_class is Identified:
             event_class = Reidentified
-        content = content_of(event_class.TYPE, occurred_at, payload)
-        key = idempotency_key(event_class.TYPE, event_id, payload, content)
-        if key in self.seen:
-            if self.seen[key] == content:
-                return False
-            raise self._conflict(event_class.TYPE, key)
+        contents = self._contents(event_class.TYPE, occurred_at, payload, key)
+        for content in contents:
+            id_key = idempotency_key(event_class.TYPE, event_id, payload, content)
+            if id_key in self.seen:
+                if self.seen[id_key] in contents:
+                    return False
+                raise self._conflict(event_class.TYPE, id_key)
         self._guard(event_class, occurred_at, payload)
+        if payload.get("personal") is not None:
+            if key is None:
+                raise ValueError("personal data needs the customer's key to be sealed")
+            payload = {**payload, "personal": key.seal(payload["personal"])}
         self.trigger_event(
             event_class,
             occurred_at=occurred_at,
@@ -112,6 +141,31 @@ class Customer(BaseAggregate[str]):
             **payload,
         )
         return True
+
+    @staticmethod
+    def _contents(
+        type_: str, occurred_at: datetime, payload: dict[str, Any], key: CustomerKey | None
+    ) -> list[Key]:
+        """The content of an input as the store may know it: with personal data, by its
+        digest under the customer's key, or as plaintext (stored before sealing existed)."""
+        personal = payload.get("personal")
+        if personal is None:
+            return [content_of(type_, occurred_at, payload)]
+        plain = content_of(type_, occurred_at, payload)
+        if key is None:
+            return [plain]
+        digest = ("digest", key.digest(personal))
+        fields = tuple(
+            sorted((k, digest if k == "personal" else canonical(v)) for k, v in payload.items())
+        )
+        return [(type_, canonical(occurred_at), fields), plain]
+
+    def erase(self, reason: str, *, occurred_at: datetime, actor: str, timestamp: datetime) -> None:
+        """Note that the customer's personal data was made unreadable."""
+        self.trigger_event(
+            Erased, occurred_at=occurred_at, actor=actor, timestamp=timestamp, event_id=None,
+            reason=reason,
+        )
 
     def convert_referral(
         self, referred_customer_id: str, *, occurred_at: datetime, actor: str, timestamp: datetime

@@ -7,12 +7,16 @@ projections and reports, so a class may be renamed but a ``TYPE`` never changes.
 Two clocks ride on every event: ``occurred_at`` (valid time, given by the caller) and
 ``timestamp`` (record time, set by the store when the event is recorded), exposed as
 ``recorded_at``. ``actor`` says who recorded it.
+
+Each event also carries ``content_hash`` and ``previous_hash``, the links of its
+customer's hash chain (journey/integrity.py); events stored before the chain existed read
+them as None.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -34,6 +38,8 @@ ENVELOPE = frozenset(
         "actor",
         "event_id",
         "originator_topic",
+        "content_hash",
+        "previous_hash",
     }
 )
 
@@ -50,6 +56,9 @@ class CustomerEvent(CanMutateAggregate[str], CanCreateTimestamp, metaclass=MetaD
     occurred_at: datetime
     actor: str
     event_id: str | None
+    #: The hash chain (journey/integrity.py): set by the aggregate when it triggers the event.
+    content_hash: str | None = field(default=None, kw_only=True)
+    previous_hash: str | None = field(default=None, kw_only=True)
 
     @property
     def customer_id(self) -> str:
@@ -222,6 +231,15 @@ class ReferralConverted(CustomerEvent):
         aggregate.converted.add(self.referred_customer_id)
 
 
+@dataclass(frozen=True)
+class Erased(CustomerEvent):
+    """Recorded by `journey erase`, never accepted as input: the customer's personal data
+    was made unreadable (its key destroyed). The rules ignore it; every other fact stays."""
+
+    TYPE: ClassVar[str] = "erased"
+    reason: str
+
+
 @dataclass
 class OrderState:
     """What the aggregate must remember of an order to guard its refunds."""
@@ -256,4 +274,5 @@ ALL_EVENT_CLASSES: tuple[type[CustomerEvent], ...] = (
     *USER_EVENT_CLASSES.values(),
     Reidentified,
     ReferralConverted,
+    Erased,
 )

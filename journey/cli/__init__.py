@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from journey.cli import cdnow, projections, query, store  # noqa: F401  (each registers commands)
+from journey.cli import (  # noqa: F401  (each registers commands)
+    audit,
+    cdnow,
+    projections,
+    query,
+    store,
+)
 from journey.cli.app import app
 
 

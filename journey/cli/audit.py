@@ -1,0 +1,207 @@
+"""Commands for auditors and data protection: `verify`, `report`, `diff`, `export`, `erase`."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from contextlib import closing
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from journey.api import Journey
+from journey.cli.app import Options, app
+from journey.cli.output import OK, REJECTED, USAGE, emit_json, fail, out, reporting
+from journey.cli.query import TIME_HELP, SettingsPath, moments
+from journey.integrity import Report
+from journey.storage import StorageError
+from projections import report as reports
+from projections.settings import SettingsError, load_settings
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def open_journey(ctx: typer.Context, as_json: bool) -> Journey:
+    options: Options = ctx.obj
+    try:
+        return Journey(options.db, actor=options.actor)
+    except StorageError as exc:
+        fail(str(exc), as_json=as_json, code=USAGE)
+
+
+def settings_or_fail(path: str | None, as_json: bool):
+    try:
+        return load_settings(path)
+    except SettingsError as exc:
+        fail(str(exc), as_json=as_json, code=USAGE)
+
+
+@app.command("verify")
+def verify(
+    ctx: typer.Context,
+    ids: Annotated[
+        list[str] | None, typer.Argument(metavar="[ID...]", help="Only these customers.")
+    ] = None,
+    anchor: Annotated[
+        list[str] | None,
+        typer.Option("--anchor", metavar="POSITION:CHAIN",
+                     help="A head printed by an earlier verify, kept elsewhere; repeatable."),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Check the hash chains: exit 0 when the store is intact, 1 with each break."""
+    anchors = []
+    for text in anchor or []:
+        position, _, chain = text.partition(":")
+        if not position.isdigit() or len(chain) != 64:
+            fail(f"--anchor {text!r}: expected POSITION:CHAIN (64 hex digits)",
+                 as_json=as_json, code=USAGE)
+        anchors.append((int(position), chain))
+    engine = open_journey(ctx, as_json)
+    with reporting(as_json), closing(engine):
+        result = engine.verify(ids or None, anchors)
+    if as_json:
+        emit_json(result.as_dict())
+    else:
+        print_verification(result)
+    raise typer.Exit(OK if result.clean else REJECTED)
+
+
+def print_verification(result: Report) -> None:
+    if result.breaks:
+        table = Table(title=f"{len(result.breaks)} break(s)")
+        for column in ("customer", "position", "version", "what", "detail"):
+            table.add_column(column)
+        for b in result.breaks:
+            table.add_row(b.customer_id, str(b.position or "-"), str(b.version or "-"), b.kind,
+                          b.detail)
+        out.print(table)
+    verdict = "[green]intact[/green]" if result.clean else "[red]BROKEN[/red]"
+    out.print(
+        f"{verdict}: {result.events} events of {result.customers} customers checked; "
+        f"{result.sealed_now} sealed now",
+        markup=True,
+    )
+    out.print(
+        f"head of the log seal: position {result.head_position} chain {result.head_chain}\n"
+        "(keep it somewhere else; later: journey verify --anchor POSITION:CHAIN)"
+    )
+
+
+@app.command("report")
+def report(
+    ctx: typer.Context,
+    as_of: Annotated[str, typer.Option("--as-of", metavar="TIME", help="The moment. " + TIME_HELP)],
+    known_at: Annotated[
+        str, typer.Option("--known-at", metavar="TIME", help="What was recorded by then.")
+    ],
+    settings: SettingsPath = None,
+    as_json: JsonFlag = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="One CSV row per customer.")] = False,
+) -> None:
+    """The funnel and every customer's stage, status and level at --as-of, as known at
+    --known-at, computed from the events alone (reproducible forever)."""
+    moment, known = moments(as_json, as_of, known_at)
+    rules = settings_or_fail(settings, as_json)
+    engine = open_journey(ctx, as_json)
+    with reporting(as_json), closing(engine):
+        result = reports.report(engine.app, moment, known, rules)
+    if as_json:
+        emit_json(result.as_dict())
+    elif as_csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["customer_id", "loyalty_stage", "status", "relationship_level"])
+        for row in result.rows:
+            writer.writerow([row.customer_id, *row.values()])
+    else:
+        data = result.as_dict()
+        out.print(f"as of {data['as_of']}, as known at {data['known_at']}: "
+                  f"{data['customers']} customers")
+        for key, counts in data["funnel"].items():
+            out.print(f"  {key}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        table = Table("customer", "stage", "status", "level")
+        for row in result.rows:
+            table.add_row(row.customer_id, *row.values())
+        out.print(table)
+
+
+@app.command("diff")
+def diff(
+    ctx: typer.Context,
+    as_of: Annotated[str, typer.Option("--as-of", metavar="TIME", help="The moment. " + TIME_HELP)],
+    known_at: Annotated[
+        list[str],
+        typer.Option("--known-at", metavar="TIME", help="Give it twice: the two moments."),
+    ],
+    settings: SettingsPath = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Which customers' answers at --as-of changed between two --known-at moments, and the
+    events recorded in between that changed them."""
+    if len(known_at) != 2:
+        fail("give --known-at exactly twice", as_json=as_json, code=USAGE)
+    moment, first, second = moments(as_json, as_of, *known_at)
+    rules = settings_or_fail(settings, as_json)
+    engine = open_journey(ctx, as_json)
+    with reporting(as_json), closing(engine):
+        changes = reports.diff(engine.app, moment, first, second, rules)
+    if as_json:
+        for change in changes:
+            emit_json(change.as_dict())
+        return
+    if not changes:
+        out.print("no customer's answer changed")
+    for change in changes:
+        data = change.as_dict()
+        before = data["before"] or {}
+        after = data["after"] or {}
+        moves = ", ".join(
+            f"{name} {before.get(name, '(unknown)')} → {after.get(name, '(unknown)')}"
+            for name in data["changed"]
+        )
+        out.print(f"[bold]{change.customer_id}[/bold]: {moves}", markup=True)
+        for event in data["events"]:
+            out.print(f"    #{event['id']} {event['type']} occurred {event['occurred_at']} "
+                      f"recorded {event['recorded_at']} by {event['actor']}")
+
+
+@app.command("export")
+def export(
+    ctx: typer.Context,
+    customer_id: Annotated[str, typer.Argument(metavar="ID", help="A customer id.")],
+    settings: SettingsPath = None,
+) -> None:
+    """The customer's whole dossier as one JSON document: events with both times and
+    actors (personal data opened, or shown as erased), the history replay with reasons,
+    and the answer now."""
+    rules = settings_or_fail(settings, True)
+    engine = open_journey(ctx, True)
+    with reporting(True), closing(engine):
+        events = engine.events(customer_id)
+        if not events:
+            fail(f"customer {customer_id!r} is unknown", as_json=True)
+        document = reports.dossier(events, customer_id, datetime.now(UTC), rules)
+    emit_json(document)
+
+
+@app.command("erase")
+def erase(
+    ctx: typer.Context,
+    customer_id: Annotated[str, typer.Argument(metavar="ID", help="A customer id.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the event).")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Destroy the customer's personal-data key and record an `erased` event."""
+    engine = open_journey(ctx, as_json)
+    with reporting(as_json), closing(engine):
+        done = engine.erase(customer_id, reason)
+    if as_json:
+        emit_json({"customer_id": done.customer_id, "key_destroyed": done.key_destroyed,
+                   "position": done.position, "already_erased": done.position is None})
+    elif done.position is None:
+        out.print(f"{customer_id} was already erased; nothing to do")
+    else:
+        what = "key destroyed" if done.key_destroyed else "no personal data key existed"
+        out.print(f"{customer_id}: {what}; `erased` recorded at position {done.position}")

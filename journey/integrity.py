@@ -1,0 +1,436 @@
+"""Tamper evidence: a hash chain per customer, and a seal over the whole log.
+
+**The customer chain.** Every customer event carries ``content_hash``, a SHA-256 over its
+canonical content — topic, customer, version and the whole stored state but that hash
+(both times, actor, event_id, the payload with personal data as stored, i.e. sealed, and
+``previous_hash``) — and ``previous_hash``, the ``content_hash`` of the customer's previous
+event. The aggregate computes both when it triggers the event. The canonical content is the
+stored JSON itself, re-serialised with sorted keys: so a class upgrade (upcasting) never
+changes the hash of an old event, and erasure (which only deletes a key) never touches it.
+
+**The log seal.** ``journey_log_seal`` has one row per customer event, in log order:
+position, customer, version, event hash, and a running ``chain`` hash over all rows before.
+The write path appends to it right after each save; ``verify`` first seals whatever is
+still unsealed (a crash between save and seal), but only events whose hash and link fit
+their customer's chain. A deleted customer leaves its seal rows behind; a deleted seal row
+breaks the running chain.
+
+What cannot be detected is said in README.md ("Auditing"): anything done before sealing, and
+an attacker who rewrites events, customer chains and the seal consistently; the head of
+the seal (position and chain hash) is printed so operators can anchor it elsewhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import takewhile
+from typing import Any
+
+from eventsourcing.persistence import DatetimeAsISO, DecimalAsStr, JSONTranscoder, UUIDAsHex
+from eventsourcing.utils import get_topic
+
+from journey.sidetables import SideTables
+
+SEAL_TABLE = "journey_log_seal"
+GENESIS = "0" * 64
+PAGE = 20_000
+NOT_STATE = ("originator_id", "originator_version", "content_hash")
+
+_transcoder = JSONTranscoder()
+for _transcoding in (UUIDAsHex(), DecimalAsStr(), DatetimeAsISO()):
+    _transcoder.register(_transcoding)
+
+_dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+_loads = json.loads
+_sha256 = hashlib.sha256
+
+
+def hash_state(topic: str, customer_id: str, version: int, state: dict[str, Any]) -> str:
+    """The content hash of a stored event from its JSON state (``content_hash`` left out)."""
+    if "content_hash" in state:
+        state = {k: v for k, v in state.items() if k != "content_hash"}
+    return _sha256(_dumps([topic, customer_id, version, state]).encode()).hexdigest()
+
+
+def hash_new_event(event_class: type, customer_id: str, version: int, fields: dict) -> str:
+    """The content hash of an event about to be triggered with ``fields``: the state the
+    mapper will store (every dataclass field, ``class_version`` when above 1)."""
+    state: dict[str, Any] = {}
+    for f in dataclasses.fields(event_class):
+        if f.name in NOT_STATE:
+            continue
+        if f.name in fields:
+            state[f.name] = fields[f.name]
+        elif f.default is not dataclasses.MISSING:
+            state[f.name] = f.default
+    class_version = getattr(event_class, "class_version", 1)
+    if class_version > 1:
+        state["class_version"] = class_version
+    stored = _loads(_transcoder.encode(state))
+    return hash_state(get_topic(event_class), customer_id, version, stored)
+
+
+def link(previous: str, position: int, customer_id: str, version: int, event_hash: str) -> str:
+    """One step of the log's running chain."""
+    text = f"{previous}\n{position}\n{customer_id}\n{version}\n{event_hash}"
+    return _sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Break:
+    """One thing wrong with the store."""
+
+    customer_id: str
+    position: int | None
+    version: int | None
+    kind: str
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Report:
+    """What ``verify`` found."""
+
+    events: int = 0
+    customers: int = 0
+    sealed_now: int = 0
+    head_position: int = 0
+    head_chain: str = GENESIS
+    breaks: list[Break] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not self.breaks
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "clean": self.clean,
+            "events": self.events,
+            "customers": self.customers,
+            "sealed_now": self.sealed_now,
+            "head": {"position": self.head_position, "chain": self.head_chain},
+            "breaks": [b.as_dict() for b in self.breaks],
+        }
+
+
+class LogSeal:
+    """The ``journey_log_seal`` table and the checks over it and the events."""
+
+    def __init__(self, tables: SideTables):
+        self.tables = tables
+        self.table = tables.name(SEAL_TABLE)
+        self._ready = False
+
+    def ensure_table(self) -> None:
+        if self._ready:
+            return
+        index = f"{SEAL_TABLE}_customer"
+        with self.tables.transaction(lock="schema") as cur:
+            cur.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.table} ("
+                "position BIGINT PRIMARY KEY, customer_id TEXT NOT NULL, "
+                "version BIGINT NOT NULL, event_hash TEXT NOT NULL, chain TEXT NOT NULL)"
+            )
+            cur.execute(
+                f"CREATE INDEX IF NOT EXISTS {index} ON {self.table} (customer_id, position)"
+            )
+        self._ready = True
+
+    # -- sealing ---------------------------------------------------------------------
+
+    def seal(self, known: dict[int, tuple[str, int, str]] | None = None) -> int:
+        """Append every unsealed customer event to the seal, in log order; returns how
+        many. ``known`` gives (customer, version, hash) of events this process just
+        saved; any other unsealed event is sealed only if its hash and its link to the
+        customer's last sealed event hold (an event that fails stays unsealed, and
+        ``verify`` reports it as inserted)."""
+        return self._seal(known)[0]
+
+    def _seal(self, known: dict[int, tuple[str, int, str]] | None) -> tuple[int, int]:
+        """Seal; returns how many rows were sealed and the last position looked at."""
+        self.ensure_table()
+        known = known or {}
+        with self.tables.transaction(lock="seal") as cur:
+            head = cur.execute(
+                f"SELECT position, chain FROM {self.table} ORDER BY position DESC LIMIT 1"
+            ).fetchone()
+            position, chain = (head[0], head[1]) if head else (0, GENESIS)
+            pos = self.tables.position
+            rows = cur.execute(
+                f"SELECT {pos}, originator_id, originator_version FROM "
+                f"{self.tables.events_table} WHERE {pos} > ? AND originator_id NOT LIKE ? "
+                f"ORDER BY {pos}",
+                (position, "~%"),
+            ).fetchall()
+            unknown = [r[0] for r in rows if r[0] not in known]
+            states = self._states(cur, unknown)
+            tails: dict[str, tuple[int, str]] = {}
+            sealed: list[tuple[int, str, int, str, str]] = []
+            for row_position, customer_id, version in rows:
+                if row_position in known:
+                    event_hash = known[row_position][2]
+                else:
+                    topic, raw = states[row_position]
+                    event_hash = self._fits(cur, tails, customer_id, version, topic, raw)
+                    if event_hash is None:
+                        continue
+                tails[customer_id] = (version, event_hash)
+                chain = link(chain, row_position, customer_id, version, event_hash)
+                sealed.append((row_position, customer_id, version, event_hash, chain))
+            cur.executemany(
+                f"INSERT INTO {self.table} (position, customer_id, version, event_hash, chain) "
+                "VALUES (?, ?, ?, ?, ?)",
+                sealed,
+            )
+        return len(sealed), max(position, rows[-1][0] if rows else 0)
+
+    def _states(self, cur: Any, positions: list[int]) -> dict[int, tuple[str, bytes]]:
+        found: dict[int, tuple[str, bytes]] = {}
+        pos = self.tables.position
+        for start in range(0, len(positions), 500):
+            chunk = positions[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in cur.execute(
+                f"SELECT {pos}, topic, state FROM {self.tables.events_table} "
+                f"WHERE {pos} IN ({marks})",
+                chunk,
+            ).fetchall():
+                found[row[0]] = (row[1], bytes(row[2]))
+        return found
+
+    def _fits(
+        self,
+        cur: Any,
+        tails: dict[str, tuple[int, str]],
+        customer_id: str,
+        version: int,
+        topic: str,
+        raw: bytes,
+    ) -> str | None:
+        """The hash of an unsealed event if it belongs where it stands, else None."""
+        try:
+            state = _loads(raw)
+        except ValueError:
+            return None
+        event_hash = hash_state(topic, customer_id, version, state)
+        if state.get("content_hash") != event_hash:
+            return None
+        tail = tails.get(customer_id)
+        if tail is None:
+            row = cur.execute(
+                f"SELECT version, event_hash FROM {self.table} WHERE customer_id = ? "
+                "ORDER BY position DESC LIMIT 1",
+                (customer_id,),
+            ).fetchone()
+            tail = (row[0], row[1]) if row else (0, None)
+        expected_version, expected_previous = tail[0] + 1, tail[1]
+        if version != expected_version or state.get("previous_hash") != expected_previous:
+            return None
+        return event_hash
+
+    # -- verifying -------------------------------------------------------------------
+
+    def verify(
+        self,
+        customer_ids: Iterable[str] | None = None,
+        *,
+        anchors: Iterable[tuple[int, str]] = (),
+        seal: bool = True,
+    ) -> Report:
+        """Check the seal's running chain, every (asked) customer's events against their
+        seal rows and their own chain; report each break. ``anchors`` are (position,
+        chain) pairs noted earlier (printed heads): the seal must still show them."""
+        report = Report()
+        # What is checked is the log as the seal step saw it: events saved later by other
+        # writers (and sealed by them, or not yet) are left to the next verify.
+        upto: int | None = None
+        if seal:
+            report.sealed_now, upto = self._seal(None)
+        else:
+            self.ensure_table()
+        asked = set(customer_ids) if customer_ids is not None else None
+        check = Checker(report, asked, dict(anchors))
+        with self.tables.reading() as cur:
+            seals = self._seal_rows(cur)
+            events = self._event_rows(cur, sorted(asked) if asked is not None else None)
+            if upto is not None:
+                seals = takewhile(lambda row: row[0] <= upto, seals)
+                events = takewhile(lambda row: row[0] <= upto, events)
+            for seal_row, event_row in merge(seals, events):
+                check.row(seal_row, event_row)
+        check.finish()
+        return report
+
+    def _seal_rows(self, cur: Any) -> Iterator[tuple]:
+        after = -1
+        while True:
+            rows = cur.execute(
+                f"SELECT position, customer_id, version, event_hash, chain FROM {self.table} "
+                "WHERE position > ? ORDER BY position LIMIT ?",
+                (after, PAGE),
+            ).fetchall()
+            if not rows:
+                return
+            yield from rows
+            after = rows[-1][0]
+
+    def _event_rows(self, cur: Any, ids: list[str] | None) -> Iterator[tuple]:
+        pos = self.tables.position
+        columns = f"{pos}, originator_id, originator_version, topic, state"
+        if ids is not None:  # a few customers: read them whole, then in log order
+            rows: list[tuple] = []
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                rows += cur.execute(
+                    f"SELECT {columns} FROM {self.tables.events_table} "
+                    f"WHERE originator_id IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                ).fetchall()
+            yield from sorted(rows, key=lambda row: row[0])
+            return
+        after = -1
+        while True:
+            rows = cur.execute(
+                f"SELECT {columns} FROM {self.tables.events_table} "
+                f"WHERE {pos} > ? AND originator_id NOT LIKE ? ORDER BY {pos} LIMIT ?",
+                (after, "~%", PAGE),
+            ).fetchall()
+            if not rows:
+                return
+            yield from rows
+            after = rows[-1][0]
+
+
+def merge(seals: Iterator[tuple], events: Iterator[tuple]) -> Iterator[tuple[Any, Any]]:
+    """Pair seal rows and event rows by position (either may be missing)."""
+    s = next(seals, None)
+    e = next(events, None)
+    while s is not None or e is not None:
+        if e is not None and (s is None or e[0] < s[0]):
+            yield None, e
+            e = next(events, None)
+        elif e is None or s[0] < e[0]:
+            yield s, None
+            s = next(seals, None)
+        else:
+            yield s, e
+            s, e = next(seals, None), next(events, None)
+
+
+class Checker:
+    """The checks of ``verify``, row by row in log order; one break per fault."""
+
+    def __init__(self, report: Report, asked: set[str] | None,
+                 anchors: dict[int, str] | None = None):
+        self.report = report
+        self.asked = asked
+        self.anchors = dict(anchors or {})
+        self.chain = GENESIS
+        self.last: dict[str, tuple[int, str]] = {}
+        self.faulty: set[tuple[str, int]] = set()
+        self.customers: set[str] = set()
+
+    def add(self, customer_id: str, position: int | None, version: int | None, kind: str,
+            detail: str, *also: int) -> None:
+        self.report.breaks.append(Break(customer_id, position, version, kind, detail))
+        for v in (version, *also):
+            if v is not None:
+                self.faulty.add((customer_id, v))
+
+    def row(self, seal: tuple | None, event: tuple | None) -> None:
+        if seal is not None:
+            self._seal(seal, present=event is not None)
+        if event is not None:
+            self._event(seal, event)
+
+    def _seal(self, seal: tuple, present: bool) -> None:
+        position, customer_id, version, event_hash, chain = seal
+        expected = link(self.chain, position, customer_id, version, event_hash)
+        if chain != expected:
+            self.add("(log)", position, None, "seal altered",
+                     "the seal's running chain does not match at this position: a seal row "
+                     "was removed, inserted or changed")
+        self.chain = chain
+        self.report.head_position, self.report.head_chain = position, chain
+        anchored = self.anchors.pop(position, None)
+        if anchored is not None and anchored != chain:
+            self.add("(log)", position, None, "seal altered",
+                     f"the anchored chain at position {position} was {anchored}, "
+                     f"it is now {chain}: the log up to there was rewritten")
+        if not present and (self.asked is None or customer_id in self.asked):
+            self.customers.add(customer_id)
+            self.add(customer_id, position, version, "event removed",
+                     f"version {version} was sealed at position {position} but is gone")
+
+    def _event(self, seal: tuple | None, event: tuple) -> None:
+        position, customer_id, version, topic, raw = event
+        self.report.events += 1
+        self.customers.add(customer_id)
+        try:
+            state = _loads(bytes(raw))
+        except ValueError:
+            self.add(customer_id, position, version, "payload changed", "state is not JSON")
+            return
+        event_hash = hash_state(topic, customer_id, version, state)
+        claimed = state.get("content_hash")
+        if seal is None:  # not part of the log: it takes no place in the chain either
+            self.add(customer_id, position, version, "event inserted",
+                     "this event is not in the log seal (it does not fit its customer's "
+                     "chain, or was slipped into the sealed part of the log)")
+            return
+        self._against_seal(seal, customer_id, position, version, event_hash, claimed)
+        if claimed != event_hash and (customer_id, version) not in self.faulty:
+            self.add(customer_id, position, version, "payload changed",
+                     "the stored content no longer matches its content_hash")
+        self._link(customer_id, position, version, state.get("previous_hash"), event_hash)
+
+    def _against_seal(self, seal: tuple, customer_id: str, position: int, version: int,
+                      event_hash: str, claimed: str | None) -> None:
+        _, sealed_customer, sealed_version, sealed_hash, _ = seal
+        if sealed_customer != customer_id:
+            self.add(customer_id, position, version, "payload changed",
+                     f"sealed as an event of {sealed_customer!r}, now of {customer_id!r}")
+            self.faulty.add((sealed_customer, sealed_version))
+        elif sealed_version != version:
+            self.add(customer_id, position, version, "events reordered",
+                     f"sealed as version {sealed_version}, now version {version}",
+                     sealed_version)
+        elif sealed_hash != event_hash:
+            how = ("and its content_hash was rewritten to match" if claimed == event_hash
+                   else "it no longer matches the hash it was sealed with")
+            self.add(customer_id, position, version, "payload changed", f"content changed: {how}")
+
+    def _link(self, customer_id: str, position: int, version: int, previous: str | None,
+              event_hash: str) -> None:
+        last_version, last_hash = self.last.get(customer_id, (0, None))
+        self.last[customer_id] = (max(version, last_version), event_hash)
+        if version == last_version + 1:
+            if previous != last_hash and not self._explained(customer_id, version - 1, version):
+                self.add(customer_id, position, version, "chain broken",
+                         f"previous_hash does not match version {version - 1}")
+        elif version > last_version + 1:
+            missing = range(last_version + 1, version)
+            if not self._explained(customer_id, *missing, version):
+                self.add(customer_id, position, version, "event removed",
+                         f"versions {missing.start}..{missing.stop - 1} are missing",
+                         *missing)
+        elif not self._explained(customer_id, version):
+            self.add(customer_id, position, version, "events reordered",
+                     f"version {version} is stored after version {last_version}")
+
+    def _explained(self, customer_id: str, *versions: int) -> bool:
+        return any((customer_id, v) in self.faulty for v in versions)
+
+    def finish(self) -> None:
+        self.report.customers = len(self.customers)
+        for position, chain in self.anchors.items():
+            self.add("(log)", position, None, "seal altered",
+                     f"the anchored position {position} (chain {chain}) is no longer in the "
+                     "seal: the log was cut back or rewritten")

@@ -1,0 +1,220 @@
+"""Personal data: sealed with a key per customer, held apart from the events.
+
+``personal`` (name, email, phone, address, note) is stored on ``identified`` and
+``contact`` events as a *sealed* object: the field names, an AES-GCM ciphertext of the
+canonical JSON of the fields, its nonce, the id of the key (``kid``) and an HMAC digest
+of the same plaintext under the customer's key. The key lives in ``journey_keys``, one
+row per customer, never in the events. Erasure deletes that row: the ciphertext can no
+longer be opened, and the digest (keyed) can no longer be tested against guesses.
+
+Reading through the decrypting mapper turns a sealed object into a ``PersonalData``: a
+dict of the plaintext fields, or of ``ERASED`` markers once the key is gone, which still
+remembers the sealed form it came from (so idempotency and hashes never need the key).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from eventsourcing.persistence import IntegrityError
+
+from journey.sidetables import SideTables
+
+ERASED = "[erased]"
+KEYS_TABLE = "journey_keys"
+#: How long a reading process trusts a key it fetched (erasure elsewhere wins after that).
+CACHE_SECONDS = 5.0
+CACHE_SIZE = 4096
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"))
+
+
+def canonical_plaintext(personal: dict[str, Any]) -> bytes:
+    fields = {k: v for k, v in personal.items() if v is not None}
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def is_sealed(value: Any) -> bool:
+    return isinstance(value, dict) and "ciphertext" in value and "kid" in value
+
+
+@dataclass(frozen=True)
+class CustomerKey:
+    """A customer's secret: 32 bytes for AES-GCM, 32 for the HMAC digest."""
+
+    customer_id: str
+    kid: str
+    secret: bytes
+
+    @classmethod
+    def new(cls, customer_id: str) -> CustomerKey:
+        return cls(customer_id, secrets.token_hex(8), os.urandom(64))
+
+    def digest(self, personal: dict[str, Any]) -> str:
+        mac = hmac.new(self.secret[32:], canonical_plaintext(personal), hashlib.sha256)
+        return b64(mac.digest())
+
+    def seal(self, personal: dict[str, Any]) -> dict[str, Any]:
+        nonce = os.urandom(12)
+        plaintext = canonical_plaintext(personal)
+        ciphertext = AESGCM(self.secret[:32]).encrypt(nonce, plaintext, self._aad())
+        return {
+            "kid": self.kid,
+            "fields": sorted(k for k, v in personal.items() if v is not None),
+            "digest": self.digest(personal),
+            "nonce": b64(nonce),
+            "ciphertext": b64(ciphertext),
+        }
+
+    def open(self, sealed: dict[str, Any]) -> dict[str, str]:
+        plaintext = AESGCM(self.secret[:32]).decrypt(
+            unb64(sealed["nonce"]), unb64(sealed["ciphertext"]), self._aad()
+        )
+        return json.loads(plaintext)
+
+    def _aad(self) -> bytes:
+        return f"{self.customer_id}\x00{self.kid}".encode()
+
+
+class PersonalData(dict):
+    """Personal fields as read: plaintext, or ``ERASED`` for each field once the key is
+    gone. ``sealed`` is the stored form it was opened from."""
+
+    sealed: dict[str, Any]
+    erased: bool
+
+    @classmethod
+    def opened(cls, sealed: dict[str, Any], plain: dict[str, str] | None) -> PersonalData:
+        data = cls(plain if plain is not None else dict.fromkeys(sealed["fields"], ERASED))
+        data.sealed = sealed
+        data.erased = plain is None
+        return data
+
+
+def personal_marker(value: Any) -> tuple[str, Any] | None:
+    """What identifies personal data for idempotency: the keyed digest of a sealed value,
+    else (data stored before sealing existed) the plaintext itself."""
+    if value is None:
+        return None
+    sealed = getattr(value, "sealed", None)
+    if sealed is None and is_sealed(value):
+        sealed = value
+    if sealed is not None:
+        return ("digest", sealed["digest"])
+    return ("plain", tuple(sorted((k, v) for k, v in value.items() if v is not None)))
+
+
+class Keyring:
+    """The ``journey_keys`` table: one live key per customer."""
+
+    def __init__(self, tables: SideTables):
+        self.tables = tables
+        self.table = tables.name(KEYS_TABLE)
+        self._ready = False
+        self._cache: dict[str, tuple[float, CustomerKey | None]] = {}
+
+    def ensure_table(self) -> None:
+        if self._ready:
+            return
+        blob = "BYTEA" if self.tables.pg else "BLOB"
+        with self.tables.transaction(lock="schema") as cur:
+            cur.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.table} ("
+                "customer_id TEXT PRIMARY KEY, kid TEXT NOT NULL, "
+                f"secret {blob} NOT NULL, created_at TEXT NOT NULL)"
+            )
+        self._ready = True
+
+    def load(self, customer_ids: set[str]) -> dict[str, CustomerKey]:
+        """The live keys of these customers (those that have one)."""
+        self.ensure_table()
+        found: dict[str, CustomerKey] = {}
+        ids = sorted(customer_ids)
+        with self.tables.reading() as cur:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = cur.execute(
+                    f"SELECT customer_id, kid, secret FROM {self.table} "
+                    f"WHERE customer_id IN ({marks})",
+                    chunk,
+                ).fetchall()
+                for cid, kid, secret in rows:
+                    found[cid] = CustomerKey(cid, kid, bytes(secret))
+        return found
+
+    def store(self, keys: list[CustomerKey]) -> None:
+        """Store new keys before the events they sealed; raises KeyRace when another
+        writer gave one of these customers a key first (the batch is then retried)."""
+        if not keys:
+            return
+        self.ensure_table()
+        now = datetime.now(UTC).isoformat()
+        with self.tables.transaction() as cur:
+            for key in keys:
+                cur.execute(
+                    f"INSERT INTO {self.table} (customer_id, kid, secret, created_at) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (customer_id) DO NOTHING",
+                    (key.customer_id, key.kid, key.secret, now),
+                )
+                if cur.cur.rowcount != 1:
+                    raise KeyRace(key.customer_id)
+
+    def key(self, customer_id: str) -> CustomerKey | None:
+        """The live key of one customer, for reading (briefly cached)."""
+        now = time.monotonic()
+        cached = self._cache.get(customer_id)
+        if cached is not None and now - cached[0] < CACHE_SECONDS:
+            return cached[1]
+        key = self.load({customer_id}).get(customer_id)
+        if len(self._cache) >= CACHE_SIZE:
+            self._cache.clear()
+        self._cache[customer_id] = (now, key)
+        return key
+
+    def open(self, customer_id: str, sealed: dict[str, Any]) -> PersonalData:
+        key = self.key(customer_id)
+        if key is None or key.kid != sealed["kid"]:
+            return PersonalData.opened(sealed, None)
+        return PersonalData.opened(sealed, key.open(sealed))
+
+    def destroy(self, customer_id: str) -> bool:
+        """Delete the customer's key so that its bytes leave the database files: SQLite
+        overwrites the deleted row (secure_delete) and checkpoints the WAL into the main
+        file; PostgreSQL vacuums the table. Returns whether there was a key."""
+        self.ensure_table()
+        self._cache.pop(customer_id, None)
+        with self.tables.transaction() as cur:
+            if not self.tables.pg:
+                cur.execute("PRAGMA secure_delete=ON")
+            cur.execute(f"DELETE FROM {self.table} WHERE customer_id = ?", (customer_id,))
+            deleted = cur.cur.rowcount == 1
+        if self.tables.pg:
+            self.tables.autocommit(f"VACUUM {self.table}")
+        else:
+            self.tables.autocommit("PRAGMA wal_checkpoint(TRUNCATE)")
+        return deleted
+
+
+class KeyRace(IntegrityError):
+    """Another writer created a key for the same customer at the same moment."""
+
+    def __init__(self, customer_id: str):
+        super().__init__(f"a key for {customer_id!r} was created concurrently")
+        self.customer_id = customer_id

@@ -1,0 +1,138 @@
+"""The engine's own tables beside the event store: the key ring and the log seal.
+
+They live in the same database as the events but are written through a connection of
+their own: a plain ``sqlite3`` connection (``BEGIN IMMEDIATE`` so a read-then-append cannot
+race another writer) or a psycopg connection (transactions serialised by an advisory lock
+where a read-then-append needs it). Statements use ``?`` marks; PostgreSQL gets ``%s``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from journey.storage import Database
+
+
+class SideTables:
+    """One connection for the engine's side tables, opened on first use."""
+
+    def __init__(self, database: Database, events_table: str, datastore: Any = None):
+        self.database = database
+        self.pg = database.is_postgres
+        #: An in-memory SQLite database exists only in the event store's own connection.
+        self.memory = not self.pg and ":memory:" in database.sqlite_path
+        self.datastore = datastore
+        self._conn: Any = None
+        self._lock = threading.RLock()
+        self.events_table = self.name(events_table)
+        self.position = "notification_id" if self.pg else "rowid"
+
+    def name(self, table: str) -> str:
+        """A table name, qualified by the URL's schema on PostgreSQL."""
+        return f'"{self.database.schema}"."{table}"' if self.pg else table
+
+    def sql(self, statement: str) -> str:
+        return statement.replace("?", "%s") if self.pg else statement
+
+    def connection(self) -> Any:
+        if self._conn is None:
+            if self.pg:
+                self._conn = self.database.connect()
+            else:
+                self._conn = sqlite3.connect(
+                    self.database.sqlite_path, timeout=30, isolation_level=None,
+                    check_same_thread=False,
+                )
+        return self._conn
+
+    @contextmanager
+    def transaction(self, lock: str | None = None) -> Iterator[Any]:
+        """A write transaction; ``lock`` names what it serialises against on PostgreSQL
+        (SQLite's BEGIN IMMEDIATE serialises every writer already)."""
+        with self._lock:
+            conn = self.connection() if self.pg else None
+            if conn is not None:
+                with conn.transaction(), conn.cursor() as cur:
+                    if lock is not None:
+                        key = zlib.crc32(f"journey-side-{lock}:{self.database.schema}".encode())
+                        cur.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+                    yield Cursor(cur, self)
+            else:
+                with self._sqlite() as conn:
+                    cur = conn.cursor()
+                    cur.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield Cursor(cur, self)
+                    except BaseException:
+                        conn.rollback()
+                        raise
+                    conn.commit()
+
+    @contextmanager
+    def reading(self) -> Iterator[Any]:
+        """A read-only snapshot (one transaction, so every read sees the same store)."""
+        with self._lock:
+            conn = self.connection() if self.pg else None
+            if conn is not None:
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    yield Cursor(cur, self)
+            else:
+                with self._sqlite() as conn:
+                    cur = conn.cursor()
+                    cur.execute("BEGIN")
+                    try:
+                        yield Cursor(cur, self)
+                    finally:
+                        conn.rollback()
+
+    @contextmanager
+    def _sqlite(self) -> Iterator[Any]:
+        if self.memory:
+            with self.datastore.get_connection(commit=True) as pooled:
+                yield pooled._sqlite_conn
+        else:
+            yield self.connection()
+
+    def autocommit(self, statement: str) -> None:
+        """A statement that cannot run inside a transaction (VACUUM, checkpoints)."""
+        if self.memory:
+            return
+        with self._lock:
+            self.connection().execute(statement)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+class Cursor:
+    """A DB-API cursor that takes ``?`` marks on either database."""
+
+    def __init__(self, cur: Any, tables: SideTables):
+        self.cur = cur
+        self.tables = tables
+
+    def execute(self, statement: str, params: Any = ()) -> Cursor:
+        self.cur.execute(self.tables.sql(statement), params)
+        return self
+
+    def executemany(self, statement: str, rows: list[Any]) -> None:
+        if rows:
+            self.cur.executemany(self.tables.sql(statement), rows)
+
+    def fetchone(self) -> Any:
+        return self.cur.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self.cur.fetchall()
+
+    def fetchmany(self, size: int) -> list[Any]:
+        return self.cur.fetchmany(size)

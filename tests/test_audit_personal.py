@@ -1,0 +1,230 @@
+"""Personal data (issue 6): sealed at rest with a key per customer, retries still
+recognised, and erasure that leaves every fact, projection and hash intact while the
+personal data (and its key) are gone from the database files."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from audit_support import Raw, populate
+from support import at, ev, opened, refused
+from typer.testing import CliRunner
+
+from journey.cli import app
+from journey.personal import ERASED
+from projections.pointintime import PointInTime
+from projections.readmodels.operate import ReadModels
+from projections.readmodels.queries import funnel
+from projections.settings import DEFAULT
+
+NAME, EMAIL, NOTE = "Zofia Quarrington", "zq@example.org", "call after five"
+AS_OF = datetime(2025, 6, 1, tzinfo=UTC)
+
+
+def cli(db_url: str, *args: str):
+    return CliRunner().invoke(app, ["--db", db_url, *args])
+
+
+def answer_of(engine, customer_id: str) -> dict:
+    data = PointInTime(engine).show(customer_id, AS_OF).as_dict()
+    data.pop("known_at")
+    return data
+
+
+def test_personal_data_is_stored_sealed_and_read_back_opened(engine):
+    populate(engine)
+    raw = Raw(engine)
+    identified, _, contact = (row[3] for row in raw.rows("c-1")[:3])
+    raw.close()
+    for state, fields in ((identified, ["email", "name"]), (contact, ["note"])):
+        sealed = state["personal"]
+        assert sealed["fields"] == fields
+        assert {"kid", "digest", "nonce", "ciphertext"} <= sealed.keys()
+        assert NAME not in json.dumps(state) and EMAIL not in json.dumps(state)
+    events = engine.events("c-1")
+    assert events[0].payload()["personal"] == {"name": NAME, "email": EMAIL}
+    assert events[2].payload()["personal"] == {"note": NOTE}
+
+
+def test_a_retry_with_personal_data_is_recognised(engine):
+    contact = ev("contact", "c-1", at(3), channel="phone", direction="inbound",
+                 purpose="inquiry", personal={"note": NOTE})
+    assert engine.record(contact).duplicate is False
+    assert engine.record(contact).duplicate is True
+    with_id = dict(contact, event_id="e-1", occurred_at=at(4))
+    assert engine.record(with_id).duplicate is False
+    assert engine.record(with_id).duplicate is True
+    refused(engine, dict(with_id, personal={"note": "something else"}), "event_id",
+            "already", kind="conflict")
+    other = dict(contact, personal={"note": "something else"})
+    assert engine.record(other).duplicate is False
+    assert [e.TYPE for e in engine.events("c-1")] == ["identified", "contact", "contact",
+                                                      "contact"]
+
+
+def test_erasure_keeps_every_fact_projection_and_hash(engine, db_url):
+    populate(engine)
+    before = {cid: answer_of(engine, cid) for cid in ("c-1", "c-2")}
+    history_before = PointInTime(engine).history("c-1")
+    done = engine.erase("c-1", "subject asked")
+    assert done.key_destroyed and done.position == engine.app.max_notification_id()
+
+    events = engine.events("c-1")
+    assert [e.TYPE for e in events][-1] == "erased"
+    assert events[-1].payload() == {"reason": "subject asked"}
+    assert events[0].payload()["personal"] == {"name": ERASED, "email": ERASED}
+    assert events[2].payload()["personal"] == {"note": ERASED}
+    assert {cid: answer_of(engine, cid) for cid in ("c-1", "c-2")} == before
+
+    history = PointInTime(engine).history("c-1")
+    shown = [step.as_dict(n) for n, step in enumerate(history, start=1)]
+    assert json.dumps(shown).count(ERASED) == 3
+    assert NAME not in json.dumps(shown)
+    # the replay is the same as before erasure, but for the erased event at its end
+    assert [s.answer.state() for s in history if s.event is None or s.event.TYPE != "erased"] \
+        == [s.answer.state() for s in history_before]
+
+    assert engine.verify().clean
+    assert cli(db_url, "verify").exit_code == 0
+    again = engine.erase("c-1", "asked twice")
+    assert again.position is None
+    assert [e.TYPE for e in engine.events("c-1")].count("erased") == 1
+
+
+def test_read_models_compute_the_same_after_erasure(engine, db_url):
+    populate(engine)
+    models = ReadModels.open(db_url, DEFAULT)
+    try:
+        names = ["summary", "timeline"]
+        assert models.refresh(names)
+        counts = funnel(models.store, AS_OF)
+        engine.erase("c-1", "subject asked")
+        assert models.refresh(names)
+        assert funnel(models.store, AS_OF) == counts
+    finally:
+        models.close()
+
+
+def test_show_never_prints_personal_data_and_export_opens_it(engine, db_url):
+    populate(engine)
+    shown = cli(db_url, "show", "c-1", "--json")
+    assert shown.exit_code == 0, shown.output
+    assert NAME not in shown.output and EMAIL not in shown.output
+    exported = cli(db_url, "export", "c-1")
+    assert exported.exit_code == 0, exported.output
+    dossier = json.loads(exported.stdout)
+    assert dossier["events"][0]["payload"]["personal"] == {"name": NAME, "email": EMAIL}
+    assert dossier["erased"] is False
+
+    erased = cli(db_url, "erase", "c-1", "--reason", "subject asked", "--json")
+    assert erased.exit_code == 0, erased.output
+    assert json.loads(erased.stdout)["key_destroyed"] is True
+    dossier = json.loads(cli(db_url, "export", "c-1").stdout)
+    assert dossier["erased"] is True
+    assert dossier["events"][0]["payload"]["personal"] == {"name": ERASED, "email": ERASED}
+    assert NAME not in json.dumps(dossier)
+    assert cli(db_url, "export", "nobody").exit_code == 1
+
+
+def test_the_erased_type_is_refused_as_input(engine):
+    refused(engine, ev("erased", "c-1", reason="x"), "type", "journey erase")
+
+
+def key_of(raw: Raw, customer_id: str) -> bytes:
+    return bytes(raw.run("SELECT secret FROM {keys} WHERE customer_id = ?", (customer_id,))[0][0])
+
+
+def files_hold(path: str, needle: bytes) -> list[str]:
+    found = []
+    for suffix in ("", "-wal", "-shm"):
+        file = Path(path + suffix)
+        if file.exists() and needle in file.read_bytes():
+            found.append(file.name)
+    return found
+
+
+def test_sqlite_files_hold_neither_plaintext_nor_key_after_erasure(sqlite_url):
+    with opened(sqlite_url, actor="tester") as engine:
+        populate(engine)
+        path = engine.app.database.sqlite_path
+        raw = Raw(engine)
+        key = key_of(raw, "c-1")
+        other_key = key_of(raw, "c-2") if raw.run(
+            "SELECT 1 FROM {keys} WHERE customer_id = 'c-2'") else None
+        raw.close()
+        assert files_hold(path, key), "the key should be in the files before erasure"
+        for text in (NAME, EMAIL, NOTE):
+            assert not files_hold(path, text.encode())
+        engine.erase("c-1", "subject asked")
+        assert files_hold(path, key) == []
+        for text in (NAME, EMAIL, NOTE):
+            assert files_hold(path, text.encode()) == []
+        assert other_key is None  # c-2 never gave personal data, so it has no key
+
+
+@pytest.mark.postgres
+def test_postgres_holds_neither_plaintext_nor_key_after_erasure(pg_url):
+    with opened(pg_url, actor="tester") as engine:
+        populate(engine)
+        raw = Raw(engine)
+        try:
+            engine.record(ev("identified", "c-3", at(1), personal={"name": "Someone Else"}))
+            key = key_of(raw, "c-1")
+            states = raw.run("SELECT state FROM {events}")
+            assert not any(NAME.encode() in bytes(s[0]) for s in states)
+            pages = raw_pages(raw)
+            if pages is None:
+                pytest.skip("pageinspect is not available to look at the keys table's pages")
+            assert any(key in page for page in pages)
+            engine.erase("c-1", "subject asked")
+            assert raw.run("SELECT COUNT(*) FROM {keys} WHERE customer_id = 'c-1'") == [(0,)]
+            states = raw.run("SELECT state FROM {events}")
+            assert not any(NAME.encode() in bytes(s[0]) for s in states)
+            pages = raw_pages(raw)
+            for _ in range(20):
+                # VACUUM removes the dead row only once no transaction older than the delete
+                # runs anywhere in the database (other tests' sessions may): vacuum again
+                if not any(key in page for page in pages):
+                    break
+                time.sleep(0.5)
+                raw.run("VACUUM {keys}")
+                pages = raw_pages(raw)
+            assert pages and not any(key in page for page in pages)
+            assert key_of(raw, "c-3")  # the other customer's key is still there
+        finally:
+            raw.close()
+
+
+def raw_pages(raw: Raw) -> list[bytes] | None:
+    """The keys table's pages as stored (pageinspect), or None when it cannot be used."""
+    try:
+        raw.run("CREATE EXTENSION IF NOT EXISTS pageinspect")
+    except Exception:
+        return None
+    table = raw.keys
+    count = raw.run(f"SELECT pg_relation_size('{table}') / 8192")[0][0]
+    return [bytes(raw.run(f"SELECT get_raw_page('{table}', ?)", (i,))[0][0])
+            for i in range(count)]
+
+
+def test_an_in_memory_store_seals_and_erases_too():
+    with opened("sqlite://", actor="tester") as engine:
+        populate(engine)
+        assert engine.verify().clean
+        assert engine.erase("c-1", "subject asked").key_destroyed
+        assert engine.events("c-1")[0].payload()["personal"] == {"name": ERASED, "email": ERASED}
+        assert engine.verify().clean
+
+
+def test_a_refused_batch_stores_no_key(engine):
+    good = ev("identified", "k-1", at(1), personal={"name": NAME})
+    outcome = engine.record_many([good, ev("feedback", "k-1", at(2), score=11)])
+    assert outcome.rejected and outcome.stored == 0
+    assert engine.app.keyring.load({"k-1"}) == {}
+    engine.record(good)
+    key = engine.app.keyring.load({"k-1"})["k-1"]
+    assert engine.events("k-1")[0].personal.sealed["kid"] == key.kid
