@@ -5,8 +5,10 @@ from __future__ import annotations
 from journey.cli import (  # noqa: F401  (each registers commands)
     audit,
     cdnow,
+    keys,
     projections,
     query,
+    serve,
     store,
 )
 from journey.cli.app import app

@@ -1,0 +1,401 @@
+"""The HTTP service in process (FastAPI's TestClient): who may call what, and what bad
+input gets back. The store is a real SQLite file (and PostgreSQL where marked)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterator
+
+import pytest
+from typer.testing import CliRunner
+
+warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from journey.cli import app as cli  # noqa: E402
+from journey.storage import Database  # noqa: E402
+from projections.readmodels.store import make_engine  # noqa: E402
+from service import create_app  # noqa: E402
+from service.keys import SCOPES, Keys  # noqa: E402
+
+WHEN = "2025-03-01T10:00:00Z"
+
+#: (method, path, required scope, request options) for every endpoint.
+ENDPOINTS = [
+    ("POST", "/v1/events", "events:write",
+     {"json": {"type": "qualified", "customer_id": "m-1", "occurred_at": WHEN}}),
+    ("GET", "/v1/customers/c-1", "customers:read", {}),
+    ("GET", "/v1/customers/c-1/history", "history:read", {}),
+    ("GET", "/v1/funnel", "customers:read", {}),
+    ("GET", "/v1/projections", "projections:admin", {}),
+    ("POST", "/v1/projections/purchases/rebuild", "projections:admin", {"params": {"wait": True}}),
+    ("GET", "/v1/feed", "feed:read", {}),
+    ("GET", "/v1/feed/page", "feed:read", {}),
+]
+
+
+def purchase(customer: str, order: str, amount: str = "10", when: str = WHEN) -> dict:
+    return {"type": "purchase", "customer_id": customer, "occurred_at": when,
+            "order_id": order, "amount": amount, "category": "books"}
+
+
+class Api:
+    """A TestClient with a key per scope, an all-scopes key and a revoked one."""
+
+    def __init__(self, url: str):
+        self.url = url
+        database = Database.parse(url)
+        database.ensure_schema()
+        engine = make_engine(database)
+        keys = Keys(engine)
+        self.keys = {scope: keys.create(scope.replace(":", "-"), [scope]) for scope in SCOPES}
+        self.all = keys.create("all", list(SCOPES))
+        self.revoked = keys.create("gone", list(SCOPES))
+        keys.revoke("gone")
+        engine.dispose()
+        self.client = TestClient(create_app(url, keepalive_seconds=0.2, poll_seconds=0.05))
+
+    def as_(self, key: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def call(self, method: str, path: str, key: str | None, **options):
+        if path == "/v1/feed" and method == "GET":
+            return self.first_of_stream(path, key, **options)
+        return self.client.request(method, path, headers=self.as_(key), **options)
+
+    def first_of_stream(self, path: str, key: str | None, **options):
+        """Open the SSE stream, read its first chunk, close it (the status is what counts)."""
+        headers = {**self.as_(key), **options.pop("headers", {})}
+        with self.client.stream("GET", path, headers=headers, **options) as response:
+            if response.status_code == 200:
+                response.first = next(response.iter_text(), "")
+            else:
+                response.read()
+            return response
+
+    def post(self, body, key: str | None = None):
+        return self.client.post("/v1/events", headers=self.as_(key or self.all), json=body)
+
+    def get(self, path: str, key: str | None = None, **options):
+        return self.client.get(path, headers=self.as_(key or self.all), **options)
+
+
+@pytest.fixture
+def api(sqlite_url) -> Iterator[Api]:
+    found = Api(sqlite_url)
+    with found.client:
+        found.post([purchase("c-1", "o-1")])
+        yield found
+
+
+# -- who may do what -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method,path,needed,options", ENDPOINTS,
+                         ids=[f"{m} {p}" for m, p, _, _ in ENDPOINTS])
+@pytest.mark.parametrize("scope", list(SCOPES))
+def test_each_endpoint_answers_only_its_scope(api, method, path, needed, options, scope):
+    response = api.call(method, path, api.keys[scope], **json.loads(json.dumps(options)))
+    if scope == needed:
+        assert response.status_code in (200, 201), response.read()
+    else:
+        assert response.status_code == 403
+        assert response.json()["errors"][0]["kind"] == "forbidden"
+        assert needed in response.json()["errors"][0]["reason"]
+
+
+@pytest.mark.parametrize("method,path,needed,options", ENDPOINTS,
+                         ids=[f"{m} {p}" for m, p, _, _ in ENDPOINTS])
+def test_no_endpoint_answers_without_a_valid_key(api, method, path, needed, options):
+    for key in (None, "jk_not-a-key", "something", api.revoked):
+        response = api.call(method, path, key, **json.loads(json.dumps(options)))
+        assert response.status_code == 401, (key, response.status_code)
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert response.json()["errors"][0]["kind"] == "unauthorized"
+    wrong_scheme = api.client.request(method, path, headers={"Authorization": f"Basic {api.all}"},
+                                      **options)
+    assert wrong_scheme.status_code == 401
+
+
+def test_health_is_the_one_anonymous_endpoint_and_openapi_needs_a_key(api):
+    assert api.client.get("/health").json() == {"status": "ok"}
+    assert api.client.get("/openapi.json").status_code == 401
+    for scope in SCOPES:  # any valid key may read the document
+        assert api.get("/openapi.json", api.keys[scope]).status_code == 200
+    assert api.client.get("/docs").status_code == 404
+
+
+def test_a_key_revoked_while_the_server_runs_stops_working(api, sqlite_url):
+    engine = make_engine(Database.parse(sqlite_url))
+    try:
+        keys = Keys(engine)
+        key = keys.create("short-lived", ["customers:read"])
+        assert api.get("/v1/customers/c-1", key).status_code == 200
+        keys.revoke("short-lived")
+        assert api.get("/v1/customers/c-1", key).status_code == 401
+    finally:
+        engine.dispose()
+
+
+def test_keys_cli_prints_a_key_once_and_stores_only_its_hash(sqlite_url):
+    runner = CliRunner()
+    created = runner.invoke(cli, ["--db", sqlite_url, "keys", "create", "svc",
+                                  "--scope", "feed:read", "--scope", "customers:read"])
+    assert created.exit_code == 0, created.output
+    key = created.output.strip()
+    assert key.startswith("jk_") and len(key) > 40
+    listed = runner.invoke(cli, ["--db", sqlite_url, "keys", "list", "--json"])
+    assert key not in listed.output
+    (entry,) = json.loads(listed.output)["keys"]
+    assert entry["scopes"] == ["customers:read", "feed:read"] and entry["revoked_at"] is None
+    engine = make_engine(Database.parse(sqlite_url))
+    try:
+        with engine.connect() as conn:
+            stored = conn.exec_driver_sql("SELECT * FROM journey_api_keys").all()
+        assert key not in repr(stored)
+        assert Keys(engine).verify(key).name == "svc"
+        again = runner.invoke(cli, ["--db", sqlite_url, "keys", "create", "svc",
+                                    "--scope", "feed:read"])
+        assert again.exit_code == 2 and "exists" in again.output
+        bad = runner.invoke(cli, ["--db", sqlite_url, "keys", "create", "x", "--scope", "root"])
+        assert bad.exit_code == 2 and "unknown scope root" in bad.output
+        revoked = runner.invoke(cli, ["--db", sqlite_url, "keys", "revoke", "svc"])
+        assert revoked.exit_code == 0
+        assert Keys(engine).verify(key) is None
+        twice = runner.invoke(cli, ["--db", sqlite_url, "keys", "revoke", "svc"])
+        assert twice.exit_code == 1
+    finally:
+        engine.dispose()
+
+
+# -- recording -----------------------------------------------------------------------------
+
+
+def test_events_are_stored_with_positions_and_the_key_as_actor(api):
+    response = api.post([purchase("c-2", "o-1"), purchase("c-2", "o-2")])
+    assert response.status_code == 201
+    body = response.json()
+    assert body["stored"] == 3 and body["derived"] == 1 and body["duplicates"] == 0
+    assert body["positions"] == sorted(body["positions"]) and len(body["positions"]) == 3
+    events = api.client.app.state.service.models.engine.events("c-2")
+    assert {e.actor for e in events} == {"api:all"}
+
+
+def test_a_retry_is_a_no_op_and_other_content_is_a_conflict(api):
+    again = api.post(purchase("c-1", "o-1"))
+    assert again.status_code == 201
+    assert again.json() == {"positions": [], "stored": 0, "derived": 0, "duplicates": 1}
+    conflict = api.post(purchase("c-1", "o-1", amount="11"))
+    assert conflict.status_code == 409
+    assert conflict.json() == {"errors": [{"field": "order_id", "kind": "conflict", "reason":
+                                           "'o-1' was already recorded with other content"}]}
+
+
+def test_bad_input_names_every_field_and_stores_nothing(api):
+    head = api.client.app.state.service.models.engine.app.max_notification_id()
+    response = api.post([
+        purchase("c-3", "o-1"),
+        {**purchase("c-3", "o-2", amount="-5"), "occurred_at": "2025-03-01T10:00:00"},
+        {"type": "erased", "customer_id": "c-3", "occurred_at": WHEN},
+        {"type": "feedback", "customer_id": "bad id", "occurred_at": WHEN, "score": 11,
+         "extra": 1},
+    ])
+    assert response.status_code == 422
+    errors = {(e["index"], e["field"]) for e in response.json()["errors"]}
+    assert errors == {(1, "amount"), (1, "occurred_at"), (2, "type"), (3, "customer_id"),
+                      (3, "score"), (3, "extra")}
+    assert all(e["kind"] == "invalid" and e["reason"] for e in response.json()["errors"])
+    assert api.client.app.state.service.models.engine.app.max_notification_id() == head
+
+
+@pytest.mark.parametrize("body,reason", [
+    (b"{not json", "is not JSON"),
+    (b"[]", "holds no event"),
+    (b"42", "must be a JSON object"),
+    (b'"text"', "must be a JSON object"),
+])
+def test_a_body_that_is_not_events_is_refused(api, body, reason):
+    response = api.client.post("/v1/events", headers=api.as_(api.all), content=body)
+    assert response.status_code == 422
+    assert reason in response.json()["errors"][0]["reason"]
+
+
+def test_a_conflict_beside_bad_input_is_422(api):
+    response = api.post([purchase("c-1", "o-1", amount="12"), {"type": "nope"}])
+    assert response.status_code == 422
+    kinds = {e["kind"] for e in response.json()["errors"]}
+    assert "invalid" in kinds
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+def test_show_is_the_cli_json_and_404_before_the_first_event(api):
+    shown = api.get("/v1/customers/c-1", params={"as_of": "2025-03-02"}).json()
+    assert shown["loyalty_stage"] == "first_time" and shown["customer_id"] == "c-1"
+    assert shown["as_of"] == "2025-03-02T00:00:00Z" and "reasons" in shown
+    before = api.get("/v1/customers/c-1", params={"as_of": "2025-02-01"})
+    assert before.status_code == 404 and before.json()["errors"][0]["kind"] == "not_found"
+    unknown = api.get("/v1/customers/nobody")
+    assert unknown.status_code == 404
+    not_yet_known = api.get("/v1/customers/c-1", params={"known_at": "2020-01-01"})
+    assert not_yet_known.status_code == 404
+
+
+@pytest.mark.parametrize("path,params,field", [
+    ("/v1/customers/c-1", {"as_of": "yesterday"}, "as_of"),
+    ("/v1/customers/c-1", {"known_at": "2025-03-01T10:00:00"}, "known_at"),
+    ("/v1/customers/c-1", {"as_of": "0001-01-01"}, "as_of"),
+    ("/v1/customers/bad%20id", {}, "customer_id"),
+    ("/v1/customers/c-1/history", {"known_at": "x"}, "known_at"),
+    ("/v1/funnel", {"as_of": "2025-13-01"}, "as_of"),
+    ("/v1/feed/page", {"after": "-1"}, "after"),
+    ("/v1/feed/page", {"limit": "0"}, "limit"),
+    ("/v1/feed/page", {"kinds": "stage"}, "kinds"),
+])
+def test_bad_query_parameters_get_field_errors(api, path, params, field):
+    response = api.get(path, params=params)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == field
+
+
+def test_history_and_funnel(api):
+    history = api.get("/v1/customers/c-1/history").json()
+    assert history["customer_id"] == "c-1"
+    assert [s["event"]["type"] for s in history["steps"] if s["event"]] == [
+        "identified", "purchase"]
+    assert api.get("/v1/customers/nobody/history").status_code == 404
+    funnel = api.get("/v1/funnel", params={"as_of": "2025-03-02"}).json()
+    assert funnel["stages"]["first_time"] == 1 and sum(funnel["statuses"].values()) == 1
+    assert api.get("/v1/funnel", params={"as_of": "2025-01-01"}).json()["stages"][
+        "first_time"] == 0
+
+
+def test_projections_status_and_rebuild(api):
+    status = api.get("/v1/projections").json()
+    assert {m["name"] for m in status["read_models"]} == {"summary", "timeline", "purchases"}
+    done = api.client.post("/v1/projections/timeline/rebuild", params={"wait": True},
+                           headers=api.as_(api.all))
+    assert done.status_code == 200 and done.json()["state"] == "done"
+    assert done.json()["generation"] == 2
+    started = api.client.post("/v1/projections/summary/rebuild", headers=api.as_(api.all))
+    assert started.status_code == 202 and started.json() == {"name": "summary",
+                                                             "state": "started"}
+    unknown = api.client.post("/v1/projections/nope/rebuild", headers=api.as_(api.all))
+    assert unknown.status_code == 404
+
+
+# -- the feed ------------------------------------------------------------------------------
+
+
+def refresh_summary(api: Api) -> None:
+    assert api.client.app.state.service.models.refresh(["summary"])
+
+
+def test_feed_pages_walk_every_entry_once_with_filters(api):
+    api.post([purchase("c-2", "o-1"), purchase("c-2", "o-2"), purchase("c-3", "o-1")])
+    refresh_summary(api)
+    seen, after = [], 0
+    for _ in range(100):
+        page = api.get("/v1/feed/page", params={"after": after, "limit": 2}).json()
+        if not page["entries"]:
+            break
+        seen += page["entries"]
+        after = page["next_after"]
+    positions = [e["position"] for e in seen]
+    assert positions == sorted(set(positions)) and positions[-1] == page["head"]
+    assert {e["customer_id"] for e in seen} == {"c-1", "c-2", "c-3"}
+    stages = api.get("/v1/feed/page", params={"kinds": "loyalty_stage", "customer_id": "c-2",
+                                              "limit": 1000}).json()["entries"]
+    assert [(e["from"], e["to"]) for e in stages] == [(None, "repeat")]
+    both = api.get("/v1/feed/page", params=[("kinds", "status"), ("kinds", "loyalty_stage")])
+    assert {e["kind"] for e in both.json()["entries"]} == {"status", "loyalty_stage"}
+
+
+def read_sse(api: Api, params: dict, headers: dict, wanted: int) -> list[dict]:
+    """Read SSE events until ``wanted`` entries arrived (bounded by keep-alives seen)."""
+    entries: list[dict] = []
+    buffer = ""
+    with api.client.stream("GET", "/v1/feed", params=params,
+                           headers={**api.as_(api.all), **headers}) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        idle = 0
+        for chunk in response.iter_text():
+            buffer += chunk
+            while "\n\n" in buffer:
+                block, buffer = buffer.split("\n\n", 1)
+                fields = dict(line.split(": ", 1) for line in block.splitlines()
+                              if not line.startswith(":") and ": " in line)
+                if "data" in fields:
+                    entry = json.loads(fields["data"])
+                    assert fields["id"] == str(entry["position"])
+                    entries.append(entry)
+                elif block.startswith(": keep-alive"):
+                    idle += 1
+            if len(entries) >= wanted or idle > 20:
+                break
+    return entries
+
+
+def test_sse_resumes_after_last_event_id_and_filters(api):
+    api.post([purchase("c-2", "o-1"), purchase("c-2", "o-2")])
+    refresh_summary(api)
+    everything = api.get("/v1/feed/page", params={"limit": 1000}).json()["entries"]
+    streamed = read_sse(api, {}, {}, len(everything))
+    assert streamed == everything
+    middle = everything[2]["position"]
+    resumed = read_sse(api, {"after": 0}, {"Last-Event-ID": str(middle)}, len(everything) - 3)
+    assert resumed == everything[3:]
+    stages = read_sse(api, {"kinds": "loyalty_stage"}, {}, 2)
+    assert stages == [e for e in everything if e["kind"] == "loyalty_stage"]
+    bad = api.client.get("/v1/feed", headers={**api.as_(api.all), "Last-Event-ID": "x"})
+    assert bad.status_code == 422
+
+
+def test_sse_delivers_entries_written_after_it_opened(api):
+    refresh_summary(api)
+    head = api.get("/v1/feed/page").json()["head"]
+    import threading
+
+    def later() -> None:
+        api.post(purchase("c-1", "o-2"))
+        refresh_summary(api)
+
+    timer = threading.Timer(0.5, later)
+    timer.start()
+    try:
+        fresh = read_sse(api, {"after": head}, {}, 1)
+    finally:
+        timer.join()
+    assert [(e["customer_id"], e["kind"], e["to"]) for e in fresh] == [
+        ("c-1", "loyalty_stage", "repeat")]
+
+
+@pytest.mark.postgres
+def test_the_service_on_postgresql(pg_url):
+    api = Api(pg_url)
+    with api.client:
+        assert api.post([purchase("c-1", "o-1")]).status_code == 201
+        assert api.get("/v1/customers/c-1").json()["loyalty_stage"] == "first_time"
+        refresh_summary(api)
+        streamed = read_sse(api, {}, {}, 3)
+        assert [e["kind"] for e in streamed] == ["loyalty_stage", "status", "relationship_level"]
+        assert api.post(purchase("c-1", "o-1", amount="3")).status_code == 409
+
+
+def test_events_outside_the_rules_calendar_are_refused_with_the_rest_of_the_batch(api):
+    response = api.post([purchase("c-4", "o-1", when="0001-01-01T00:00:00Z"),
+                         purchase("c-4", "o-2", amount="0")])
+    assert response.status_code == 422
+    assert {(e["index"], e["field"]) for e in response.json()["errors"]} == {
+        (0, "occurred_at"), (1, "amount")}
+    assert api.get("/v1/customers/c-4").status_code == 404
+
+
+def test_now_is_the_current_whole_second(api):
+    shown = api.get("/v1/customers/c-1").json()
+    assert "." not in shown["as_of"]  # no fraction of a second
+    assert "." in api.get("/v1/customers/c-1", params={"as_of": "2025-03-02T10:00:00.5Z"}
+                          ).json()["as_of"]

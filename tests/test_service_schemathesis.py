@@ -1,0 +1,97 @@
+"""Schemathesis against the served OpenAPI document: no generated request gets a 500.
+
+In process (ASGI) on a SQLite store with a key of every scope, a bounded number of
+examples per operation. The SSE endpoint is left out: it never ends by design (its
+paged twin, /v1/feed/page, takes the same parameters and is tested here).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+
+warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+
+schemathesis = pytest.importorskip("schemathesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+
+from journey.storage import Database  # noqa: E402
+from projections.readmodels.store import make_engine  # noqa: E402
+from service import create_app  # noqa: E402
+from service.keys import SCOPES, Keys  # noqa: E402
+
+#: A projections bug, not the service's: the summary row of a customer whose first event
+#: lies after now has no loyalty_stage/status/relationship_level, and a batch insert
+#: beside a complete row fails. Reported; generated future-dated events trip it.
+EXAMPLES = int(os.environ.get("JOURNEY_SCHEMATHESIS_EXAMPLES", "60"))
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    url = f"sqlite:///{tmp_path_factory.mktemp('schemathesis') / 'journey.db'}"
+    engine = make_engine(Database.parse(url))
+    key = Keys(engine).create("schemathesis", list(SCOPES))
+    engine.dispose()
+    app = create_app(url)
+    headers = {"Authorization": f"Bearer {key}"}
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app, headers=headers)
+    return app, schema.exclude(path="/v1/feed", method="GET"), headers
+
+
+def test_openapi_describes_every_endpoint_its_models_and_errors(served):
+    app, _schema, _headers = served
+    document = app.openapi()
+    operations = {(m.upper(), p) for p, ops in document["paths"].items() for m in ops}
+    assert operations == {
+        ("GET", "/health"), ("POST", "/v1/events"), ("GET", "/v1/customers/{customer_id}"),
+        ("GET", "/v1/customers/{customer_id}/history"), ("GET", "/v1/funnel"),
+        ("GET", "/v1/projections"), ("POST", "/v1/projections/{name}/rebuild"),
+        ("GET", "/v1/feed"), ("GET", "/v1/feed/page"),
+    }
+    schemas = document["components"]["schemas"]
+    for model in ("Purchase", "Refund", "Contact", "CustomerAnswer", "FeedEntry", "Errors",
+                  "Recorded", "HistoryStep", "Funnel", "ProjectionsStatus"):
+        assert schemas[model]["properties"], model
+    assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    for path, ops in document["paths"].items():
+        for method, operation in ops.items():
+            if path != "/health":
+                assert {"401", "403"} <= set(operation["responses"]), (method, path)
+                assert operation["security"] == [{"HTTPBearer": []}]
+    events = document["paths"]["/v1/events"]["post"]
+    assert {"201", "409", "422"} <= set(events["responses"])
+    assert "oneOf" in events["requestBody"]["content"]["application/json"]["schema"]
+
+
+def test_no_generated_request_gets_a_server_error(served):
+    _app, schema, headers = served
+    failures: list[str] = []
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) == 8
+    calls: list[str] = []
+    for operation in operations:
+        exercise(operation, headers, failures, calls)
+    assert len(calls) > 4 * EXAMPLES, len(calls)  # hypothesis really generated cases
+    assert not failures, "\n".join(failures[:10])
+
+
+def exercise(operation, headers: dict[str, str], failures: list[str], calls: list[str]) -> None:
+    """EXAMPLES generated cases of one operation; every 5xx is collected."""
+
+    @given(operation.as_strategy())
+    @settings(max_examples=EXAMPLES, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    def one(case) -> None:
+        asked = f"{case.method} {case.formatted_path} query={case.query} body={case.body!s:.300}"
+        calls.append(asked)
+        try:
+            response = case.call(headers=headers)
+        except Exception as exc:  # the in-process client re-raises what the server raised
+            failures.append(f"{asked} -> raised {type(exc).__name__}: {str(exc)[:500]}")
+            return
+        if response.status_code >= 500:
+            failures.append(f"{asked} -> {response.status_code} {response.text[:300]}")
+
+    one()
