@@ -94,6 +94,7 @@ class UnitOfWork:
         #: (stored before its events, see ``save``).
         self.keys: dict[str, CustomerKey] = {}
         self.new_keys: dict[str, CustomerKey] = {}
+        self.keys_looked_up: set[str] = set()
 
     def preload(self, commands: Iterable[Command]) -> None:
         """Load every aggregate the commands may touch, in a few queries."""
@@ -112,9 +113,10 @@ class UnitOfWork:
         self._load_keys(personal)
 
     def _load_keys(self, customer_ids: set[str]) -> None:
-        missing = customer_ids - self.keys.keys() - self.new_keys.keys()
+        missing = {c for c in customer_ids if c not in self.keys_looked_up}
         if missing:
             self.keys.update(self.app.keyring.load(missing))
+            self.keys_looked_up |= missing
 
     def _key(self, customer_id: str) -> CustomerKey:
         """The customer's key for sealing personal data (a new one if it has none)."""

@@ -8,6 +8,7 @@ conflicts) are the aggregate's.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime
 from decimal import Decimal
@@ -97,14 +98,16 @@ class Command(Strict):
 
     def payload(self) -> dict[str, Any]:
         """The event's own fields, as stored."""
-        data = {
-            name: getattr(self, name)
-            for name in type(self).model_fields
-            if name not in Command.model_fields
-        }
+        data = {name: getattr(self, name) for name in own_fields(type(self))}
         if data.get("personal") is not None:
             data["personal"] = self.personal.model_dump(exclude_none=True)
         return data
+
+
+@functools.cache
+def own_fields(model: type[Command]) -> tuple[str, ...]:
+    """A command type's fields beyond the envelope every command shares."""
+    return tuple(name for name in model.model_fields if name not in Command.model_fields)
 
 
 class Identify(Command):

@@ -16,6 +16,7 @@ them as None.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -85,6 +86,7 @@ class CustomerCreated(CanInitAggregate[str], CustomerEvent):
     originator_topic: str
 
 
+@functools.cache
 def payload_fields(cls: type) -> tuple[dataclasses.Field, ...]:
     return tuple(f for f in dataclasses.fields(cls) if f.name not in ENVELOPE)
 

@@ -6,14 +6,17 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+from datetime import UTC
 
 import pytest
 from audit_support import Raw, populate
+from hypothesis import given
+from hypothesis import strategies as st
 from support import ev, opened, purchase
 from typer.testing import CliRunner
 
 from journey.cli import app
-from journey.integrity import hash_state
+from journey.integrity import _transcoder, as_stored, hash_state
 
 
 @pytest.fixture
@@ -234,3 +237,18 @@ def test_verify_while_another_writer_records_stays_clean(store, db_url):
     assert not errors
     assert all(r.clean for r in reports), [r.breaks for r in reports if not r.clean]
     assert reports[-1].events == 7 + 40 + 5
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text() | st.floats(allow_nan=False)
+    | st.decimals(allow_nan=False, allow_infinity=False)
+    | st.datetimes(timezones=st.just(UTC)),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(JSON_VALUES)
+def test_the_hash_reads_values_as_the_mapper_stores_them(value):
+    """The write path hashes ``as_stored(state)``; verify hashes the stored JSON."""
+    assert as_stored(value) == json.loads(_transcoder.encode(value))
