@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
@@ -20,19 +20,25 @@ DECODER = json.JSONDecoder(parse_float=Decimal)
 
 
 def read_records(path: str) -> Iterator[Record]:
-    """Each record of a file (``-`` is standard input, read as JSON lines)."""
+    """Each record of a file (``-`` is standard input, read as JSON lines). UTF-8, with or
+    without the byte-order mark spreadsheet programs write."""
     if path == "-":
-        yield from read_jsonl(sys.stdin)
-        return
-    with Path(path).open(encoding="utf-8", newline="") as handle:
-        if path.lower().endswith(".csv"):
-            yield from read_csv(handle)
-        else:
+        yield from read_jsonl(sys.stdin.buffer)
+    elif path.lower().endswith(".csv"):
+        yield from read_csv_file(Path(path))
+    else:
+        with Path(path).open("rb") as handle:
             yield from read_jsonl(handle)
 
 
-def read_jsonl(handle: TextIO) -> Iterator[Record]:
-    for number, line in enumerate(handle, start=1):
+def read_jsonl(lines: Iterable[bytes]) -> Iterator[Record]:
+    """JSON lines, read as bytes so that a line that is not UTF-8 is one bad line."""
+    for number, raw in enumerate(lines, start=1):
+        try:
+            line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            yield number, not_utf8(exc)
+            continue
         if not line.strip():
             continue
         try:
@@ -43,12 +49,31 @@ def read_jsonl(handle: TextIO) -> Iterator[Record]:
             yield number, error
 
 
+def not_utf8(exc: UnicodeDecodeError) -> InputError:
+    return InputError("(line)", f"is not UTF-8 text (byte {exc.start + 1} of the line)")
+
+
+def read_csv_file(path: Path) -> Iterator[Record]:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        yield from read_csv(handle)
+
+
 def read_csv(handle: TextIO) -> Iterator[Record]:
     """CSV with a header of field names; an empty cell is an absent field, and
     ``personal.name``-style columns fill the ``personal`` object."""
     # csv.reader rather than DictReader: DictReader skips blank lines silently, which
     # would shift every later line number. A row starts on the line after the last one read.
     reader = csv.reader(handle)
+    try:
+        yield from csv_rows(reader)
+    except UnicodeDecodeError:
+        # Text is decoded a block at a time, so the fault is at or a little after here.
+        yield reader.line_num + 1, InputError(
+            "(file)", "is not UTF-8 text from about this line on; save it as UTF-8"
+        )
+
+
+def csv_rows(reader: Any) -> Iterator[Record]:
     header: list[str] | None = None
     start = 1
     for cells in reader:

@@ -273,3 +273,44 @@ def test_progress_is_reported_for_every_line(engine, tmp_path):
         [write_jsonl(tmp_path / "in.jsonl", lines)], skip_invalid=True, on_validated=seen.append
     )
     assert sum(seen) == 6
+
+
+# --- encodings -------------------------------------------------------------------------------
+
+BOM = "\ufeff"
+
+
+@pytest.mark.parametrize("suffix", ["csv", "jsonl"])
+def test_a_byte_order_mark_is_not_part_of_the_first_field(engine, tmp_path, suffix):
+    if suffix == "csv":
+        text = f"{BOM}type,customer_id,occurred_at,order_id,amount\npurchase,c-1,{at(1)},o-1,5\n"
+    else:
+        text = BOM + json.dumps(purchase("c-1", "o-1", 1)) + "\n"
+    outcome = engine.import_files([write(tmp_path / f"in.{suffix}", text)])
+    assert outcome.rejected == []
+    assert [t for _, t, _ in stream(engine, "c-1")] == ["identified", "purchase"]
+
+
+def test_a_jsonl_line_that_is_not_utf8_is_a_bad_line(engine, tmp_path):
+    path = tmp_path / "in.jsonl"
+    good = json.dumps(purchase("c-1", "o-1", 1)).encode()
+    latin = json.dumps(purchase("c-2", "o-1", 1, category="café"), ensure_ascii=False)
+    latin = latin.encode("latin-1")
+    path.write_bytes(good + b"\n" + latin + b"\n")
+    before = snapshot(engine, {"c-1", "c-2"})
+    outcome = engine.import_files([str(path)])
+    assert rejected_of(outcome) == [("in.jsonl", 2, ["(line)"])]
+    assert "UTF-8" in outcome.rejected[0].errors[0].reason
+    assert snapshot(engine, {"c-1", "c-2"}) == before
+
+
+def test_a_csv_file_that_is_not_utf8_is_refused(engine, tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes(
+        f"type,customer_id,occurred_at,order_id,amount,category\n"
+        f"purchase,c-1,{at(1)},o-1,5,caf\xe9\n".encode("latin-1")
+    )
+    outcome = engine.import_files([str(path)])
+    assert [e.field for r in outcome.rejected for e in r.errors] == ["(file)"]
+    assert "UTF-8" in outcome.rejected[0].errors[0].reason
+    assert engine.events("c-1") == []
