@@ -10,6 +10,8 @@ triggered, and a customer it would have created is dropped.
 from __future__ import annotations
 
 import getpass
+import random
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -275,7 +277,9 @@ def record_batch(
     fail; the whole batch is then applied again from the store, where the other writer's
     events count as already recorded.
     """
-    for _attempt in range(RETRIES):
+    for attempt in range(RETRIES):
+        if attempt:
+            back_off(attempt)
         uow = UnitOfWork(app, actor, clock)
         outcome = apply_all(uow, commands, on_progress)
         if outcome.rejected and not skip_invalid:
@@ -292,6 +296,12 @@ def record_batch(
     raise RetryableConflict(
         "another writer kept changing the same customers; sending the same input again is safe"
     )
+
+
+def back_off(attempt: int) -> None:
+    """Wait a random while, longer each time, so that writers that collided do not
+    collide again in step."""
+    time.sleep(random.uniform(0, 0.02 * 2**attempt))
 
 
 def apply_all(
