@@ -21,7 +21,7 @@ class Row:
     unit: str
     baseline_name: str
     baseline: float
-    target: float
+    target: float | None  # None: the baseline is context, with no target on the ratio
     higher_is_better: bool = True
     note: str = ""
 
@@ -30,7 +30,9 @@ class Row:
         return self.figure / self.baseline if self.baseline else float("nan")
 
     @property
-    def met(self) -> bool:
+    def met(self) -> bool | None:
+        if self.target is None:
+            return None
         return self.ratio >= self.target if self.higher_is_better else self.ratio <= self.target
 
     def as_dict(self) -> dict:

@@ -47,6 +47,7 @@ PLAN = [
     ),
     ("feed latency", "feed_latency.py", [], ["--events", "100"]),
     ("verify", "verify_speed.py", [], ["--events", "50000"]),
+    ("verify", "verify_speed.py", ["--db", "{pg}"], ["--db", "{pg}", "--events", "50000"]),
 ]
 
 
@@ -139,11 +140,10 @@ def report(rows: list[dict], missing: list[str], *, quick: bool) -> str:
             "|---|---|---|---|---|---|---|---|",
         ]
         for r in found:
-            sign = "≥" if r["higher_is_better"] else "≤"
             lines.append(
                 f"| {r['db']} | {r['figure_name']} | {r['figure']:,.1f} {r['unit']} | "
                 f"{r['baseline_name']} | {r['baseline']:,.1f} {r['unit']} | "
-                f"{r['ratio']:.2f}× | {sign} {r['target']:g}× | {'yes' if r['met'] else '**no**'} |"
+                f"{r['ratio']:.2f}× | {target_of(r)} | {MET[r['met']]} |"
             )
         notes = sorted({r["note"] for r in found if r.get("note")})
         lines += [""] + [f"* {n}" for n in notes] + ([""] if notes else [])
@@ -156,6 +156,15 @@ def report(rows: list[dict], missing: list[str], *, quick: bool) -> str:
         ]
     lines += ["![events per second](RESULTS.png)", ""]
     return "\n".join(lines)
+
+
+MET = {True: "yes", False: "**no**", None: "–"}
+
+
+def target_of(row: dict) -> str:
+    if row["target"] is None:
+        return "– (context)"
+    return f"{'≥' if row['higher_is_better'] else '≤'} {row['target']:g}×"
 
 
 def plot(rows: list[dict], path: Path) -> None:
