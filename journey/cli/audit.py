@@ -11,24 +11,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from journey.api import Journey
-from journey.cli.app import Options, app
+from journey.cli.app import app
 from journey.cli.output import OK, REJECTED, USAGE, emit_json, fail, out, reporting
 from journey.cli.query import TIME_HELP, SettingsPath, moments
+from journey.cli.store import open_engine
 from journey.integrity import Report
-from journey.storage import StorageError
 from projections import report as reports
 from projections.settings import SettingsError, load_settings
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-
-
-def open_journey(ctx: typer.Context, as_json: bool) -> Journey:
-    options: Options = ctx.obj
-    try:
-        return Journey(options.db, actor=options.actor)
-    except StorageError as exc:
-        fail(str(exc), as_json=as_json, code=USAGE)
 
 
 def settings_or_fail(path: str | None, as_json: bool):
@@ -59,7 +50,7 @@ def verify(
             fail(f"--anchor {text!r}: expected POSITION:CHAIN (64 hex digits)",
                  as_json=as_json, code=USAGE)
         anchors.append((int(position), chain))
-    engine = open_journey(ctx, as_json)
+    engine = open_engine(ctx, as_json)
     with reporting(as_json), closing(engine):
         result = engine.verify(ids or None, anchors)
     if as_json:
@@ -105,7 +96,7 @@ def report(
     --known-at, computed from the events alone (reproducible forever)."""
     moment, known = moments(as_json, as_of, known_at)
     rules = settings_or_fail(settings, as_json)
-    engine = open_journey(ctx, as_json)
+    engine = open_engine(ctx, as_json)
     with reporting(as_json), closing(engine):
         result = reports.report(engine.app, moment, known, rules)
     if as_json:
@@ -144,7 +135,7 @@ def diff(
         fail("give --known-at exactly twice", as_json=as_json, code=USAGE)
     moment, first, second = moments(as_json, as_of, *known_at)
     rules = settings_or_fail(settings, as_json)
-    engine = open_journey(ctx, as_json)
+    engine = open_engine(ctx, as_json)
     with reporting(as_json), closing(engine):
         changes = reports.diff(engine.app, moment, first, second, rules)
     if as_json:
@@ -177,7 +168,7 @@ def export(
     actors (personal data opened, or shown as erased), the history replay with reasons,
     and the answer now."""
     rules = settings_or_fail(settings, True)
-    engine = open_journey(ctx, True)
+    engine = open_engine(ctx, True)
     with reporting(True), closing(engine):
         events = engine.events(customer_id)
         if not events:
@@ -194,7 +185,7 @@ def erase(
     as_json: JsonFlag = False,
 ) -> None:
     """Destroy the customer's personal-data key and record an `erased` event."""
-    engine = open_journey(ctx, as_json)
+    engine = open_engine(ctx, as_json)
     with reporting(as_json), closing(engine):
         done = engine.erase(customer_id, reason)
     if as_json:
