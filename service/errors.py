@@ -1,0 +1,77 @@
+"""Every error answers one shape: ``{"errors": [{"field", "reason", "kind"}]}``.
+
+Handlers raise :class:`Problem`; bad parameters (``RequestValidationError``) and a
+database that stays busy (``RetryableConflict``) are turned into the same shape here, so
+no endpoint answers FastAPI's own ``{"detail": ...}``.
+"""
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from journey.errors import RetryableConflict
+from service import schemas
+
+#: What each error status means, for the OpenAPI document.
+MEANINGS = {
+    401: "No API key, or a bad or revoked one.",
+    403: "The key lacks this endpoint's scope.",
+    404: "Not found (at that moment).",
+    409: "Conflict: an id sent again with other content, or the work is already running.",
+    422: "Bad input: every field at fault and why.",
+    503: "The database is unreachable or busy; retry.",
+}
+
+
+class Problem(Exception):
+    """An error answer: status and every (field, reason, kind)."""
+
+    def __init__(self, status: int, errors: list[dict[str, Any]], headers: Any = None):
+        self.status = status
+        self.errors = errors
+        self.headers = headers
+
+
+def problem(status: int, field: str, reason: str, kind: str) -> Problem:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return Problem(status, [{"field": field, "reason": reason, "kind": kind}], headers)
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers of an endpoint behind a key: 401, 403 and ``statuses``."""
+    return {s: {"model": schemas.Errors, "description": MEANINGS[s]} for s in (401, 403, *statuses)}
+
+
+async def problem_answer(_request: Request, exc: Problem) -> JSONResponse:
+    return JSONResponse({"errors": exc.errors}, exc.status, headers=exc.headers)
+
+
+async def invalid_answer(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's validation errors, each named by its field (the location without
+    ``query``/``path``/``header``)."""
+    errors = [
+        {
+            "field": ".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]),
+            "reason": e["msg"],
+            "kind": "invalid",
+        }
+        for e in exc.errors()
+    ]
+    return JSONResponse({"errors": errors}, 422)
+
+
+async def busy_answer(_request: Request, exc: RetryableConflict) -> JSONResponse:
+    return JSONResponse(
+        {"errors": [{"field": "(event)", "reason": str(exc), "kind": "unavailable"}]},
+        503,
+        headers={"Retry-After": "1"},
+    )
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    Problem: problem_answer,
+    RequestValidationError: invalid_answer,
+    RetryableConflict: busy_answer,
+}

@@ -1,0 +1,118 @@
+"""Reading customers: an answer at a moment, a history, the funnel."""
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query
+from fastapi.responses import JSONResponse
+
+from commands.models import check_customer_id
+from journey.moments import parse_moment
+from projections.pointintime import NotFound
+from projections.readmodels.queries import funnel
+from service import schemas
+from service.auth import ServiceDep, scope
+from service.errors import error_responses, problem
+from service.keys import ApiKey
+
+CustomerId = Annotated[
+    str, Path(description="The customer id: 1-64 of letters, digits and . _ : @ -")
+]
+AsOf = Annotated[
+    str | None,
+    Query(description="Valid time: ISO 8601 with a zone, a date (00:00 UTC) or `now` (default)."),
+]
+KnownAt = Annotated[
+    str | None,
+    Query(
+        description="Record time: count only events recorded by then. Same forms as "
+        "`as_of`; default now."
+    ),
+]
+
+router = APIRouter(tags=["customers"])
+
+
+@router.get(
+    "/v1/customers/{customer_id}",
+    response_model=schemas.CustomerAnswer,
+    responses=error_responses(404, 422),
+)
+def show_customer(
+    customer_id: CustomerId,
+    _key: Annotated[ApiKey, Depends(scope("customers:read"))],
+    service: ServiceDep,
+    as_of: AsOf = None,
+    known_at: KnownAt = None,
+) -> Any:
+    """Stage, status, level and scores at `as_of` as known at `known_at`, with reasons
+    (`journey show --json`). 404 when the customer does not exist at that moment."""
+    valid_id(customer_id)
+    moment, known = moments(as_of=as_of or "now", known_at=known_at)
+    (found,) = service.queries().show_many([customer_id], moment, known)
+    if found.error is not None:
+        raise problem(404, "customer_id", str(found.error), "not_found")
+    return JSONResponse(found.answer.as_dict())
+
+
+@router.get(
+    "/v1/customers/{customer_id}/history",
+    response_model=schemas.History,
+    responses=error_responses(404, 422),
+)
+def customer_history(
+    customer_id: CustomerId,
+    _key: Annotated[ApiKey, Depends(scope("history:read"))],
+    service: ServiceDep,
+    known_at: KnownAt = None,
+) -> Any:
+    """Every event of the customer in valid-time order, with time-driven steps, and
+    what each changed and why, as known at `known_at` (`journey history --json`)."""
+    valid_id(customer_id)
+    (known,) = moments(known_at=known_at)
+    try:
+        steps = service.queries().history(customer_id, known)
+    except NotFound as exc:
+        raise problem(404, "customer_id", str(exc), "not_found") from None
+    return JSONResponse(
+        {
+            "customer_id": customer_id,
+            "known_at": known.isoformat() if known else None,
+            "steps": [step.as_dict(n) for n, step in enumerate(steps, start=1)],
+        }
+    )
+
+
+@router.get("/v1/funnel", response_model=schemas.Funnel, responses=error_responses(422))
+def get_funnel(
+    _key: Annotated[ApiKey, Depends(scope("customers:read"))],
+    service: ServiceDep,
+    as_of: AsOf = None,
+) -> Any:
+    """Customers per stage, status and level at `as_of`, from the timeline read model
+    (caught up first unless a runner keeps it)."""
+    (moment,) = moments(as_of=as_of or "now")
+    service.models.refresh(["timeline"])
+    return JSONResponse(funnel(service.models.store, moment))
+
+
+def valid_id(customer_id: str) -> None:
+    try:
+        check_customer_id(customer_id)
+    except ValueError as exc:
+        raise problem(422, "customer_id", str(exc), "invalid") from None
+
+
+def moments(**texts: str | None) -> list[datetime | None]:
+    """Each time parameter; "now" is the current whole second (so that answers asked in
+    the same second share RFM's population)."""
+    found = []
+    for field, value in texts.items():
+        try:
+            moment = parse_moment(value)
+        except ValueError as exc:
+            raise problem(422, field, str(exc), "invalid") from None
+        if value == "now" and moment is not None:
+            moment = moment.replace(microsecond=0)
+        found.append(moment)
+    return found

@@ -1,0 +1,132 @@
+"""``POST /v1/events``: record events, and the OpenAPI description of its body (built
+from the input models themselves, which FastAPI cannot do for a raw body)."""
+
+import copy
+import json
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import TypeAdapter
+
+from commands.handlers import Rejected
+from commands.models import AnyCommand
+from service import schemas
+from service.auth import ServiceDep, scope
+from service.errors import Problem, error_responses, problem
+from service.keys import ApiKey
+
+MAX_EVENTS = 10_000
+
+#: What the input models' fields mean (DOMAIN.md §2), added to their generated schemas.
+FIELD_DOCS = {
+    "type": "The event type; it chooses the other fields.",
+    "customer_id": "1-64 of letters, digits and . _ : @ -",
+    "occurred_at": "When it happened in the world: ISO 8601 with a time zone.",
+    "event_id": "Optional idempotency key of the event.",
+    "order_id": "Unique per customer; the same order sent again with the same content is a "
+    "no-op, with other content a conflict.",
+    "amount": "A decimal > 0 with at most 4 places, as a JSON string or number.",
+    "margin": "Default: amount times the default margin rate (0.30).",
+    "cost": "A decimal ≥ 0; default 0.",
+    "acquisition_cost": "A decimal ≥ 0; default 0.",
+    "complaint_id": "Unique per customer, like order_id.",
+    "referred_by": "The customer id of the referrer.",
+    "referred_customer_id": "The customer recommended; identified by this if unknown.",
+    "score": "0-10: promoter 9-10, passive 7-8, detractor 0-6.",
+    "personal": "Personal data: the one thing that can later be erased.",
+    "satisfied": "Whether the customer was satisfied with the resolution.",
+}
+ID_FIELDS = ("customer_id", "referred_by", "referred_customer_id")
+
+
+def events_request_body() -> dict[str, Any]:
+    """The body of POST /v1/events: ``request_body`` for the operation and the
+    ``definitions`` it refers to (added to the document's components by ``service.app``)."""
+    single = TypeAdapter(AnyCommand).json_schema(ref_template="#/components/schemas/{model}")
+    definitions = single.pop("$defs", {})
+    for definition in definitions.values():
+        for name, field in definition.get("properties", {}).items():
+            if name in FIELD_DOCS:
+                field.setdefault("description", FIELD_DOCS[name])
+            if name in ID_FIELDS and "type" in field:
+                field.update(pattern="^[A-Za-z0-9._:@-]{1,64}$", maxLength=64)
+    definitions["Event"] = {
+        **single,
+        "title": "Event",
+        "description": "One event; `type` chooses its fields.",
+    }
+    event = {"$ref": "#/components/schemas/Event"}
+    many = {"type": "array", "items": event, "minItems": 1, "maxItems": MAX_EVENTS}
+    return {
+        "definitions": definitions,
+        "request_body": {
+            "required": True,
+            "description": "One event object, or an array of them (DOMAIN.md §2).",
+            "content": {"application/json": {"schema": {"oneOf": [event, many]}}},
+        },
+    }
+
+
+BODY = events_request_body()
+router = APIRouter()
+
+
+@router.post(
+    "/v1/events",
+    status_code=201,
+    response_model=schemas.Recorded,
+    tags=["events"],
+    responses=error_responses(409, 422, 503),
+    openapi_extra={"requestBody": BODY["request_body"]},
+)
+async def record_events(
+    request: Request,
+    key: Annotated[ApiKey, Depends(scope("events:write"))],
+    service: ServiceDep,
+) -> Any:
+    """Record one event (a JSON object) or several (a JSON array), as `journey import`
+    does: all validated first; any bad one and nothing is stored (422, or 409 when the
+    only faults are conflicts). An event already stored is an idempotent no-op."""
+    events, many = parse_events(await request.body())
+    engine = copy.copy(service.models.engine)  # shared but for the actor: this key
+    engine.actor = f"api:{key.name}"
+    outcome = await run_in_threadpool(engine.record_many, events)
+    if outcome.rejected:
+        raise refusal(outcome.rejected, many)
+    return {
+        "positions": outcome.positions,
+        "stored": outcome.stored,
+        "derived": outcome.derived,
+        "duplicates": outcome.duplicates,
+    }
+
+
+def parse_events(raw: bytes) -> tuple[list[Any], bool]:
+    """The events of a body and whether it was an array. Decimals stay exact; each
+    event's own fields are validated by ``record_many``."""
+    try:
+        body = json.loads(raw, parse_float=Decimal)
+    except (ValueError, RecursionError) as exc:
+        raise problem(422, "(body)", f"is not JSON: {exc}", "invalid") from None
+    many = isinstance(body, list)
+    events = body if many else [body]
+    if not events:
+        raise problem(422, "(body)", "holds no event", "invalid")
+    if len(events) > MAX_EVENTS:
+        reason = f"holds {len(events)} events; at most {MAX_EVENTS}"
+        raise problem(422, "(body)", reason, "invalid")
+    return events, many
+
+
+def refusal(rejected: list[Rejected], many: bool) -> Problem:
+    """Every fault of the rejected events (with its event's index in an array): 409 when
+    all are conflicts, else 422."""
+    errors = [
+        {**e.as_dict(), **({"index": r.line - 1} if many else {})}
+        for r in rejected
+        for e in r.errors
+    ]
+    status = 409 if all(e["kind"] == "conflict" for e in errors) else 422
+    return Problem(status, errors)

@@ -1,0 +1,116 @@
+"""The change feed: Server-Sent Events (``service.feedstream``) and plain JSON pages."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from projections.feed import KINDS
+from service import schemas
+from service.auth import ServiceDep, scope
+from service.errors import error_responses, problem
+from service.feedstream import sse_events
+from service.keys import ApiKey
+
+MAX_POSITION = 2**63 - 1
+
+Reader = Annotated[ApiKey, Depends(scope("feed:read"))]
+FeedAfter = Annotated[int, Query(ge=0, le=MAX_POSITION, description="Entries after this position.")]
+Kinds = Annotated[
+    list[str] | None,
+    Query(
+        description="Only these kinds: `loyalty_stage`, `status`, "
+        "`relationship_level`; repeat the parameter or separate with commas."
+    ),
+]
+FeedCustomer = Annotated[str | None, Query(description="Only this customer's changes.")]
+LastEventId = Annotated[
+    str | None,
+    Header(
+        alias="Last-Event-ID",
+        description="The last position seen; wins over "
+        "`after` (what browsers send when they reconnect).",
+    ),
+]
+STREAM = {
+    "description": "An endless `text/event-stream`: one event per entry, `id:` its "
+    "position and `data:` the entry as JSON (FeedEntry); `: keep-alive` comments "
+    "while idle. On reconnect send `Last-Event-ID`.",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+}
+
+router = APIRouter(tags=["feed"])
+
+
+@router.get(
+    "/v1/feed",
+    response_class=StreamingResponse,
+    responses={200: STREAM, **error_responses(422)},
+)
+async def follow_feed(
+    _key: Reader,
+    service: ServiceDep,
+    after: FeedAfter = 0,
+    kinds: Kinds = None,
+    customer_id: FeedCustomer = None,
+    last_event_id: LastEventId = None,
+) -> StreamingResponse:
+    """Server-Sent Events: every entry after `after` (or `Last-Event-ID`), then each
+    new one as it is written. Clients without SSE use `GET /v1/feed/page`."""
+    start = resume_position(after, last_event_id)
+    chosen = kinds_of(kinds)
+    events = sse_events(
+        service.feed,
+        start,
+        chosen,
+        customer_id,
+        keepalive_seconds=service.keepalive_seconds,
+        poll_seconds=service.poll_seconds,
+    )
+    return StreamingResponse(
+        events,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/v1/feed/page", response_model=schemas.FeedPage, responses=error_responses(422))
+def feed_page(
+    _key: Reader,
+    service: ServiceDep,
+    after: FeedAfter = 0,
+    limit: Annotated[int, Query(ge=1, le=1000, description="At most this many.")] = 100,
+    kinds: Kinds = None,
+    customer_id: FeedCustomer = None,
+) -> Any:
+    """The feed as plain JSON pages: call again with `after=next_after` until
+    `entries` is empty."""
+    entries = service.feed.read(after, limit, kinds_of(kinds), customer_id)
+    return JSONResponse(
+        {
+            "entries": [e.as_dict() for e in entries],
+            "next_after": entries[-1].position if entries else after,
+            "head": service.feed.head(),
+        }
+    )
+
+
+def resume_position(after: int, last_event_id: str | None) -> int:
+    if last_event_id is None:
+        return after
+    position = last_event_id.strip()
+    if not position.isdigit() or int(position) > MAX_POSITION:
+        raise problem(422, "Last-Event-ID", "must be a feed position (a whole number)", "invalid")
+    return int(position)
+
+
+def kinds_of(kinds: list[str] | None) -> list[str] | None:
+    """The kinds asked for, each parameter split at commas; None for all."""
+    if not kinds:
+        return None
+    chosen = [k.strip() for item in kinds for k in item.split(",") if k.strip()]
+    unknown = sorted(set(chosen) - set(KINDS))
+    if unknown:
+        reason = f"unknown kind {', '.join(unknown)}; expected {', '.join(KINDS)}"
+        raise problem(422, "kinds", reason, "invalid")
+    return chosen or None

@@ -1,0 +1,117 @@
+"""What the handlers share, one per app: the read models (with the event store), the
+keys, the feed, the settings, and the rebuilds this process started.
+
+Nothing here matters across restarts: positions and keys live in the database.
+"""
+
+import threading
+from datetime import datetime
+from typing import Any
+
+from projections.feed import Feed
+from projections.pointintime import PointInTime
+from projections.readmodels.operate import ReadModels
+from projections.rules.rfm import Population
+from projections.settings import Settings
+from service.keys import Keys
+
+POPULATIONS = 8
+
+
+class Service:
+    """The app's shared state (``app.state.service``).
+
+    The read models are opened on first use and closed when the app shuts down; a later
+    request (an app that is started again, as test clients do) opens them anew."""
+
+    def __init__(
+        self,
+        url: str | None,
+        settings: Settings,
+        *,
+        keepalive_seconds: float = 15.0,
+        poll_seconds: float = 0.2,
+    ):
+        self.url = url
+        self.settings = settings
+        self.keepalive_seconds = keepalive_seconds
+        self.poll_seconds = poll_seconds
+        self._opened: tuple[ReadModels, Keys, Feed] | None = None
+        self._open_lock = threading.Lock()
+        self._local = threading.local()
+        self.rebuilds: dict[str, dict[str, Any]] = {}
+        self._rebuild_lock = threading.Lock()
+        self._populations: dict[tuple[datetime, int], Population] = {}
+        self._population_lock = threading.Lock()
+        self._population_compute = threading.Lock()
+
+    def open(self) -> tuple[ReadModels, Keys, Feed]:
+        opened = self._opened
+        if opened is None:
+            with self._open_lock:
+                if self._opened is None:
+                    models = ReadModels.open(self.url, self.settings)
+                    self._opened = (models, Keys(models.store.engine), Feed(models.store))
+                opened = self._opened
+        return opened
+
+    @property
+    def models(self) -> ReadModels:
+        return self.open()[0]
+
+    @property
+    def keys(self) -> Keys:
+        return self.open()[1]
+
+    @property
+    def feed(self) -> Feed:
+        return self.open()[2]
+
+    def close(self) -> None:
+        with self._open_lock:
+            if self._opened is not None:
+                self._opened[0].close()
+                self._opened = None
+
+    def queries(self) -> PointInTime:
+        """A PointInTime per worker thread: its stream cache is not shared between threads."""
+        models = self.models
+        found = getattr(self._local, "queries", None)
+        if found is None or found.app is not models.engine.app:
+            found = PointInTime(models.engine, self.settings, populations=self.population)
+            self._local.queries = found
+        return found
+
+    def population(self, as_of: datetime) -> Population | None:
+        """RFM's population at ``as_of`` from the purchases read model, kept while the log
+        does not grow: ranking everyone is most of the cost of a customer answer, and
+        concurrent requests for "now" (resolved to the second) share one."""
+        models = self.models
+        key = (as_of, models.engine.app.max_notification_id())
+        with self._population_lock:
+            if key in self._populations:
+                return self._populations[key]
+        with self._population_compute:  # one computes, the others then find it
+            with self._population_lock:
+                if key in self._populations:
+                    return self._populations[key]
+            found = models.population(as_of)
+            if found is not None:
+                self._keep_population(key, found)
+        return found
+
+    def _keep_population(self, key: tuple[datetime, int], found: Population) -> None:
+        with self._population_lock:
+            self._populations[key] = found
+            while len(self._populations) > POPULATIONS:
+                del self._populations[next(iter(self._populations))]
+
+    def claim_rebuild(self, name: str) -> dict[str, Any] | None:
+        """The state of a new rebuild of ``name`` (shown by ``GET /v1/projections``), or
+        None while this process is already rebuilding it."""
+        with self._rebuild_lock:
+            if self.rebuilds.get(name, {}).get("state") == "running":
+                return None
+            state: dict[str, Any] = {"name": name, "state": "running", "done": 0, "total": None}
+            self.rebuilds[name] = state
+            return state
