@@ -197,7 +197,7 @@ class Keyring:
     def destroy(self, customer_id: str) -> bool:
         """Delete the customer's key so that its bytes leave the database files: SQLite
         overwrites the deleted row (secure_delete) and checkpoints the WAL into the main
-        file; PostgreSQL vacuums the table. Returns whether there was a key."""
+        file; PostgreSQL rewrites the table. Returns whether there was a key."""
         self.ensure_table()
         self._cache.pop(customer_id, None)
         with self.tables.transaction() as cur:
@@ -205,11 +205,17 @@ class Keyring:
                 cur.execute("PRAGMA secure_delete=ON")
             cur.execute(f"DELETE FROM {self.table} WHERE customer_id = ?", (customer_id,))
             deleted = cur.cur.rowcount == 1
+        self.purge()
+        return deleted
+
+    def purge(self) -> None:
+        """Push deleted keys out of the database files. PostgreSQL's plain VACUUM frees a
+        dead row but leaves its bytes in the page's free space, so the table is rewritten
+        into a new file (VACUUM FULL; the old file is truncated and unlinked)."""
         if self.tables.pg:
-            self.tables.autocommit(f"VACUUM {self.table}")
+            self.tables.autocommit(f"VACUUM FULL {self.table}")
         else:
             self.tables.autocommit("PRAGMA wal_checkpoint(TRUNCATE)")
-        return deleted
 
 
 class KeyRace(IntegrityError):
