@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from journey.cli import app
+from journey.cli import app, output
 
 SCORE_KEYS = [
     "purchases", "revenue", "margin", "cost_to_serve", "profit", "profitable",
@@ -108,3 +108,19 @@ def test_history_table_and_unknown_id(db):
     assert "feedback" in run(db, "history", "c-1").stdout
     missing = run(db, "history", "nobody")
     assert missing.exit_code == 1 and "nobody" in missing.stderr
+
+
+def test_text_that_looks_like_markup_is_shown_as_written(engine, db_url, monkeypatch):
+    monkeypatch.setattr(output.out, "width", 400)  # no wrapping inside the table
+    engine.record({"type": "disqualified", "customer_id": "m-1", "reason": "budget [/b] cut",
+                   "occurred_at": "2025-01-01T10:00:00Z"})
+    engine.record({"type": "identified", "customer_id": "m-2", "source": "fair",
+                   "personal": {"name": "[/i]"}, "occurred_at": "2025-01-01T10:00:00Z"})
+    result = run(db_url, "history", "m-1")
+    assert result.exit_code == 0, result.output
+    assert "budget [/b] cut" in result.stdout
+    result = run(db_url, "history", "m-2")
+    assert result.exit_code == 0, result.output
+    assert "name=[/i]" in result.stdout
+    assert engine.erase("m-2", "asked").key_destroyed
+    assert "name=[erased]" in run(db_url, "history", "m-2").stdout

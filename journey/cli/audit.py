@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from journey.cli.app import app
@@ -37,8 +38,11 @@ def verify(
     ] = None,
     anchor: Annotated[
         list[str] | None,
-        typer.Option("--anchor", metavar="POSITION:CHAIN",
-                     help="A head printed by an earlier verify, kept elsewhere; repeatable."),
+        typer.Option(
+            "--anchor",
+            metavar="POSITION:CHAIN",
+            help="A head printed by an earlier verify, kept elsewhere; repeatable.",
+        ),
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -47,8 +51,11 @@ def verify(
     for text in anchor or []:
         position, _, chain = text.partition(":")
         if not position.isdigit() or len(chain) != 64:
-            fail(f"--anchor {text!r}: expected POSITION:CHAIN (64 hex digits)",
-                 as_json=as_json, code=USAGE)
+            fail(
+                f"--anchor {text!r}: expected POSITION:CHAIN (64 hex digits)",
+                as_json=as_json,
+                code=USAGE,
+            )
         anchors.append((int(position), chain))
     engine = open_engine(ctx, as_json)
     with reporting(as_json), closing(engine):
@@ -66,8 +73,9 @@ def print_verification(result: Report) -> None:
         for column in ("customer", "position", "version", "what", "detail"):
             table.add_column(column)
         for b in result.breaks:
-            table.add_row(b.customer_id, str(b.position or "-"), str(b.version or "-"), b.kind,
-                          b.detail)
+            table.add_row(
+                b.customer_id, str(b.position or "-"), str(b.version or "-"), b.kind, b.detail
+            )
         out.print(table)
     verdict = "[green]intact[/green]" if result.clean else "[red]BROKEN[/red]"
     out.print(
@@ -108,8 +116,9 @@ def report(
             writer.writerow([row.customer_id, *row.values()])
     else:
         data = result.as_dict()
-        out.print(f"as of {data['as_of']}, as known at {data['known_at']}: "
-                  f"{data['customers']} customers")
+        out.print(
+            f"as of {data['as_of']}, as known at {data['known_at']}: {data['customers']} customers"
+        )
         for key, counts in data["funnel"].items():
             out.print(f"  {key}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         table = Table("customer", "stage", "status", "level")
@@ -154,8 +163,11 @@ def diff(
         )
         out.print(f"[bold]{change.customer_id}[/bold]: {moves}", markup=True)
         for event in data["events"]:
-            out.print(f"    #{event['id']} {event['type']} occurred {event['occurred_at']} "
-                      f"recorded {event['recorded_at']} by {event['actor']}")
+            line = (
+                f"    #{event['id']} {event['type']} occurred {event['occurred_at']} "
+                f"recorded {event['recorded_at']} by {event['actor']}"
+            )
+            out.print(escape(line))
 
 
 @app.command("export")
@@ -189,8 +201,14 @@ def erase(
     with reporting(as_json), closing(engine):
         done = engine.erase(customer_id, reason)
     if as_json:
-        emit_json({"customer_id": done.customer_id, "key_destroyed": done.key_destroyed,
-                   "position": done.position, "already_erased": done.position is None})
+        emit_json(
+            {
+                "customer_id": done.customer_id,
+                "key_destroyed": done.key_destroyed,
+                "position": done.position,
+                "already_erased": done.position is None,
+            }
+        )
     elif done.position is None:
         out.print(f"{customer_id} was already erased; nothing to do")
     else:

@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from journey.errors import InputError, JourneyError
 
@@ -32,7 +33,7 @@ def fail(message: str, *, as_json: bool, code: int = REJECTED, **details: Any) -
     if as_json:
         emit_json({"error": message, **details}, stderr=True)
     else:
-        err.print(f"[red]error:[/red] {message}", markup=True)
+        err.print(f"[red]error:[/red] {escape(message)}", markup=True)
     raise typer.Exit(code)
 
 
@@ -42,7 +43,11 @@ def reporting(as_json: bool) -> Iterator[None]:
     try:
         yield
     except InputError as exc:
-        fail(str(exc), as_json=as_json, code=REJECTED,
-             errors=[e.as_dict() for e in getattr(exc, "errors", [exc])])
+        fail(
+            str(exc),
+            as_json=as_json,
+            code=REJECTED,
+            errors=[e.as_dict() for e in getattr(exc, "errors", [exc])],
+        )
     except JourneyError as exc:
         fail(str(exc), as_json=as_json, code=REJECTED)

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from journey.cli.app import Options, app
@@ -108,7 +109,7 @@ def report_missing(customer_id: str, message: str, as_json: bool) -> None:
     if as_json:
         emit_json({"customer_id": customer_id, "error": message}, stderr=True)
     else:
-        err.print(f"[red]error:[/red] {message}", markup=True)
+        err.print(f"[red]error:[/red] {escape(message)}", markup=True)
 
 
 def answer_table(answer: Answer) -> Table:
@@ -136,7 +137,7 @@ def history_table(customer_id: str, steps: list[Step]) -> Table:
         data = step.as_dict(number)
         event = data["event"]
         what = f"#{event['id']} {event['type']} {text(event['payload'])}" if event else "(time)"
-        who = f"{event['recorded_at']} {event['actor']}" if event else ""
+        who = escape(f"{event['recorded_at']} {event['actor']}") if event else ""
         table.add_row(str(number), data["at"], what, who, changes_text(data["changes"]))
     return table
 
@@ -154,8 +155,10 @@ def changes_text(changes: dict[str, Any]) -> str:
 
 
 def text(value: Any) -> str:
+    """A value for a table cell; what users wrote is escaped, so that a "[b]" in a note is
+    shown, not taken for markup."""
     value = jsonable(value)
     if isinstance(value, dict):
         shown = {k: v for k, v in value.items() if v is not None}
         return " ".join(f"{k}={text(v)}" for k, v in shown.items())
-    return "-" if value is None else str(value)
+    return "-" if value is None else escape(str(value))

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -139,7 +140,7 @@ def report_import(
             )
             for error in rejected.errors:
                 err.print(
-                    f"[red]{where}[/red]: {error.field}: {error.reason}",
+                    f"[red]{escape(where)}[/red]: {escape(f'{error.field}: {error.reason}')}",
                     markup=True,
                     highlight=False,
                 )
