@@ -458,6 +458,10 @@ class Checker:
 
     def finish(self) -> None:
         self.report.customers = len(self.customers)
+        for customer_id in sorted((self.asked or set()) - self.customers):
+            # Neither an event nor a seal row names it: a mistyped id must not read as clean.
+            self.add(customer_id, None, None, "unknown customer",
+                     "no stored event and no seal row names this customer")
         for position, chain in self.anchors.items():
             self.add("(log)", position, None, "seal altered",
                      f"the anchored position {position} (chain {chain}) is no longer in the "

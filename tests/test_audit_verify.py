@@ -252,3 +252,12 @@ JSON_VALUES = st.recursive(
 def test_the_hash_reads_values_as_the_mapper_stores_them(value):
     """The write path hashes ``as_stored(state)``; verify hashes the stored JSON."""
     assert as_stored(value) == json.loads(_transcoder.encode(value))
+
+
+def test_an_unknown_id_is_a_break_not_a_clean_check(store, db_url):
+    engine, _ = store
+    report = engine.verify(["nobody"])
+    assert kinds(report) == [("nobody", None, "unknown customer")]
+    result = cli(db_url, "verify", "nobody", "--json")
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["breaks"][0]["kind"] == "unknown customer"
