@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from journey.errors import RetryableConflict
 from service import schemas
@@ -70,7 +71,23 @@ async def busy_answer(_request: Request, exc: RetryableConflict) -> JSONResponse
     )
 
 
+#: Kinds for the HTTP errors the framework raises itself (no such path, method).
+HTTP_KINDS = {404: "not_found", 405: "invalid"}
+
+
+async def http_answer(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Errors the router raises (an unknown path, a method the path lacks) in the one
+    error shape, like every other answer."""
+    error = {
+        "field": "(path)",
+        "reason": f"{request.method} {request.url.path}: {exc.detail}",
+        "kind": HTTP_KINDS.get(exc.status_code, "invalid"),
+    }
+    return JSONResponse({"errors": [error]}, exc.status_code, headers=exc.headers)
+
+
 EXCEPTION_HANDLERS: dict[Any, Any] = {
+    StarletteHTTPException: http_answer,
     Problem: problem_answer,
     RequestValidationError: invalid_answer,
     RetryableConflict: busy_answer,

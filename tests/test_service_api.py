@@ -399,3 +399,20 @@ def test_now_is_the_current_whole_second(api):
     assert "." not in shown["as_of"]  # no fraction of a second
     assert "." in api.get("/v1/customers/c-1", params={"as_of": "2025-03-02T10:00:00.5Z"}
                           ).json()["as_of"]
+
+
+@pytest.mark.parametrize(
+    "args", [["--port", "99999"], ["--port", "0"], ["--keepalive", "0"], ["--keepalive", "-1"]]
+)
+def test_serve_refuses_impossible_options_as_a_usage_error(args):
+    result = CliRunner().invoke(cli, ["serve", *args])
+    assert result.exit_code == 2, result.output
+
+
+def test_unknown_paths_and_methods_answer_in_the_one_error_shape(api):
+    response = api.get("/v1/nothing-here")
+    assert response.status_code == 404
+    assert response.json()["errors"][0]["kind"] == "not_found"
+    response = api.call("DELETE", "/v1/funnel", api.all)
+    assert response.status_code == 405
+    assert response.json()["errors"][0]["field"] == "(path)"

@@ -17,10 +17,15 @@ from projections.settings import SettingsError, load_settings
 def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    port: Annotated[
+        int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")
+    ] = 8000,
     settings: SettingsPath = None,
     keepalive: Annotated[
-        float, typer.Option("--keepalive", metavar="SECONDS", help="Feed keep-alive interval.")
+        float,
+        typer.Option(
+            "--keepalive", metavar="SECONDS", min=0.1, help="Feed keep-alive interval."
+        ),
     ] = 15.0,
 ) -> None:
     """Serve the HTTP API (events, customers, funnel, feed, projections; see /openapi.json).
