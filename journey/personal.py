@@ -31,6 +31,8 @@ from eventsourcing.persistence import IntegrityError
 from journey.sidetables import SideTables
 
 ERASED = "[erased]"
+#: What bulk readers (reports, diffs) show for a field they did not open.
+SEALED = "[sealed]"
 KEYS_TABLE = "journey_keys"
 #: How long a reading process trusts a key it fetched (erasure elsewhere wins after that).
 CACHE_SECONDS = 5.0
@@ -52,6 +54,12 @@ def canonical_plaintext(personal: dict[str, Any]) -> bytes:
 
 def is_sealed(value: Any) -> bool:
     return isinstance(value, dict) and "ciphertext" in value and "kid" in value
+
+
+def unopened(sealed: dict[str, Any]) -> dict[str, str]:
+    """Sealed personal data as shown without opening it: its field names only (the
+    ciphertext, key id and digest are the store's business, not a reader's)."""
+    return dict.fromkeys(sealed["fields"], SEALED)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from journey.events import CustomerEvent
+from journey.personal import is_sealed, unopened
 from projections.rules.answer import Answer, evaluate, jsonable
 from projections.rules.changes import next_change
 from projections.rules.scores import DAY_COUNTERS
@@ -45,14 +46,18 @@ class Step:
 
 
 def describe(event: CustomerEvent) -> dict[str, Any]:
-    """An event as auditors read it: id, type, both times, actor, payload."""
+    """An event as auditors read it: id, type, both times, actor, payload (personal
+    data as read: opened, erased, or by field name only when it was not opened)."""
+    payload = event.payload()
+    if is_sealed(payload.get("personal")):
+        payload["personal"] = unopened(payload["personal"])
     return {
         "id": event.originator_version,
         "type": event.TYPE,
         "occurred_at": iso(event.occurred_at),
         "recorded_at": iso(event.recorded_at),
         "actor": event.actor,
-        "payload": jsonable(event.payload()),
+        "payload": jsonable(payload),
     }
 
 

@@ -140,3 +140,13 @@ def test_export_is_the_whole_dossier(story, db_url):
     assert len(dossier["history"]) >= len([s for s in history if s.event is not None])
     assert all(step["state"]["reasons"] for step in dossier["history"])
     assert dossier["current"]["loyalty_stage"] == PointInTime(engine).show("a").loyalty_stage.value
+
+
+def test_diff_shows_personal_data_by_field_name_only(story):
+    engine, clock = story
+    clock.now = datetime(2026, 4, 10, tzinfo=UTC)
+    engine.record(ev("identified", "p", "2025-03-01T10:00:00Z",
+                     personal={"name": "Pia Secret", "email": "pia@example.com"}))
+    (change,) = reports.diff(engine.app, T, K3, clock.now)
+    (event,) = change.as_dict()["events"]
+    assert event["payload"]["personal"] == {"email": "[sealed]", "name": "[sealed]"}
