@@ -38,6 +38,8 @@ from journey.integrity import Report
 from journey.storage import Database
 
 Progress = Callable[[int], None]
+#: As long as any free text of DOMAIN.md §2.
+MAX_REASON = 2000
 
 
 @dataclass
@@ -181,6 +183,8 @@ class Journey:
         ``erased`` event stored) is left as it is."""
         if not reason.strip():
             raise InputError("reason", "is required")
+        if len(reason) > MAX_REASON:
+            raise InputError("reason", f"must be at most {MAX_REASON} characters")
         for _attempt in range(5):
             customer = self.app.load_many({customer_id}).get(customer_id)
             if not isinstance(customer, Customer):

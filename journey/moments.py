@@ -11,12 +11,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 EARLIEST_YEAR, LATEST_YEAR = 1900, 2999
-TIME_HELP = "ISO 8601 with a time zone, a date (start of that day UTC) or 'now' (default)."
+TIME_FORMS = "ISO 8601 with a time zone, a date (start of that day UTC) or 'now'"
+TIME_HELP = TIME_FORMS + " (default)."
 
 
 def within_calendar(moment: datetime) -> datetime:
     if not EARLIEST_YEAR <= moment.year <= LATEST_YEAR:
-        raise ValueError(f"must lie between the years {EARLIEST_YEAR} and {LATEST_YEAR}")
+        raise ValueError(
+            f"{moment.isoformat()} must lie between the years {EARLIEST_YEAR} and {LATEST_YEAR}"
+        )
     return moment
 
 
@@ -27,7 +30,7 @@ def parse_moment(text: str | None) -> datetime | None:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"{text!r} is not a time: {TIME_HELP}") from None
+        raise ValueError(f"{text!r} is not a time: {TIME_FORMS}") from None
     if len(text) == 10:  # a bare date
         moment = moment.replace(tzinfo=UTC)
     elif moment.tzinfo is None:

@@ -15,6 +15,7 @@ from support import at, ev, opened, refused
 from typer.testing import CliRunner
 
 from journey.cli import app
+from journey.errors import InputError
 from journey.personal import ERASED
 from projections.pointintime import PointInTime
 from projections.readmodels.operate import ReadModels
@@ -230,3 +231,14 @@ def test_a_refused_batch_stores_no_key(engine):
     engine.record(good)
     key = engine.app.keyring.load({"k-1"})["k-1"]
     assert engine.events("k-1")[0].personal.sealed["kid"] == key.kid
+
+
+@pytest.mark.parametrize("reason", ["", "   ", "x" * 2001])
+def test_erase_needs_a_reason_of_at_most_2000_characters(engine, reason):
+    populate(engine)
+    before = len(engine.events("c-1"))
+    with pytest.raises(InputError) as info:
+        engine.erase("c-1", reason)
+    assert info.value.field == "reason"
+    assert len(engine.events("c-1")) == before
+    assert engine.app.keyring.load({"c-1"})  # the key is still there

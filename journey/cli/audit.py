@@ -14,12 +14,14 @@ from rich.table import Table
 
 from journey.cli.app import app
 from journey.cli.output import OK, REJECTED, USAGE, emit_json, fail, out, reporting
-from journey.cli.query import TIME_HELP, SettingsPath, moments
+from journey.cli.query import SettingsPath, moments
 from journey.cli.store import open_engine
 from journey.integrity import Report
+from journey.moments import TIME_FORMS
 from projections import report as reports
 from projections.settings import SettingsError, load_settings
 
+AsOf = Annotated[str, typer.Option("--as-of", metavar="TIME", help=f"The moment: {TIME_FORMS}.")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
@@ -92,7 +94,7 @@ def print_verification(result: Report) -> None:
 @app.command("report")
 def report(
     ctx: typer.Context,
-    as_of: Annotated[str, typer.Option("--as-of", metavar="TIME", help="The moment. " + TIME_HELP)],
+    as_of: AsOf,
     known_at: Annotated[
         str, typer.Option("--known-at", metavar="TIME", help="What was recorded by then.")
     ],
@@ -102,6 +104,8 @@ def report(
 ) -> None:
     """The funnel and every customer's stage, status and level at --as-of, as known at
     --known-at, computed from the events alone (reproducible forever)."""
+    if as_json and as_csv:
+        fail("give --json or --csv, not both", as_json=True, code=USAGE)
     moment, known = moments(as_json, as_of, known_at)
     rules = settings_or_fail(settings, as_json)
     engine = open_engine(ctx, as_json)
@@ -130,7 +134,7 @@ def report(
 @app.command("diff")
 def diff(
     ctx: typer.Context,
-    as_of: Annotated[str, typer.Option("--as-of", metavar="TIME", help="The moment. " + TIME_HELP)],
+    as_of: AsOf,
     known_at: Annotated[
         list[str],
         typer.Option("--known-at", metavar="TIME", help="Give it twice: the two moments."),
