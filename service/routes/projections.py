@@ -2,13 +2,14 @@
 
 import logging
 import threading
+from contextlib import closing
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse
 
+from projections.readmodels.operate import ReadModels
 from projections.readmodels.rebuild import rebuild
-from projections.readmodels.runner import Runner
 from projections.readmodels.store import MODELS, LockBusy
 from service import schemas
 from service.auth import ServiceDep, scope
@@ -81,8 +82,10 @@ def run_rebuild(service: Service, name: str, state: dict[str, Any]) -> Exception
         state.update(done=done, total=total)
 
     try:
-        runner = Runner(service.models.engine.app, service.models.store, service.settings)
-        generation = rebuild(runner, name, on_progress=progress)
+        # Connections of its own: the service may shut down (and close its connections)
+        # while a rebuild runs on; the rebuild then finishes, or resumes next time.
+        with closing(ReadModels.open(service.url, service.settings)) as models:
+            generation = rebuild(models.runner, name, on_progress=progress)
     except LockBusy as exc:
         state.update(state="failed", error=str(exc), busy=True)
         return exc
