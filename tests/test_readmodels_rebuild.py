@@ -28,8 +28,9 @@ from sqlalchemy import func, select
 
 from journey.sample import sample
 from projections.pointintime import PointInTime
+from projections.readmodels import parallel
 from projections.readmodels.queries import view
-from projections.readmodels.rebuild import fold, rebuild
+from projections.readmodels.rebuild import fold, rebuild, rebuild_many
 from projections.readmodels.store import ReadModelStore
 from projections.settings import Settings
 
@@ -83,6 +84,22 @@ def test_rebuild_equals_incremental_catch_up_row_for_row(db_url):
                 a.scores["purchases"],
             )
             assert found[result.customer_id] == expected, result.customer_id
+
+
+def test_a_rebuild_of_all_models_in_worker_processes_equals_the_catch_up(db_url, monkeypatch):
+    """One walk of the log for the three models, folded in two spawned processes."""
+    pooled = []
+    in_order = parallel.in_order
+    monkeypatch.setattr(parallel, "in_order", lambda *a, **k: pooled.append(1) or in_order(*a, **k))
+    with models(db_url) as m:
+        record_all(m.journey, list(sample(60, seed=9)))
+        for name in NAMES:
+            m.runner.catch_up(name)
+        incremental = all_rows(m.store)
+        generations = rebuild_many(m.runner, NAMES, chunk=7, workers=2)  # 9 chunks
+        assert {g.generation for g in generations.values()} == {2}
+        assert all_rows(m.store) == incremental
+    assert pooled == [1]  # the chunks really went to the worker processes
 
 
 def test_a_crash_mid_rebuild_leaves_the_old_generation_serving_and_the_next_resumes(db_url):

@@ -102,10 +102,37 @@ def sample_streams(tmp_path_factory) -> dict[str, list[CustomerEvent]]:
     return {customer: stream.events for customer, stream in streams.items()}
 
 
+#: Every window and age threshold distinct (the defaults share 180 and 365 days), so a
+#: candidate moment taken from the wrong window cannot pass unnoticed.
+DISTINCT_WINDOWS = Settings(
+    advocate_referral_days=301,
+    client_min_tenure_days=170,
+    client_recent_days=333,
+    partnership_meeting_days=190,
+    proactive_days=350,
+    accountable_days=320,
+    reactive_days=310,
+    frequency_days=300,
+    involvement_days=280,
+    lapsed_after_days=200,
+    at_risk_min_days=60,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(specs, min_size=1, max_size=14))
+def test_generated_histories_with_distinct_windows(raw):
+    story, _ = record(expand(raw))
+    assert intervals(story.events, DISTINCT_WINDOWS) == reference_intervals(
+        story.events, DISTINCT_WINDOWS
+    )
+
+
 def test_sample_histories(sample_streams):
     for events in sample_streams.values():
         first = min(e.occurred_at for e in events)
         assert_same(events, [first, first + timedelta(days=200), NOW])
+        assert intervals(events, DISTINCT_WINDOWS) == reference_intervals(events, DISTINCT_WINDOWS)
 
 
 def test_sample_summary_rows_refresh_at_the_reference_change(sample_streams):

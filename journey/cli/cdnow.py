@@ -17,6 +17,7 @@ from journey.cli.output import USAGE, emit_json, err, fail, out, reporting
 from journey.cli.projections import rebuild_with_progress
 from projections.readmodels.operate import ReadModels
 from projections.readmodels.queries import funnel, rfm_population, view
+from projections.readmodels.store import MODELS
 from projections.settings import DEFAULT
 
 BATCH = 20_000
@@ -47,8 +48,7 @@ def load_cdnow(
     models = ReadModels.open(options.db, DEFAULT)
     with closing(models), reporting(as_json):
         stored = load(models, purchases(path, limit, conversion))
-        for name in ("summary", "timeline", "purchases"):
-            rebuild_with_progress(models, name)
+        rebuild_with_progress(models, list(MODELS))
         quarters = [
             (label, funnel(models.store, end))
             for label, end in quarter_ends(datetime_of_first(models), LAST_DAY)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from contextlib import closing
@@ -23,9 +24,11 @@ from journey.cli.query import SettingsPath, moments
 from journey.storage import StorageError
 from projections.readmodels.operate import ReadModels, model_names, run_supervised
 from projections.readmodels.queries import flow, funnel
-from projections.readmodels.rebuild import rebuild
-from projections.readmodels.store import MODELS, LockBusy
+from projections.readmodels.rebuild import rebuild_many
+from projections.readmodels.store import MODELS, Generation, LockBusy
 from projections.settings import Settings, SettingsError, load_settings
+
+CORES = os.cpu_count() or 1
 
 projections = typer.Typer(
     help="Read models: keep them up to date, watch them, rebuild them.", no_args_is_help=True
@@ -138,6 +141,10 @@ def rebuild_command(
     name: Annotated[str | None, typer.Argument(metavar="NAME", help="The read model.")] = None,
     all_models: Annotated[bool, typer.Option("--all", help="Rebuild every read model.")] = False,
     settings: SettingsPath = None,
+    workers: Annotated[
+        int,
+        typer.Option("--workers", min=1, help="Processes that fold histories (default: cores)."),
+    ] = CORES,
 ) -> None:
     """Build a new generation from the whole log while the current one serves, then switch."""
     if (name is None) == (not all_models):
@@ -145,24 +152,26 @@ def rebuild_command(
     chosen = names_or_fail(None if all_models else [name], False)
     rules = settings_or_fail(settings, False)
     with closing(open_models(ctx, rules, False)) as models, reporting(False):
-        for model in chosen:
-            generation = rebuild_with_progress(models, model)
-            out.print(
-                f"{model}: serving generation {generation.generation} "
-                f"at position {generation.position}"
-            )
+        generations = rebuild_with_progress(models, chosen, workers)
+    for model, generation in generations.items():
+        out.print(
+            f"{model}: serving generation {generation.generation} at position {generation.position}"
+        )
 
 
-def rebuild_with_progress(models: ReadModels, name: str):
+def rebuild_with_progress(
+    models: ReadModels, names: list[str], workers: int = CORES
+) -> dict[str, Generation]:
+    """All of ``names`` in one walk of the log (each event read and decoded once)."""
     columns = (
-        TextColumn(f"rebuilding {name}"),
+        TextColumn(f"rebuilding {', '.join(names)}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[rate]}"),
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
-        task = bar.add_task(name, total=None, rate="")
+        task = bar.add_task("rebuild", total=None, rate="")
 
         def advance(done: int, total: int) -> None:
             speed = bar.tasks[0].speed
@@ -171,7 +180,7 @@ def rebuild_with_progress(models: ReadModels, name: str):
             )
 
         try:
-            return rebuild(models.runner, name, on_progress=advance)
+            return rebuild_many(models.runner, names, on_progress=advance, workers=workers)
         except LockBusy as exc:
             fail(str(exc), as_json=False)
 

@@ -4,14 +4,19 @@ A rebuild fills a new generation: it walks the customers in id order, a chunk at
 folding each one's events up to the log head it started from, and writes each chunk with
 the last customer done (so a crashed rebuild resumes after it). Then it catches up with
 what was recorded meanwhile and switches the view in one transaction. Readers see the old
-generation until that moment, the new one after it.
+generation until that moment, the new one after it. Several read models rebuilt together
+share the walk, so the log is read and decoded once for all of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from typing import Any
 
-from projections.readmodels.runner import Runner, rows_for
+from projections.readmodels.parallel import Fold, folded
+from projections.readmodels.runner import Runner
 from projections.readmodels.store import Generation, PositionMoved, ReadModelStore
 from projections.readmodels.tables import CODE_VERSION
 
@@ -21,17 +26,53 @@ Progress = Callable[[int, int], None]
 
 
 def rebuild(
-    runner: Runner, name: str, on_progress: Progress | None = None, chunk: int = CHUNK
+    runner: Runner,
+    name: str,
+    on_progress: Progress | None = None,
+    chunk: int = CHUNK,
+    workers: int = 1,
 ) -> Generation:
     """Build ``name`` anew and serve it; ``on_progress(done, total)`` counts events."""
+    return rebuild_many(runner, [name], on_progress, chunk, workers)[name]
+
+
+def rebuild_many(
+    runner: Runner,
+    names: Sequence[str],
+    on_progress: Progress | None = None,
+    chunk: int = CHUNK,
+    workers: int = 1,
+) -> dict[str, Generation]:
+    """Build each of ``names`` anew and serve it. Builds that fold up to the same head from
+    the same cursor (all of them, unless one resumes) walk the log together: each
+    customer's events are read and decoded once for all of them.
+
+    ``workers`` above 1 folds in that many processes (parallel.py). It is opt-in because
+    they are spawned: a script that asks for them must keep its work under
+    ``if __name__ == "__main__":``, as multiprocessing requires."""
     store, app = runner.store, runner.app
-    with store.lock(f"rebuild:{name}"):
-        generation = resumable(store, name, runner.settings.version) or store.start_build(
-            name, head=app.max_notification_id(), settings=runner.settings
-        )
-        fold(runner, generation, chunk, on_progress)
-        switch_when_caught_up(runner, name, generation)
-    return runner.serving(name)
+    with ExitStack() as locks:
+        for name in names:
+            locks.enter_context(store.lock(f"rebuild:{name}"))
+        head = app.max_notification_id()
+        builds = [
+            resumable(store, name, runner.settings.version)
+            or store.start_build(name, head=head, settings=runner.settings)
+            for name in names
+        ]
+        for together in alike(builds):
+            fold_together(runner, together, chunk, on_progress, workers)
+        for generation in builds:
+            switch_when_caught_up(runner, generation.name, generation)
+    return {name: runner.serving(name) for name in names}
+
+
+def alike(builds: Sequence[Generation]) -> list[list[Generation]]:
+    """The builds grouped by where their folds start and end."""
+    groups: dict[tuple[int | None, str | None], list[Generation]] = defaultdict(list)
+    for generation in builds:
+        groups[generation.build_head, generation.build_cursor].append(generation)
+    return list(groups.values())
 
 
 def switch_when_caught_up(runner: Runner, name: str, generation: Generation) -> None:
@@ -57,45 +98,59 @@ def resumable(store: ReadModelStore, name: str, settings_version: str) -> Genera
 
 def fold(runner: Runner, generation: Generation, chunk: int, on_progress: Progress | None) -> None:
     """Write every customer's rows up to the build head, a chunk of customers per transaction."""
-    app, store, head = runner.app, runner.store, generation.build_head or 0
-    ids = app.customer_ids(after=generation.build_cursor, up_to=head) if head else []
+    fold_together(runner, [generation], chunk, on_progress, workers=1)
+
+
+def fold_together(
+    runner: Runner,
+    builds: Sequence[Generation],
+    chunk: int,
+    on_progress: Progress | None,
+    workers: int = 1,
+) -> None:
+    """``fold`` for builds with the same head and cursor, reading each chunk's streams once
+    (on every core: see parallel.py); each build's rows go in its own transaction, with its
+    own cursor."""
+    app, first = runner.app, builds[0]
+    head, cursor = first.build_head or 0, first.build_cursor
+    ids = app.customer_ids(after=cursor, up_to=head) if head else []
     total = app.count_customer_events(up_to=head) if on_progress else 0
     done = (
-        total - app.count_customer_events(up_to=head, among_after=generation.build_cursor)
-        if on_progress and generation.build_cursor
+        total - app.count_customer_events(up_to=head, among_after=cursor)
+        if on_progress and cursor
         else 0
     )
-    now = runner.clock()
-    for start in range(0, len(ids), chunk):
-        customers = ids[start : start + chunk]
-        streams = app.customer_streams(customers, up_to=head)
-        rows = []
-        for customer in customers:
-            stream = streams[customer]
-            rows += rows_for(
-                generation.name, customer, stream, now, runner.settings, len(stream.events)
+    chunks = [ids[start : start + chunk] for start in range(0, len(ids), chunk)]
+    fold = Fold(tuple(g.name for g in builds), head, runner.clock(), runner.settings)
+    for index, (rows, events) in enumerate(folded(fold, app, chunks, workers)):
+        last = index == len(chunks) - 1
+        for generation in builds:
+            write_chunk(
+                runner, generation, chunks[index], rows[generation.name], head if last else None
             )
-            done += len(stream.events)
-        last = start + chunk >= len(ids)
-        store.write(
-            generation.name,
-            generation.generation,
-            customers,
-            rows,
-            expected=generation.position,
-            status="building",
-            build_cursor=customers[-1],
-            position=head if last else None,
-        )
+        done += events
         if on_progress:
             on_progress(done, total)
-    if not ids and generation.position < head:  # resumed after the fold: keep the catch-up
-        store.write(
-            generation.name,
-            generation.generation,
-            [],
-            [],
-            expected=generation.position,
-            status="building",
-            position=head,
-        )
+    for generation in builds:
+        if not ids and generation.position < head:  # resumed after the fold: keep the catch-up
+            write_chunk(runner, generation, [], [], head)
+
+
+def write_chunk(
+    runner: Runner,
+    generation: Generation,
+    customers: Sequence[str],
+    rows: list[dict[str, Any]],
+    position: int | None,
+) -> None:
+    """One chunk of a build's rows, with the last customer done as its cursor."""
+    runner.store.write(
+        generation.name,
+        generation.generation,
+        customers,
+        rows,
+        expected=generation.position,
+        status="building",
+        build_cursor=customers[-1] if customers else None,
+        position=position,
+    )

@@ -6,14 +6,15 @@ so an incremental catch-up and a rebuild can never disagree.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from journey.events import CustomerEvent, Purchased, Refunded
-from projections.rules.answer import Answer, evaluate
-from projections.rules.changes import candidates, next_change
+from projections.rules.answer import Answer, answer_from
+from projections.rules.changes import change_after, leaving_moments, threshold_moments
 from projections.rules.facts import Facts
 from projections.rules.level import relationship_level
 from projections.rules.stage import loyalty_stage
@@ -49,12 +50,13 @@ def summary_row(
 ) -> dict[str, Any]:
     """The customer as of ``now``, and when that row must be computed again without a new
     event (a time-driven change, or the next day for the day counters)."""
-    answer = evaluate(events, now, settings)
+    facts = Facts.of(events, now, settings)
+    answer = answer_from(facts)
     row: dict[str, Any] = {"customer_id": customer_id, "computed_at": now}
     if answer is None:  # every event lies in the future: the customer does not exist yet
         first = min(e.occurred_at for e in events)
         return {**row, **dict.fromkeys(ANSWER_COLUMNS), "refresh_at": first}
-    return {**row, **answer_columns(answer), "refresh_at": refresh_at(answer, events, settings)}
+    return {**row, **answer_columns(answer), "refresh_at": refresh_at(answer, facts)}
 
 
 #: Every column an answer fills; all NULL for a customer who does not exist yet (a batch
@@ -86,8 +88,8 @@ def answer_columns(answer: Answer) -> dict[str, Any]:
     }
 
 
-def refresh_at(answer: Answer, events: Sequence[CustomerEvent], settings: Settings) -> datetime:
-    later = next_change(events, answer.as_of, settings)
+def refresh_at(answer: Answer, facts: Facts) -> datetime:
+    later = change_after(facts, answer)
     moments = [later.as_of] if later is not None else []
     last = answer.scores["last_purchase_at"]
     if last is not None:  # recency and tenure count whole days since a purchase
@@ -123,20 +125,32 @@ def intervals(events: Sequence[CustomerEvent], settings: Settings) -> list[Inter
 
 def samples(stream: list[CustomerEvent], settings: Settings) -> Iterator[tuple[datetime, State]]:
     """The (stage, status, level) after each event, and at every moment between events
-    (and after the last) at which the rules say the state might change by itself.
+    (and after the last) at which the rules say one of the three might change by itself.
 
     The history replay steps at a subset of these moments (where any part of the state
     changes), so both give the same intervals; this one is linear in the candidates, where
     the replay evaluates every prefix and searches the candidates again after each step.
+    Only the classifications' own candidates are sampled (not those of the scores, which
+    the timeline does not keep): most moments change nothing the timeline shows.
     """
+    leaving = leaving_moments(stream, settings)
     for index, event in enumerate(stream):
-        facts = Facts.of(stream[: index + 1], event.occurred_at, settings)
+        facts = Facts.of_ordered(stream[: index + 1], event.occurred_at, settings)
         yield event.occurred_at, classify(facts)
         until = stream[index + 1].occurred_at if index + 1 < len(stream) else END_OF_TIME
-        for moment in candidates(facts):
-            if moment > until:
-                break
+        for moment in between(leaving, threshold_moments(facts), event.occurred_at, until):
             yield moment, classify(facts.at(moment))
+
+
+def between(
+    leaving: list[datetime], thresholds: list[datetime], after: datetime, until: datetime
+) -> list[datetime]:
+    """The moments in (``after``, ``until``] at which a prefix ending at ``after`` might
+    change its classifications by itself before the next event (at ``until``): the
+    history's leaving moments in that span (a later event's all lie after ``until``) and
+    the prefix's own thresholds."""
+    found = leaving[bisect_right(leaving, after) : bisect_right(leaving, until)]
+    return sorted({*found, *(m for m in thresholds if after < m <= until)})
 
 
 def classify(facts: Facts) -> State:

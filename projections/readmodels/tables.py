@@ -38,7 +38,8 @@ class UTCDateTime(TypeDecorator):
     def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is None:
             return None
-        value = value.astimezone(UTC)
+        if value.tzinfo is not UTC:  # most moments already are UTC: skip the conversion
+            value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:

@@ -3,8 +3,9 @@
 A state is piecewise constant in valid time. It can change by itself only where an event
 leaves a window, a threshold of age is crossed (tenure, lapse, at risk, an overdue
 complaint) or a whole tenure year is completed; ``candidates`` lists those moments and
-``next_change`` evaluates them in order. The history replay and the timeline read model
-both rely on it.
+``next_change`` evaluates them in order. The history replay and the summary read model
+rely on it; the timeline, which keeps only the classifications, looks at just their own
+moments (``leaving_moments`` and ``threshold_moments``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 
-from journey.events import CustomerEvent
+from journey.events import Contacted, CustomerEvent, Purchased, ReferralConverted
 from projections.rules.answer import Answer, answer_from
 from projections.rules.facts import Facts
 from projections.rules.psych import YEAR_DAYS, open_complaints
@@ -47,6 +48,51 @@ def _moments(facts: Facts) -> Iterator[datetime]:
         yield complaint.occurred_at + s.days("complaint_overdue_days") + JUST_AFTER
 
 
+def leaving_moments(events: Iterable[CustomerEvent], settings: Settings) -> list[datetime]:
+    """When each event leaves the window of a classification rule that counts it, in
+    order: with ``threshold_moments``, every moment after T at which the stage, status or
+    level (not the scores) might change by itself, far fewer than ``candidates``, for the
+    timeline. They depend on no other event, so a history's are listed once, not at every
+    step; a purchase counts even if a later refund takes it out of P (a moment that then
+    changes nothing). A rule that gains a window must gain it here or in
+    ``threshold_moments`` (tests/test_rows_equivalence.py checks the timeline against the
+    replay, with every window distinct)."""
+    return sorted({event.occurred_at + settings.days(w) for event in events for w in counts(event)})
+
+
+def counts(event: CustomerEvent) -> tuple[str, ...]:
+    """The windows of the classification rules that count ``event`` (see stage.py and
+    level.py): the settings naming their lengths."""
+    if isinstance(event, Purchased):
+        return ("client_recent_days", "accountable_days")
+    if isinstance(event, ReferralConverted):
+        return ("advocate_referral_days",)
+    if not isinstance(event, Contacted):
+        return ()
+    found = ("partnership_meeting_days",) if event.purpose == "meeting" else ()
+    if event.direction == "outbound" and event.purpose == "offer":
+        found += ("proactive_days",)
+    if event.direction == "inbound" and event.purpose in ("inquiry", "support"):
+        found += ("reactive_days",)
+    return found
+
+
+def threshold_moments(facts: Facts) -> list[datetime]:
+    """The ages at which a classification might change, which depend on P at T: the
+    client's tenure, lapsing, turning at risk."""
+    s, first, last = facts.settings, facts.first_purchase, facts.last_purchase
+    if first is None or last is None:
+        return []
+    moments = [
+        first.occurred_at + s.days("client_min_tenure_days"),
+        last.occurred_at + s.days("lapsed_after_days") + JUST_AFTER,
+    ]
+    limit = at_risk_limit(facts)
+    if limit is not None:
+        moments.append(last.occurred_at + limit + JUST_AFTER)
+    return moments
+
+
 def next_change(
     events: Iterable[CustomerEvent],
     as_of: datetime,
@@ -57,7 +103,12 @@ def next_change(
     the state differs from the one at ``as_of``, counting only events up to ``as_of``;
     None when it never changes (in that span)."""
     facts = Facts.of(events, as_of, settings)
-    now = answer_from(facts)
+    return change_after(facts, answer_from(facts), until)
+
+
+def change_after(facts: Facts, now: Answer | None, until: datetime | None = None) -> Answer | None:
+    """``next_change`` from facts and their answer already at hand (the summary row has
+    both), so neither is computed twice."""
     if now is None:
         return None
     for moment in candidates(facts):

@@ -34,9 +34,11 @@ def contacts(facts: Facts, direction: str | None, *purposes: str) -> list[Contac
 
 def partnership(facts: Facts) -> Verdict | None:
     managers = facts.of_type(ManagerAssigned)
+    if not managers:  # the usual case, decided before looking at more events
+        return None
     structural = [b for b in facts.of_type(BenefitGranted) if b.kind == "structural"]
     meetings = facts.recent(contacts(facts, None, "meeting"), "partnership_meeting_days")
-    if not (managers and structural and meetings):
+    if not (structural and meetings):
         return None
     return Verdict(
         "partnership",

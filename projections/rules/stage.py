@@ -49,14 +49,12 @@ def client(facts: Facts) -> Verdict | None:
     first = facts.first_purchase
     if first is None or facts.n < s.client_min_purchases:
         return None
-    categories = {sale.category for sale in facts.purchases if sale.category is not None}
     tenure = facts.as_of - first.occurred_at
+    if tenure < s.days("client_min_tenure_days"):  # the cheapest test first
+        return None
+    categories = {sale.category for sale in facts.purchases if sale.category is not None}
     recent = facts.recent(facts.purchases, "client_recent_days")
-    if (
-        len(categories) < s.client_min_categories
-        or tenure < s.days("client_min_tenure_days")
-        or len(recent) < s.client_min_recent_purchases
-    ):
+    if len(categories) < s.client_min_categories or len(recent) < s.client_min_recent_purchases:
         return None
     return Verdict(
         "client",
