@@ -1,0 +1,42 @@
+"""The store's JSON transcoder: the library's, decoding faster.
+
+eventsourcing's ``JSONTranscoder`` decodes with an object hook, a Python call for every
+JSON object; decoding was three fifths of a point-in-time answer read from cold. This one
+lets the C decoder read the text and then revives only the objects that stand for a
+transcoded value (``{"_type_": ..., "_data_": ...}``), bottom-up, with the library's own
+``_decode_obj``: the same values, the same errors. Encoding is the library's.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from eventsourcing.persistence import JSONTranscoder
+
+_CONTAINERS = (dict, list)
+
+
+class FastJSONTranscoder(JSONTranscoder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.plain_decoder = json.JSONDecoder()
+
+    def decode(self, data: bytes) -> Any:
+        value = self.plain_decoder.decode(data.decode("utf8"))
+        return self.revive(value) if type(value) in _CONTAINERS else value
+
+    def revive(self, value: Any) -> Any:
+        """``value`` (a dict or list) as the object hook would have left it."""
+        if type(value) is list:
+            return [self.revive(v) if type(v) in _CONTAINERS else v for v in value]
+        if len(value) == 2 and type(value.get("_type_")) is str and "_data_" in value:
+            data = value["_data_"]
+            if type(data) in _CONTAINERS:
+                data = self.revive(data)
+            transcoding = self.names.get(value["_type_"])
+            if transcoding is None:  # the library's error
+                return self._decode_obj({"_type_": value["_type_"], "_data_": data})
+            return transcoding.decode(data)
+        revived = {k: self.revive(v) if type(v) in _CONTAINERS else v for k, v in value.items()}
+        return self._decode_obj(revived) if len(revived) == 2 else revived

@@ -1,0 +1,68 @@
+"""The store's transcoder decodes exactly as eventsourcing's JSONTranscoder does."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC
+
+import pytest
+from eventsourcing.persistence import (
+    DatetimeAsISO,
+    DecimalAsStr,
+    JSONTranscoder,
+    TranscodingNotRegisteredError,
+    UUIDAsHex,
+)
+from hypothesis import given
+from hypothesis import strategies as st
+
+from journey.transcoding import FastJSONTranscoder
+
+
+def registered(transcoder: JSONTranscoder) -> JSONTranscoder:
+    for transcoding in (UUIDAsHex(), DecimalAsStr(), DatetimeAsISO()):
+        transcoder.register(transcoding)
+    return transcoder
+
+
+LIBRARY, FAST = registered(JSONTranscoder()), registered(FastJSONTranscoder())
+
+KEYS = st.sampled_from(["_type_", "_data_", "a", "b"]) | st.text(max_size=4)
+VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8)
+    | st.floats(allow_nan=False) | st.decimals(allow_nan=False, allow_infinity=False)
+    | st.datetimes(timezones=st.just(UTC)) | st.uuids(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS, inner, max_size=3),
+    max_leaves=10,
+)
+
+
+def decodes_alike(text: bytes) -> None:
+    try:
+        expected = LIBRARY.decode(text)
+    except Exception as exc:  # the library refuses it: so must we, alike
+        with pytest.raises(type(exc)):
+            FAST.decode(text)
+    else:
+        assert FAST.decode(text) == expected
+
+
+@given(VALUES)
+def test_every_stored_value_decodes_the_same(value):
+    decodes_alike(LIBRARY.encode(value))
+
+
+@given(VALUES, VALUES)
+def test_hand_made_type_shapes_decode_the_same(data, other):
+    """Objects that look like transcoded values (or nearly) in the stored JSON."""
+    for shape in ({"_type_": "decimal_str", "_data_": "1.5", "x": data},
+                  {"_type_": 1, "_data_": "x"}, {"_type_": "x"}, {"_data_": 1, "b": 2}):
+        decodes_alike(LIBRARY.encode([shape, data, other]))
+
+
+def test_an_unknown_type_name_is_the_library_error():
+    text = json.dumps({"a": {"_type_": "nothing_known", "_data_": 1}}).encode()
+    with pytest.raises(TranscodingNotRegisteredError):
+        LIBRARY.decode(text)
+    with pytest.raises(TranscodingNotRegisteredError):
+        FAST.decode(text)
