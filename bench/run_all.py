@@ -8,6 +8,7 @@ plots events per second per benchmark next to the report (bench/RESULTS.png).
 
     python bench/run_all.py            # the sizes the issues name (takes a long while)
     python bench/run_all.py --quick    # small sizes, a few minutes, for a smoke run
+    python bench/run_all.py --report-only   # redraw the report from bench/RESULTS.jsonl
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import platform
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -56,17 +56,23 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     parser.add_argument("--only", action="append", help="run only these benchmarks")
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    parser.add_argument(
+        "--rows", default=str(HERE / "RESULTS.jsonl"), help="where the raw figures are kept"
+    )
+    parser.add_argument(
+        "--report-only", action="store_true", help="write the report from --rows; run nothing"
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        rows_file = Path(folder) / "rows.jsonl"
-        rows_file.touch()
-        missing = []
+    rows_file = Path(args.rows)
+    missing = []
+    if not args.report_only:
+        rows_file.write_text("")
         for name, script, full, quick in PLAN:
             if args.only and name not in args.only:
                 continue
             if not run(script, quick if args.quick else full, rows_file):
                 missing.append(name)
-        rows = read_rows(rows_file)
+    rows = read_rows(rows_file)
     out = Path(args.out)
     out.write_text(report(rows, missing, quick=args.quick))
     plot(rows, out.with_suffix(".png"))
@@ -136,17 +142,16 @@ def report(rows: list[dict], missing: list[str], *, quick: bool) -> str:
         lines += [
             f"## {name}",
             "",
-            "| db | figure | value | baseline | baseline value | ratio | target | met |",
-            "|---|---|---|---|---|---|---|---|",
+            "| db | figure | value | baseline | baseline value | ratio | target | met | note |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for r in found:
             lines.append(
                 f"| {r['db']} | {r['figure_name']} | {r['figure']:,.1f} {r['unit']} | "
                 f"{r['baseline_name']} | {r['baseline']:,.1f} {r['unit']} | "
-                f"{r['ratio']:.2f}× | {target_of(r)} | {MET[r['met']]} |"
+                f"{r['ratio']:.2f}× | {target_of(r)} | {MET[r['met']]} | {r.get('note', '')} |"
             )
-        notes = sorted({r["note"] for r in found if r.get("note")})
-        lines += [""] + [f"* {n}" for n in notes] + ([""] if notes else [])
+        lines.append("")
     if missing:
         lines += [
             "## Not measured",
