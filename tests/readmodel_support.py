@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -169,7 +170,7 @@ from projections.readmodels.runner import Runner
 from projections.readmodels.rebuild import rebuild
 from projections.settings import load_settings
 
-url, action, name, now, page, chunk, settings, pause = sys.argv[1:]
+url, action, name, now, page, chunk, settings, pause, workers = sys.argv[1:]
 moment = datetime.fromisoformat(now)
 engine = Journey(url)
 store = ReadModelStore(engine.database)
@@ -193,7 +194,9 @@ elif action == "rebuild":
     def progress(done, total):
         print("progress", done, total, flush=True)
         time.sleep(float(pause))
-    generation = rebuild(runner, name, on_progress=progress, chunk=int(chunk))
+    generation = rebuild(
+        runner, name, on_progress=progress, chunk=int(chunk), workers=int(workers)
+    )
     print("done", generation.generation, flush=True)
 """
 
@@ -209,8 +212,11 @@ def start_script(
     settings: str = "",
     pause: float = 0.0,
     env: dict[str, str] | None = None,
+    workers: int = 1,
 ) -> subprocess.Popen:
-    args = [url, action, name, now.isoformat(), str(page), str(chunk), settings, str(pause)]
+    """The script in a process group of its own (its worker processes join it)."""
+    args = [url, action, name, now.isoformat(), str(page), str(chunk), settings, str(pause),
+            str(workers)]
     return subprocess.Popen(
         [sys.executable, "-c", SCRIPT, *args],
         cwd=ROOT,
@@ -218,7 +224,25 @@ def start_script(
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, **(env or {})},
+        start_new_session=True,
     )
+
+
+def group_left(process: subprocess.Popen, seconds: float = 10) -> list[int]:
+    """Processes still in the killed ``process``'s group after ``seconds`` at most."""
+    deadline = time.monotonic() + seconds
+    while True:
+        left = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == process.pid and fields[0] != "Z":
+                left.append(int(stat.parent.name))
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
 
 
 def kill(process: subprocess.Popen) -> None:

@@ -14,6 +14,7 @@ from readmodel_support import (
     building,
     contacts,
     customer_ids,
+    group_left,
     kill,
     log_counts,
     models,
@@ -102,7 +103,10 @@ def test_a_rebuild_of_all_models_in_worker_processes_equals_the_catch_up(db_url,
     assert pooled == [1]  # the chunks really went to the worker processes
 
 
-def test_a_crash_mid_rebuild_leaves_the_old_generation_serving_and_the_next_resumes(db_url):
+@pytest.mark.parametrize("workers", [1, 2], ids=["in-process", "two-workers"])
+def test_a_crash_mid_rebuild_leaves_the_old_generation_serving_and_the_next_resumes(
+    db_url, workers
+):
     with models(db_url) as m:
         record_all(m.journey, sample(80, seed=5))
         m.runner.catch_up("timeline")
@@ -110,7 +114,9 @@ def test_a_crash_mid_rebuild_leaves_the_old_generation_serving_and_the_next_resu
         old = serving(m.store, "timeline")
         # A rebuild in its own process, 5 customers per chunk and a pause after each, is
         # SIGKILLed after a few chunks: well inside the fold.
-        process = start_script(db_url, "rebuild", "timeline", chunk=5, pause=0.2)
+        process = start_script(
+            db_url, "rebuild", "timeline", chunk=5, pause=0.2, workers=workers
+        )
         try:
             seen = 0
             for line in process.stdout:
@@ -121,6 +127,7 @@ def test_a_crash_mid_rebuild_leaves_the_old_generation_serving_and_the_next_resu
             process.kill()
         finally:
             kill(process)
+        assert group_left(process) == []  # no worker outlives the killed rebuild
 
         assert serving(m.store, "timeline").generation == old.generation
         assert view_rows(m.store, "timeline") == before  # old rows, readable via the view
