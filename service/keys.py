@@ -56,6 +56,11 @@ class KeyProblem(JourneyError):
     """A key cannot be created or revoked as asked."""
 
 
+class KeyExists(KeyProblem):
+    """The name is taken: the input clashes with what is stored (exit 1, not a usage
+    error)."""
+
+
 @dataclass(frozen=True)
 class ApiKey:
     name: str
@@ -110,7 +115,7 @@ class Keys:
                     )
                 )
         except IntegrityError:
-            raise KeyProblem(f"a key named {name!r} exists (names are never reused)") from None
+            raise KeyExists(f"a key named {name!r} exists (names are never reused)") from None
         return key
 
     def revoke(self, name: str) -> None:

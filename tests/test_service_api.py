@@ -157,7 +157,7 @@ def test_keys_cli_prints_a_key_once_and_stores_only_its_hash(sqlite_url):
         assert Keys(engine).verify(key).name == "svc"
         again = runner.invoke(cli, ["--db", sqlite_url, "keys", "create", "svc",
                                     "--scope", "feed:read"])
-        assert again.exit_code == 2 and "exists" in again.output
+        assert again.exit_code == 1 and "exists" in again.output
         bad = runner.invoke(cli, ["--db", sqlite_url, "keys", "create", "x", "--scope", "root"])
         assert bad.exit_code == 2 and "unknown scope root" in bad.output
         revoked = runner.invoke(cli, ["--db", sqlite_url, "keys", "revoke", "svc"])

@@ -9,10 +9,10 @@ import typer
 from rich.table import Table
 
 from journey.cli.app import Options, app
-from journey.cli.output import USAGE, emit_json, fail, out
+from journey.cli.output import REJECTED, USAGE, emit_json, fail, out
 from journey.storage import Database, StorageError
 from projections.readmodels.store import make_engine
-from service.keys import SCOPES, KeyProblem, Keys
+from service.keys import SCOPES, KeyExists, KeyProblem, Keys
 
 keys = typer.Typer(help="API keys for `journey serve`.", no_args_is_help=True)
 app.add_typer(keys, name="keys")
@@ -49,6 +49,8 @@ def create(
     with closing(_Opened(ctx)) as opened:
         try:
             key = opened.keys.create(name, scope)
+        except KeyExists as exc:
+            fail(str(exc), as_json=as_json, code=REJECTED)
         except KeyProblem as exc:
             fail(str(exc), as_json=as_json, code=USAGE)
     if as_json:
