@@ -21,6 +21,7 @@ MEANINGS = {
     403: "The key lacks this endpoint's scope.",
     404: "Not found (at that moment).",
     409: "Conflict: an id sent again with other content, or the work is already running.",
+    413: "The body is too large.",
     422: "Bad input: every field at fault and why.",
     503: "The database is unreachable or busy; retry.",
 }

@@ -18,6 +18,8 @@ from service.errors import Problem, error_responses, problem
 from service.keys import ApiKey
 
 MAX_EVENTS = 10_000
+#: Room for MAX_EVENTS events with long free text; a larger body is refused unread.
+MAX_BODY = 32 * 1024 * 1024
 
 #: What the input models' fields mean (DOMAIN.md §2), added to their generated schemas.
 FIELD_DOCS = {
@@ -78,7 +80,7 @@ router = APIRouter()
     status_code=201,
     response_model=schemas.Recorded,
     tags=["events"],
-    responses=error_responses(409, 422, 503),
+    responses=error_responses(409, 413, 422, 503),
     openapi_extra={"requestBody": BODY["request_body"]},
 )
 async def record_events(
@@ -89,7 +91,7 @@ async def record_events(
     """Record one event (a JSON object) or several (a JSON array), as `journey import`
     does: all validated first; any bad one and nothing is stored (422, or 409 when the
     only faults are conflicts). An event already stored is an idempotent no-op."""
-    events, many = parse_events(await request.body())
+    events, many = parse_events(await body_of(request))
     engine = copy.copy(service.models.engine)  # shared but for the actor: this key
     engine.actor = f"api:{key.name}"
     outcome = await run_in_threadpool(engine.record_many, events)
@@ -101,6 +103,26 @@ async def record_events(
         "derived": outcome.derived,
         "duplicates": outcome.duplicates,
     }
+
+
+async def body_of(request: Request) -> bytes:
+    """The body, refused (413) as soon as it is known to exceed MAX_BODY: from its
+    declared length, or while it streams in."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise too_large()
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise too_large()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def too_large() -> Problem:
+    reason = f"is larger than {MAX_BODY:,} bytes; send fewer events"
+    return problem(413, "(body)", reason, "invalid")
 
 
 def parse_events(raw: bytes) -> tuple[list[Any], bool]:
