@@ -50,6 +50,7 @@ for i in range(singles):
         ok.append(order)
     except RetryableConflict:
         failed.append(order)
+    time.sleep(0.005)  # paced, so that the two writers' runs overlap despite back-offs
 for b in range(batches):
     orders = [f"{name}-b{b}-{i}" for i in range(size)]
     events = [purchase(o) for o in orders] + [purchase(f"{name}-own-{b}", customer=own)]
