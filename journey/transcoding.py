@@ -4,7 +4,10 @@ eventsourcing's ``JSONTranscoder`` decodes with an object hook, a Python call fo
 JSON object; decoding was three fifths of a point-in-time answer read from cold. This one
 lets the C decoder read the text and then revives only the objects that stand for a
 transcoded value (``{"_type_": ..., "_data_": ...}``), bottom-up, with the library's own
-``_decode_obj``: the same values, the same errors. Encoding is the library's.
+``_decode_obj``: the same values and errors for any JSON the library writes. (Text it
+cannot write may differ: of an object with a repeated key the C decoder keeps only the last
+value, unchecked, and this revival recurses in Python, so about half the library's
+nesting depth.) Encoding is the library's.
 """
 
 from __future__ import annotations

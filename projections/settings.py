@@ -7,6 +7,7 @@ every answer names the version it used, so a stale answer can always be recognis
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -27,6 +28,12 @@ Days = int
 
 class SettingsError(JourneyError):
     """The settings file cannot be read or is not valid."""
+
+
+@functools.cache
+def duration(days: int) -> timedelta:
+    """A number of days as a duration, made once: a rebuild asks millions of times."""
+    return timedelta(days=days)
 
 
 class Settings(BaseModel):
@@ -91,15 +98,9 @@ class Settings(BaseModel):
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
-    @cached_property
-    def durations(self) -> dict[str, timedelta]:
-        """Every day-count setting as a duration, made once: the rules ask for them
-        millions of times in a rebuild."""
-        return {name: timedelta(days=value) for name, value in self if name.endswith("_days")}
-
     def days(self, name: str) -> timedelta:
         """A day-count setting as a duration."""
-        return self.durations[name]
+        return duration(getattr(self, name))
 
     def windows(self) -> tuple[timedelta, ...]:
         """Every "last D days" window and age threshold: the moments an event leaves one

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from typing import Any
 
 from projections.readmodels.parallel import Fold, folded
@@ -47,9 +47,10 @@ def rebuild_many(
     the same cursor (all of them, unless one resumes) walk the log together: each
     customer's events are read and decoded once for all of them.
 
-    ``workers`` above 1 folds in that many processes (parallel.py). It is opt-in because
-    they are spawned: a script that asks for them must keep its work under
-    ``if __name__ == "__main__":``, as multiprocessing requires."""
+    ``workers`` above 1 folds in that many processes (parallel.py). The Python API folds
+    in-process unless asked (the CLI asks for one per core), because workers are spawned:
+    a script that asks for them must keep its work under ``if __name__ == "__main__":``,
+    as multiprocessing requires."""
     store, app = runner.store, runner.app
     with ExitStack() as locks:
         for name in names:
@@ -122,15 +123,15 @@ def fold_together(
     )
     chunks = [ids[start : start + chunk] for start in range(0, len(ids), chunk)]
     fold = Fold(tuple(g.name for g in builds), head, runner.clock(), runner.settings)
-    for index, (rows, events) in enumerate(folded(fold, app, chunks, workers)):
-        last = index == len(chunks) - 1
-        for generation in builds:
-            write_chunk(
-                runner, generation, chunks[index], rows[generation.name], head if last else None
-            )
-        done += events
-        if on_progress:
-            on_progress(done, total)
+    with closing(folded(fold, app, chunks, workers)) as results:  # stops any workers
+        for index, (rows, events) in enumerate(results):
+            last = index == len(chunks) - 1
+            for generation in builds:
+                rows_of = rows[generation.name]
+                write_chunk(runner, generation, chunks[index], rows_of, head if last else None)
+            done += events
+            if on_progress:
+                on_progress(done, total)
     for generation in builds:
         if not ids and generation.position < head:  # resumed after the fold: keep the catch-up
             write_chunk(runner, generation, [], [], head)
