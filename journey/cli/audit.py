@@ -14,22 +14,15 @@ from rich.table import Table
 
 from journey.cli.app import app
 from journey.cli.output import OK, REJECTED, USAGE, emit_json, fail, out, reporting
+from journey.cli.projections import settings_or_fail
 from journey.cli.query import SettingsPath, moments
 from journey.cli.store import open_engine
 from journey.integrity import Report
 from journey.moments import TIME_FORMS
 from projections import report as reports
-from projections.settings import SettingsError, load_settings
 
 AsOf = Annotated[str, typer.Option("--as-of", metavar="TIME", help=f"The moment: {TIME_FORMS}.")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-
-
-def settings_or_fail(path: str | None, as_json: bool):
-    try:
-        return load_settings(path)
-    except SettingsError as exc:
-        fail(str(exc), as_json=as_json, code=USAGE)
 
 
 @app.command("verify")
