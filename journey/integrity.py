@@ -65,9 +65,11 @@ def hash_new_event(event_class: type, customer_id: str, version: int, fields: di
     """The content hash of an event about to be triggered with ``fields``: the state the
     mapper will store (every dataclass field, ``class_version`` when above 1)."""
     topic, defaults, class_version = stored_shape(event_class)
-    state = {name: fields.get(name, default) for name, default in defaults}
-    if _MISSING in state.values():
-        state = {name: value for name, value in state.items() if value is not _MISSING}
+    state = {
+        name: value
+        for name, default in defaults
+        if (value := fields.get(name, default)) is not _MISSING
+    }
     if class_version > 1:
         state["class_version"] = class_version
     return hash_state(topic, customer_id, version, as_stored(state))
