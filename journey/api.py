@@ -20,11 +20,13 @@ from eventsourcing.persistence import IntegrityError
 
 from commands.files import read_records
 from commands.handlers import (
+    RETRIES,
     Clock,
     Outcome,
     Rejected,
     UnitOfWork,
     apply_all,
+    back_off,
     default_actor,
     record_batch,
     utc_now,
@@ -33,7 +35,7 @@ from commands.models import Command, InvalidInput, parse_command
 from journey.application import JourneyApplication
 from journey.customer import Customer
 from journey.errors import InputError, JourneyError, RetryableConflict
-from journey.events import CustomerEvent, Erased
+from journey.events import CustomerEvent
 from journey.integrity import Report
 from journey.storage import Database
 
@@ -185,14 +187,14 @@ class Journey:
             raise InputError("reason", "is required")
         if len(reason) > MAX_REASON:
             raise InputError("reason", f"must be at most {MAX_REASON} characters")
-        for _attempt in range(5):
+        for attempt in range(RETRIES):
+            if attempt:
+                back_off(attempt)
             customer = self.app.load_many({customer_id}).get(customer_id)
             if not isinstance(customer, Customer):
                 raise JourneyError(f"customer {customer_id!r} is unknown")
             destroyed = self.app.keyring.destroy(customer_id)
-            if not destroyed and any(
-                isinstance(e, Erased) for e in self.app.customer_events(customer_id)
-            ):
+            if not destroyed and customer.erased:
                 return Erasure(customer_id, key_destroyed=False, position=None)
             now = self.clock()
             customer.erase(reason, occurred_at=now, actor=self.actor, timestamp=now)

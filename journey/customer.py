@@ -79,6 +79,8 @@ class Customer(BaseAggregate[str]):
         self.converted: set[str] = set()
         #: The content hash of the last event: the next one's ``previous_hash``.
         self.last_hash: str | None = None
+        #: Whether an ``erased`` event is stored (personal data may have come since).
+        self.erased = False
 
     @classmethod
     def identify(cls, customer_id: str, **fields: Any) -> Customer:

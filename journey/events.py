@@ -241,6 +241,10 @@ class Erased(CustomerEvent):
     TYPE: ClassVar[str] = "erased"
     reason: str
 
+    def apply(self, aggregate: Any) -> None:
+        super().apply(aggregate)
+        aggregate.erased = True
+
 
 @dataclass
 class OrderState:
