@@ -75,8 +75,7 @@ class CustomerKey:
         return cls(customer_id, secrets.token_hex(8), os.urandom(64))
 
     def digest(self, personal: dict[str, Any]) -> str:
-        mac = hmac.new(self.secret[32:], canonical_plaintext(personal), hashlib.sha256)
-        return b64(mac.digest())
+        return self._mac(canonical_plaintext(personal))
 
     def seal(self, personal: dict[str, Any]) -> dict[str, Any]:
         nonce = os.urandom(12)
@@ -85,7 +84,7 @@ class CustomerKey:
         return {
             "kid": self.kid,
             "fields": sorted(k for k, v in personal.items() if v is not None),
-            "digest": self.digest(personal),
+            "digest": self._mac(plaintext),
             "nonce": b64(nonce),
             "ciphertext": b64(ciphertext),
         }
@@ -95,6 +94,9 @@ class CustomerKey:
             unb64(sealed["nonce"]), unb64(sealed["ciphertext"]), self._aad()
         )
         return json.loads(plaintext)
+
+    def _mac(self, plaintext: bytes) -> str:
+        return b64(hmac.new(self.secret[32:], plaintext, hashlib.sha256).digest())
 
     def _aad(self) -> bytes:
         return f"{self.customer_id}\x00{self.kid}".encode()
