@@ -24,14 +24,12 @@ from typing import Any
 from journey.application import JourneyApplication
 from journey.events import CustomerEvent
 from projections.history import describe, replay
+from projections.readmodels.queries import LEVELS, STAGES, STATUSES
 from projections.rules.answer import CLASSIFICATIONS, Answer, evaluate
 from projections.rules.window import iso
 from projections.settings import DEFAULT, Settings
 
 PAGE = 5000
-STAGES = ("suspect", "prospect", "disqualified", "first_time", "repeat", "client", "advocate")
-STATUSES = ("active", "at_risk", "lapsed", "left")
-LEVELS = ("none", "basic", "reactive", "accountable", "proactive", "partnership")
 
 
 def all_streams(app: JourneyApplication, known_at: datetime) -> dict[str, list[CustomerEvent]]:
@@ -83,10 +81,8 @@ class Report:
             "levels": dict.fromkeys(LEVELS, 0),
         }
         for row in self.rows:
-            stage, status, level = row.values()
-            counts["stages"][stage] = counts["stages"].get(stage, 0) + 1
-            counts["statuses"][status] = counts["statuses"].get(status, 0) + 1
-            counts["levels"][level] = counts["levels"].get(level, 0) + 1
+            for kind, value in zip(counts, row.values(), strict=True):
+                counts[kind][value] += 1
         return counts
 
     def as_dict(self) -> dict[str, Any]:
