@@ -145,9 +145,13 @@ def split(record: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 def open_plain(url: str) -> PlainApplication:
+    """The plain application, on the library's own recorder (Journey's sends new events to
+    PostgreSQL in binary: journey/pgrecorder.py)."""
     database = Database.parse(url)
     database.ensure_schema()
-    return PlainApplication(env=database.eventsourcing_env())
+    env = database.eventsourcing_env()
+    env.pop("APPLICATION_RECORDER_TOPIC", None)
+    return PlainApplication(env=env)
 
 
 def journey_import(url: str, path: Path) -> tuple[float, int]:

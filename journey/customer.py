@@ -26,7 +26,7 @@ from journey.events import (
     Refunded,
     Reidentified,
 )
-from journey.integrity import hash_new_event
+from journey.integrity import encode_new_event
 from journey.personal import CustomerKey, personal_marker
 
 Key = tuple[Any, ...]
@@ -81,26 +81,48 @@ class Customer(BaseAggregate[str]):
         self.last_hash: str | None = None
         #: Whether an ``erased`` event is stored (personal data may have come since).
         self.erased = False
+        #: The stored state of each new event by version, encoded once with its hash
+        #: (see ``take_encoded``).
+        self.encoded: dict[int, bytes] = {}
+        #: The idempotency key and content ``record`` worked out for the event it is
+        #: about to trigger, so that ``remember`` need not work them out again.
+        self.next_seen: tuple[Key, Key] | None = None
 
     @classmethod
     def identify(cls, customer_id: str, **fields: Any) -> Customer:
         """A new customer; personal data in ``fields`` must already be sealed."""
         state = {**fields, "originator_topic": get_topic(cls), "previous_hash": None}
-        content_hash = hash_new_event(Identified, customer_id, cls.INITIAL_VERSION, state)
-        return cls._create(
+        version = cls.INITIAL_VERSION
+        content_hash, encoded = encode_new_event(Identified, customer_id, version, state)
+        customer = cls._create(
             Identified, id=customer_id, previous_hash=None, content_hash=content_hash, **fields
         )
+        customer.encoded[version] = encoded
+        return customer
 
     def trigger_event(self, event_class: type[Any], **kwargs: Any) -> None:
         """Every event links to the one before: ``previous_hash`` and its own hash."""
         kwargs["previous_hash"] = self.last_hash
-        kwargs["content_hash"] = hash_new_event(event_class, self.id, self.version + 1, kwargs)
+        version = self.version + 1
+        kwargs["content_hash"], encoded = encode_new_event(event_class, self.id, version, kwargs)
         super().trigger_event(event_class, **kwargs)
+        self.encoded[version] = encoded
+
+    def take_encoded(self) -> dict[int, bytes]:
+        """The stored state of each event not yet saved, by version: what the hash was
+        computed from, so the store need not encode the event again."""
+        encoded, self.encoded = self.encoded, {}
+        return encoded
 
     def remember(self, event: CustomerEvent) -> None:
-        payload = event.payload()
-        content = content_of(event.TYPE, event.occurred_at, payload)
-        self.seen[idempotency_key(event.TYPE, event.event_id, payload, content)] = content
+        if self.next_seen is not None:
+            key, content = self.next_seen
+            self.next_seen = None
+        else:
+            payload = event.payload()
+            content = content_of(event.TYPE, event.occurred_at, payload)
+            key = idempotency_key(event.TYPE, event.event_id, payload, content)
+        self.seen[key] = content
         self.last_hash = event.content_hash
 
     def record(
@@ -130,6 +152,8 @@ class Customer(BaseAggregate[str]):
                     return False
                 raise self._conflict(event_class.TYPE, id_key)
         self._guard(event_class, occurred_at, payload)
+        content = contents[0]  # how ``remember`` would see the stored event
+        self.next_seen = (idempotency_key(event_class.TYPE, event_id, payload, content), content)
         if payload.get("personal") is not None:
             if key is None:
                 raise ValueError("personal data needs the customer's key to be sealed")

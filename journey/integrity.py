@@ -41,6 +41,7 @@ from journey.sidetables import SideTables
 SEAL_TABLE = "journey_log_seal"
 GENESIS = "0" * 64
 PAGE = 20_000
+SEAL_COLUMNS = ("position", "customer_id", "version", "event_hash", "chain")
 NOT_STATE = ("originator_id", "originator_version", "content_hash")
 
 _transcoder = JSONTranscoder()
@@ -48,6 +49,8 @@ for _transcoding in (UUIDAsHex(), DecimalAsStr(), DatetimeAsISO()):
     _transcoder.register(_transcoding)
 
 _dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+#: The mapper's JSON (eventsourcing's JSONTranscoder) for a state already in stored form.
+_stored_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _loads = json.loads
 _sha256 = hashlib.sha256
 _AS_IS = frozenset({str, int, bool})
@@ -61,18 +64,23 @@ def hash_state(topic: str, customer_id: str, version: int, state: dict[str, Any]
     return _sha256(_dumps([topic, customer_id, version, state]).encode()).hexdigest()
 
 
-def hash_new_event(event_class: type, customer_id: str, version: int, fields: dict) -> str:
-    """The content hash of an event about to be triggered with ``fields``: the state the
-    mapper will store (every dataclass field, ``class_version`` when above 1)."""
+def encode_new_event(
+    event_class: type, customer_id: str, version: int, fields: dict
+) -> tuple[str, bytes]:
+    """The content hash of an event about to be triggered with ``fields``, and the state
+    the mapper would store for it (every dataclass field, ``class_version`` when above 1,
+    the hash itself), built once for both: the write path then encodes each event once."""
     topic, defaults, class_version = stored_shape(event_class)
     state = {
-        name: value
+        name: as_stored(value)
         for name, default in defaults
         if (value := fields.get(name, default)) is not _MISSING
     }
     if class_version > 1:
         state["class_version"] = class_version
-    return hash_state(topic, customer_id, version, as_stored(state))
+    content_hash = hash_state(topic, customer_id, version, state)
+    state["content_hash"] = content_hash
+    return content_hash, _stored_dumps(state).encode()
 
 
 @functools.cache
@@ -85,6 +93,11 @@ def stored_shape(event_class: type) -> tuple[str, tuple[tuple[str, Any], ...], i
         if f.name not in NOT_STATE
     )
     return get_topic(event_class), defaults, getattr(event_class, "class_version", 1)
+
+
+def topic_of(event: Any) -> str:
+    """The topic an event is stored under (``get_topic``, remembered per class)."""
+    return stored_shape(type(event))[0]
 
 
 def as_stored(value: Any) -> Any:
@@ -214,11 +227,7 @@ class LogSeal:
                 tails[customer_id] = (version, event_hash)
                 chain = link(chain, row_position, customer_id, version, event_hash)
                 sealed.append((row_position, customer_id, version, event_hash, chain))
-            cur.executemany(
-                f"INSERT INTO {self.table} (position, customer_id, version, event_hash, chain) "
-                "VALUES (?, ?, ?, ?, ?)",
-                sealed,
-            )
+            cur.append(self.table, SEAL_COLUMNS, sealed)
         return len(sealed), max(position, rows[-1][0] if rows else 0)
 
     def _states(self, cur: Any, positions: list[int]) -> dict[int, tuple[str, bytes]]:

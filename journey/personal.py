@@ -37,6 +37,8 @@ KEYS_TABLE = "journey_keys"
 #: How long a reading process trusts a key it fetched (erasure elsewhere wins after that).
 CACHE_SECONDS = 5.0
 CACHE_SIZE = 4096
+#: Keys stored per statement: one round trip for many new customers.
+STORE_CHUNK = 250
 
 
 def b64(data: bytes) -> str:
@@ -177,14 +179,18 @@ class Keyring:
         self.ensure_table()
         now = datetime.now(UTC).isoformat()
         with self.tables.transaction() as cur:
-            for key in keys:
-                cur.execute(
+            for start in range(0, len(keys), STORE_CHUNK):
+                chunk = keys[start : start + STORE_CHUNK]
+                rows = ", ".join(["(?, ?, ?, ?)"] * len(chunk))
+                params = [v for k in chunk for v in (k.customer_id, k.kid, k.secret, now)]
+                stored = cur.execute(
                     f"INSERT INTO {self.table} (customer_id, kid, secret, created_at) "
-                    "VALUES (?, ?, ?, ?) ON CONFLICT (customer_id) DO NOTHING",
-                    (key.customer_id, key.kid, key.secret, now),
-                )
-                if cur.cur.rowcount != 1:
-                    raise KeyRace(key.customer_id)
+                    f"VALUES {rows} ON CONFLICT (customer_id) DO NOTHING RETURNING customer_id",
+                    params,
+                ).fetchall()
+                taken = {k.customer_id for k in chunk} - {row[0] for row in stored}
+                if taken:
+                    raise KeyRace(min(taken))
 
     def key(self, customer_id: str) -> CustomerKey | None:
         """The live key of one customer, for reading (briefly cached)."""

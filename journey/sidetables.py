@@ -128,6 +128,20 @@ class Cursor:
         if rows:
             self.cur.executemany(self.tables.sql(statement), rows)
 
+    def append(self, table: str, columns: tuple[str, ...], rows: list[Any]) -> None:
+        """Insert many rows: one COPY stream on PostgreSQL (a pipelined INSERT per row cost
+        as much as storing the events), ``executemany`` on SQLite."""
+        if not rows:
+            return
+        names = ", ".join(columns)
+        if not self.tables.pg:
+            marks = ", ".join("?" * len(columns))
+            self.cur.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
+            return
+        with self.cur.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
     def fetchone(self) -> Any:
         return self.cur.fetchone()
 
