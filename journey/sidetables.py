@@ -124,10 +124,6 @@ class Cursor:
         self.cur.execute(self.tables.sql(statement), params)
         return self
 
-    def executemany(self, statement: str, rows: list[Any]) -> None:
-        if rows:
-            self.cur.executemany(self.tables.sql(statement), rows)
-
     def append(self, table: str, columns: tuple[str, ...], rows: list[Any]) -> None:
         """Insert many rows: one COPY stream on PostgreSQL (a pipelined INSERT per row cost
         as much as storing the events), ``executemany`` on SQLite."""
