@@ -41,6 +41,8 @@ NATURAL_KEYS = {
 
 def canonical(value: Any) -> Any:
     """A value in one spelling, so equal content compares equal however it was written."""
+    if value is None or type(value) is str:  # most fields: the answer at once
+        return value
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat()
     if isinstance(value, Decimal):
