@@ -44,6 +44,29 @@ def notified(stored: StoredEvent) -> dict[str, Any]:
     }
 
 
+class Sealing:
+    """Appends a batch's customer events to the log seal, in the transaction that stores
+    them, once their positions are known."""
+
+    def __init__(self, log_seal: LogSeal, events: list[Any]):
+        log_seal.ensure_table()  # before the events' transaction takes its locks
+        self.log_seal = log_seal
+        self.links = [
+            (event.originator_id, event.originator_version, event.content_hash)
+            if isinstance(event, CustomerEvent) and event.content_hash
+            else None
+            for event in events
+        ]
+        self.done = False
+
+    def known(self, positions: Sequence[int]) -> dict[int, tuple[str, int, str]]:
+        return {p: link for p, link in zip(positions, self.links, strict=True) if link}
+
+    def __call__(self, cursor: Any, positions: Sequence[int]) -> None:
+        self.log_seal.seal_within(cursor, self.known(positions))
+        self.done = True
+
+
 class Stream(NamedTuple):
     """A customer's events in recording order, with each one's position in the log."""
 
@@ -118,8 +141,8 @@ class JourneyApplication(Application[str]):
         return transcoder
 
     def save(self, *aggregates: Any) -> list[Recording]:
-        """Store the aggregates' new events in one transaction, then append the customer
-        events to the log seal.
+        """Store the aggregates' new events and append the customer events among them to
+        the log seal, in one transaction (journey/recorders.py).
 
         The library's ``save`` less what this application never uses (snapshots, an
         aggregate cache, followers), and storing each customer event with the state its
@@ -139,29 +162,20 @@ class JourneyApplication(Application[str]):
                         event.originator_id, event.originator_version, topic_of(event), state
                     )
                 )
-        positions = self.recorder.insert_events(stored) or []
-        recordings = [
+        sealing = Sealing(self.log_seal, events)
+        positions = self.recorder.insert_events(stored, seal=sealing) or []
+        if not sealing.done:  # a recorder that does not seal in its transaction
+            self.log_seal.seal(sealing.known(positions))
+        return [
             Recording(event, Notification(**notified(s), id=position))
             for event, s, position in zip(events, stored, positions, strict=True)
         ]
-        self.seal(recordings)
-        return recordings
 
     def _encoded(self, aggregate: Any) -> dict[int, bytes]:
         """A customer's new events as already encoded, if the store would keep them so
         (no compression or encryption configured)."""
         plain = self.mapper.compressor is None and self.mapper.cipher is None
         return aggregate.take_encoded() if plain and isinstance(aggregate, Customer) else {}
-
-    def seal(self, recordings: list[Recording]) -> None:
-        """Append the saved customer events to the log seal."""
-        known = {
-            r.notification.id: (event.originator_id, event.originator_version, event.content_hash)
-            for r in recordings
-            if isinstance(event := r.domain_event, CustomerEvent) and event.content_hash
-        }
-        if known:
-            self.log_seal.seal(known)
 
     def close(self) -> None:
         self.tables.close()

@@ -217,38 +217,46 @@ class LogSeal:
         ``verify`` reports it as inserted)."""
         return self._seal(known)[0]
 
+    def seal_within(self, cursor: Any, known: dict[int, tuple[str, int, str]]) -> None:
+        """``seal`` in a transaction already open: the one storing the events (see
+        journey/recorders.py), so that they and their seal rows commit together."""
+        self._append(self.tables.within(cursor, lock="seal"), known)
+
     def _seal(self, known: dict[int, tuple[str, int, str]] | None) -> tuple[int, int]:
         """Seal; returns how many rows were sealed and the last position looked at."""
         self.ensure_table()
-        known = known or {}
         with self.tables.transaction(lock="seal") as cur:
-            head = cur.execute(
-                f"SELECT position, chain FROM {self.table} ORDER BY position DESC LIMIT 1"
-            ).fetchone()
-            position, chain = (head[0], head[1]) if head else (0, GENESIS)
-            pos = self.tables.position
-            rows = cur.execute(
-                f"SELECT {pos}, originator_id, originator_version FROM "
-                f"{self.tables.events_table} WHERE {pos} > ? AND originator_id NOT LIKE ? "
-                f"ORDER BY {pos}",
-                (position, "~%"),
-            ).fetchall()
-            unknown = [r[0] for r in rows if r[0] not in known]
-            states = self._states(cur, unknown)
-            tails: dict[str, tuple[int, str]] = {}
-            sealed: list[tuple[int, str, int, str, str]] = []
-            for row_position, customer_id, version in rows:
-                if row_position in known:
-                    event_hash = known[row_position][2]
-                else:
-                    topic, raw = states[row_position]
-                    event_hash = self._fits(cur, tails, customer_id, version, topic, raw)
-                    if event_hash is None:
-                        continue
-                tails[customer_id] = (version, event_hash)
-                chain = link(chain, row_position, customer_id, version, event_hash)
-                sealed.append((row_position, customer_id, version, event_hash, chain))
-            cur.append(self.table, SEAL_COLUMNS, sealed)
+            return self._append(cur, known or {})
+
+    def _append(self, cur: Any, known: dict[int, tuple[str, int, str]]) -> tuple[int, int]:
+        """Append what is unsealed; returns how many rows and the last position looked at."""
+        head = cur.execute(
+            f"SELECT position, chain FROM {self.table} ORDER BY position DESC LIMIT 1"
+        ).fetchone()
+        position, chain = (head[0], head[1]) if head else (0, GENESIS)
+        pos = self.tables.position
+        rows = cur.execute(
+            f"SELECT {pos}, originator_id, originator_version FROM "
+            f"{self.tables.events_table} WHERE {pos} > ? AND originator_id NOT LIKE ? "
+            f"ORDER BY {pos}",
+            (position, "~%"),
+        ).fetchall()
+        unknown = [r[0] for r in rows if r[0] not in known]
+        states = self._states(cur, unknown)
+        tails: dict[str, tuple[int, str]] = {}
+        sealed: list[tuple[int, str, int, str, str]] = []
+        for row_position, customer_id, version in rows:
+            if row_position in known:
+                event_hash = known[row_position][2]
+            else:
+                topic, raw = states[row_position]
+                event_hash = self._fits(cur, tails, customer_id, version, topic, raw)
+                if event_hash is None:
+                    continue
+            tails[customer_id] = (version, event_hash)
+            chain = link(chain, row_position, customer_id, version, event_hash)
+            sealed.append((row_position, customer_id, version, event_hash, chain))
+        cur.append(self.table, SEAL_COLUMNS, sealed)
         return len(sealed), max(position, rows[-1][0] if rows else 0)
 
     def _states(self, cur: Any, positions: list[int]) -> dict[int, tuple[str, bytes]]:

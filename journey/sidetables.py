@@ -58,10 +58,7 @@ class SideTables:
             conn = self.connection() if self.pg else None
             if conn is not None:
                 with conn.transaction(), conn.cursor() as cur:
-                    if lock is not None:
-                        key = zlib.crc32(f"journey-side-{lock}:{self.database.schema}".encode())
-                        cur.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
-                    yield Cursor(cur, self)
+                    yield self.within(cur, lock)
             else:
                 with self._sqlite() as conn:
                     cur = conn.cursor()
@@ -72,6 +69,14 @@ class SideTables:
                         conn.rollback()
                         raise
                     conn.commit()
+
+    def within(self, cur: Any, lock: str | None = None) -> Cursor:
+        """A cursor of a transaction already open (the event store's own, say, so that
+        side-table rows commit with the events); ``lock`` as for ``transaction``."""
+        if lock is not None and self.pg:
+            key = zlib.crc32(f"journey-side-{lock}:{self.database.schema}".encode())
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+        return Cursor(cur, self)
 
     @contextmanager
     def reading(self) -> Iterator[Any]:

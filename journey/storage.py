@@ -66,13 +66,14 @@ class Database:
             return {
                 **common,
                 "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "APPLICATION_RECORDER_TOPIC": "journey.recorders:SealingSQLiteRecorder",
                 "SQLITE_DBNAME": path,
                 "SQLITE_LOCK_TIMEOUT": "30",
             }
         return {
             **common,
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
-            "APPLICATION_RECORDER_TOPIC": "journey.pgrecorder:BinaryInsertRecorder",
+            "APPLICATION_RECORDER_TOPIC": "journey.recorders:SealingPostgresRecorder",
             "POSTGRES_DBNAME": self.url.database or "postgres",
             "POSTGRES_HOST": self.url.host or "127.0.0.1",
             "POSTGRES_PORT": str(self.url.port or 5432),

@@ -179,6 +179,24 @@ def test_the_write_path_seals_as_it_goes(store):
     assert engine.verify().sealed_now == 0
 
 
+def test_events_and_their_seal_rows_commit_together(store, monkeypatch):
+    """A save whose sealing fails stores nothing: no event is ever left unsealed."""
+    engine, raw = store
+    before = raw.run("SELECT COUNT(*) FROM {events}")[0][0]
+
+    def broken(*args):
+        raise RuntimeError("the seal could not be written")
+
+    monkeypatch.setattr(engine.app.log_seal, "_append", broken)
+    with pytest.raises(RuntimeError):
+        engine.record(purchase("c-3", "o-1", day=9))
+    assert raw.run("SELECT COUNT(*) FROM {events}")[0][0] == before
+    monkeypatch.undo()
+    engine.record(purchase("c-3", "o-1", day=9))
+    assert raw.run("SELECT COUNT(*) FROM {events}")[0][0] == before + 2
+    assert engine.verify().sealed_now == 0
+
+
 def test_verify_of_some_customers_checks_only_them(store):
     engine, raw = store
     position = raw.rows("c-2")[1][0]
