@@ -21,6 +21,7 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -37,7 +38,7 @@ KEYS_TABLE = "journey_keys"
 #: How long a reading process trusts a key it fetched (erasure elsewhere wins after that).
 CACHE_SECONDS = 5.0
 CACHE_SIZE = 4096
-#: Keys stored per statement: one round trip for many new customers.
+#: Keys stored per statement on SQLite: one round trip for many new customers.
 STORE_CHUNK = 250
 
 
@@ -179,18 +180,29 @@ class Keyring:
         self.ensure_table()
         now = datetime.now(UTC).isoformat()
         with self.tables.transaction() as cur:
-            for start in range(0, len(keys), STORE_CHUNK):
-                chunk = keys[start : start + STORE_CHUNK]
-                rows = ", ".join(["(?, ?, ?, ?)"] * len(chunk))
-                params = [v for k in chunk for v in (k.customer_id, k.kid, k.secret, now)]
-                stored = cur.execute(
-                    f"INSERT INTO {self.table} (customer_id, kid, secret, created_at) "
-                    f"VALUES {rows} ON CONFLICT (customer_id) DO NOTHING RETURNING customer_id",
-                    params,
-                ).fetchall()
-                taken = {k.customer_id for k in chunk} - {row[0] for row in stored}
-                if taken:
-                    raise KeyRace(min(taken))
+            stored: set[str] = set()
+            for statement, params in self._inserts(keys, now):
+                stored.update(row[0] for row in cur.execute(statement, params).fetchall())
+            taken = {k.customer_id for k in keys} - stored
+            if taken:
+                raise KeyRace(min(taken))
+
+    def _inserts(self, keys: list[CustomerKey], now: str) -> Iterator[tuple[str, list[Any]]]:
+        """Statements storing ``keys`` unless taken, each returning the ids it stored: one
+        of four arrays on PostgreSQL, rows of values by the hundred on SQLite."""
+        head = f"INSERT INTO {self.table} (customer_id, kid, secret, created_at) "
+        tail = " ON CONFLICT (customer_id) DO NOTHING RETURNING customer_id"
+        if self.tables.pg:
+            columns = [[k.customer_id for k in keys], [k.kid for k in keys],
+                       [k.secret for k in keys], [now] * len(keys)]
+            arrays = "SELECT * FROM unnest(?::text[], ?::text[], ?::bytea[], ?::text[])"
+            yield head + arrays + tail, columns
+            return
+        for start in range(0, len(keys), STORE_CHUNK):
+            chunk = keys[start : start + STORE_CHUNK]
+            rows = ", ".join(["(?, ?, ?, ?)"] * len(chunk))
+            params = [v for k in chunk for v in (k.customer_id, k.kid, k.secret, now)]
+            yield head + f"VALUES {rows}" + tail, params
 
     def key(self, customer_id: str) -> CustomerKey | None:
         """The live key of one customer, for reading (briefly cached)."""

@@ -10,9 +10,9 @@ not two. The library passes keyword arguments down to these steps for the same p
 On PostgreSQL, two more changes:
 
 * eventsourcing inserts a batch as one array of its composite ``stored_event`` type, which
-  psycopg sends as text unless told otherwise: escaping every event's JSON through regular
-  expressions cost a third of an import. The same statement with a binary parameter
-  (``%b``) stores the same rows, three times faster to send.
+  psycopg sends as text: escaping every event's JSON through regular expressions cost a
+  third of an import. The same rows go as four binary arrays, one per column, which psycopg
+  writes in C: four times faster to send.
 * The library sends the batch in pipeline mode, and psycopg (3.3) then waits forever on a
   statement of more than about 12 MB: 5,000 events of 2.5 KB each hung an import. Sent
   plainly, the lock, the notification and the insert cost three round trips a batch.
@@ -28,7 +28,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import retry
 from psycopg.rows import tuple_row
-from psycopg.sql import SQL
+from psycopg.sql import SQL, Identifier
 
 #: Called in the inserting transaction with a cursor of it and the new events' positions.
 Seal = Callable[[Any, Sequence[int]], None]
@@ -48,10 +48,28 @@ class SealingSQLiteRecorder(SQLiteApplicationRecorder):
 class SealingPostgresRecorder(PostgresApplicationRecorder):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        statement = self.insert_events_statement.as_string(None)
-        if statement.count("%s") != 1:  # a library change this class does not know
-            raise RuntimeError(f"unexpected insert statement: {statement}")
-        self.insert_events_statement = SQL(statement.replace("%s", "%b"))  # type: ignore[arg-type]
+        self.insert_columns_statement = SQL(
+            "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
+            "SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[], %b::bytea[]) "
+            "RETURNING notification_id"
+        ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
+
+    def _insert_stored_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        """The library's lock and notification, then the rows as four binary arrays, one
+        per column (psycopg dumps those in C; a composite it dumps in Python)."""
+        self._lock_table(curs)
+        self._notify_channel(curs)
+        curs.execute(
+            self.insert_columns_statement,
+            (
+                [s.originator_id for s in stored_events],
+                [s.originator_version for s in stored_events],
+                [s.topic for s in stored_events],
+                [s.state for s in stored_events],
+            ),
+        )
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(

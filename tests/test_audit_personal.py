@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from journey.cli import app
 from journey.errors import InputError
-from journey.personal import ERASED
+from journey.personal import ERASED, CustomerKey, KeyRace
 from projections.pointintime import PointInTime
 from projections.readmodels.operate import ReadModels
 from projections.readmodels.queries import funnel
@@ -231,6 +231,18 @@ def test_a_refused_batch_stores_no_key(engine):
     engine.record(good)
     key = engine.app.keyring.load({"k-1"})["k-1"]
     assert engine.events("k-1")[0].personal.sealed["kid"] == key.kid
+
+
+def test_a_key_another_writer_made_first_fails_the_whole_batch_of_keys(engine):
+    """Two writers making a key for one customer: the later one's batch stores no key
+    (KeyRace; its whole batch of events is then applied again and finds the key)."""
+    keyring = engine.app.keyring
+    keyring.store([CustomerKey.new(f"r-{i}") for i in range(300, 310)])
+    batch = [CustomerKey.new(f"r-{i}") for i in range(600)]  # r-300..r-309 are taken
+    with pytest.raises(KeyRace) as raised:
+        keyring.store(batch)
+    assert raised.value.customer_id == "r-300"
+    assert set(keyring.load({k.customer_id for k in batch})) == {f"r-{i}" for i in range(300, 310)}
 
 
 @pytest.mark.parametrize("reason", ["", "   ", "x" * 2001])
