@@ -8,8 +8,13 @@ meets its target. "Higher is better" figures (events/s) meet a target when ratio
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 @dataclass
@@ -24,6 +29,8 @@ class Row:
     target: float | None  # None: the baseline is context, with no target on the ratio
     higher_is_better: bool = True
     note: str = ""
+    #: When it was measured: a report may hold rows of several runs (run_all.py --only).
+    measured: str = field(default_factory=now)
 
     @property
     def ratio(self) -> float:

@@ -9,11 +9,13 @@ plots events per second per benchmark next to the report (bench/RESULTS.png).
     python bench/run_all.py            # the sizes the issues name (takes a long while)
     python bench/run_all.py --quick    # small sizes, a few minutes, for a smoke run
     python bench/run_all.py --report-only   # redraw the report from bench/RESULTS.jsonl
+    python bench/run_all.py --only import   # measure one benchmark again, keep the others
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sqlite3
@@ -54,7 +56,12 @@ PLAN = [
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
-    parser.add_argument("--only", action="append", help="run only these benchmarks")
+    parser.add_argument(
+        "--only",
+        action="append",
+        help="run only these benchmarks, keeping the other rows of --rows (each row says "
+        "when it was measured)",
+    )
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
     parser.add_argument(
         "--rows", default=str(HERE / "RESULTS.jsonl"), help="where the raw figures are kept"
@@ -66,7 +73,10 @@ def main() -> None:
     rows_file = Path(args.rows)
     missing = []
     if not args.report_only:
-        rows_file.write_text("")
+        kept = [r for r in read_rows(rows_file) if r["benchmark"] not in args.only] if (
+            args.only and rows_file.exists()
+        ) else []
+        rows_file.write_text("".join(json.dumps(r) + "\n" for r in kept))
         for name, script, full, quick in PLAN:
             if args.only and name not in args.only:
                 continue
@@ -108,7 +118,8 @@ def drop_schema(schema: str) -> None:
 def machine() -> list[str]:
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
     return [
-        f"* date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"* report written: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} (each "
+        "benchmark says when it was measured)",
         f"* machine: {os.cpu_count()} cores, {memory:.0f} GiB, {platform.machine()}, "
         f"{platform.system()} {platform.release()}",
         f"* Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
@@ -139,8 +150,11 @@ def report(rows: list[dict], missing: list[str], *, quick: bool) -> str:
     for row in rows:
         by_benchmark[row["benchmark"]].append(row)
     for name, found in by_benchmark.items():
+        dates = sorted({r.get("measured", "before 2026-11-24") for r in found})
         lines += [
             f"## {name}",
+            "",
+            f"measured {', '.join(dates)}",
             "",
             "| db | figure | value | baseline | baseline value | ratio | target | met | note |",
             "|---|---|---|---|---|---|---|---|---|",
