@@ -146,7 +146,7 @@ def split(record: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 def open_plain(url: str) -> PlainApplication:
     """The plain application, on the library's own recorder (Journey's sends new events to
-    PostgreSQL in binary: journey/pgrecorder.py)."""
+    PostgreSQL in binary: journey/recorders.py)."""
     database = Database.parse(url)
     database.ensure_schema()
     env = database.eventsourcing_env()

@@ -112,7 +112,7 @@ class JourneyApplication(Application[str]):
 
     ``events`` (what ``events.get`` and ``customer_events`` read) opens personal data;
     ``mapper`` (notification scans, read models, the aggregates) leaves it sealed, so
-    bulk readers never touch a key. Every save is followed by sealing the log.
+    bulk readers never touch a key. Every save seals the log in the same transaction.
     """
 
     name = "Journey"
@@ -164,7 +164,7 @@ class JourneyApplication(Application[str]):
                 )
         sealing = Sealing(self.log_seal, events)
         positions = self.recorder.insert_events(stored, seal=sealing) or []
-        if not sealing.done:  # a recorder that does not seal in its transaction
+        if stored and not sealing.done:  # a recorder that does not seal in its transaction
             self.log_seal.seal(sealing.known(positions))
         return [
             Recording(event, Notification(**notified(s), id=position))

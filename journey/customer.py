@@ -154,20 +154,24 @@ class Customer(BaseAggregate[str]):
                     return False
                 raise self._conflict(event_class.TYPE, id_key)
         self._guard(event_class, occurred_at, payload)
-        content = contents[0]  # how ``remember`` would see the stored event
-        self.next_seen = (idempotency_key(event_class.TYPE, event_id, payload, content), content)
+        content = contents[0]  # how ``remember`` will see the stored event
+        seen = (idempotency_key(event_class.TYPE, event_id, payload, content), content)
         if payload.get("personal") is not None:
             if key is None:
                 raise ValueError("personal data needs the customer's key to be sealed")
             payload = {**payload, "personal": key.seal(payload["personal"])}
-        self.trigger_event(
-            event_class,
-            occurred_at=occurred_at,
-            actor=actor,
-            timestamp=timestamp,
-            event_id=event_id,
-            **payload,
-        )
+        self.next_seen = seen
+        try:
+            self.trigger_event(
+                event_class,
+                occurred_at=occurred_at,
+                actor=actor,
+                timestamp=timestamp,
+                event_id=event_id,
+                **payload,
+            )
+        finally:
+            self.next_seen = None
         return True
 
     @staticmethod

@@ -10,8 +10,9 @@ changes the hash of an old event, and erasure (which only deletes a key) never t
 
 **The log seal.** ``journey_log_seal`` has one row per customer event, in log order:
 position, customer, version, event hash, and a running ``chain`` hash over all rows before.
-The write path appends to it right after each save; ``verify`` first seals whatever is
-still unsealed (a crash between save and seal), but only events whose hash and link fit
+The write path appends to it in the transaction that stores the events
+(journey/recorders.py); every save and ``verify`` also seal what another way left unsealed
+(an older Journey, rows written behind its back), but only events whose hash and link fit
 their customer's chain. A deleted customer leaves its seal rows behind; a deleted seal row
 breaks the running chain.
 
@@ -78,9 +79,10 @@ def canonical_json(value: Any) -> bytes:
 
 
 def stored_json(state: dict[str, Any]) -> bytes:
-    """A state in stored form as the mapper would write it (key order aside)."""
+    """A state in stored form as the mapper would write it (key order aside). Kept until
+    the event is saved, so copied to its own size: orjson's buffer holds about 4 KB."""
     try:
-        return orjson.dumps(state)
+        return memoryview(orjson.dumps(state)).tobytes()
     except orjson.JSONEncodeError:
         return _stored_dumps(state).encode()
 

@@ -21,7 +21,6 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -38,8 +37,8 @@ KEYS_TABLE = "journey_keys"
 #: How long a reading process trusts a key it fetched (erasure elsewhere wins after that).
 CACHE_SECONDS = 5.0
 CACHE_SIZE = 4096
-#: Keys stored per statement on SQLite: one round trip for many new customers.
-STORE_CHUNK = 250
+#: Customers looked up per statement on SQLite (under the 999 parameters of old versions).
+STORE_CHUNK = 500
 
 
 def b64(data: bytes) -> str:
@@ -178,31 +177,44 @@ class Keyring:
         if not keys:
             return
         self.ensure_table()
+        keys = sorted(keys, key=lambda k: k.customer_id)  # two writers lock rows in one order
         now = datetime.now(UTC).isoformat()
         with self.tables.transaction() as cur:
-            stored: set[str] = set()
-            for statement, params in self._inserts(keys, now):
-                stored.update(row[0] for row in cur.execute(statement, params).fetchall())
-            taken = {k.customer_id for k in keys} - stored
+            taken = self._store_pg(cur, keys, now) if self.tables.pg else self._store_sqlite(
+                cur, keys, now
+            )
             if taken:
                 raise KeyRace(min(taken))
 
-    def _inserts(self, keys: list[CustomerKey], now: str) -> Iterator[tuple[str, list[Any]]]:
-        """Statements storing ``keys`` unless taken, each returning the ids it stored: one
-        of four arrays on PostgreSQL, rows of values by the hundred on SQLite."""
-        head = f"INSERT INTO {self.table} (customer_id, kid, secret, created_at) "
-        tail = " ON CONFLICT (customer_id) DO NOTHING RETURNING customer_id"
-        if self.tables.pg:
-            columns = [[k.customer_id for k in keys], [k.kid for k in keys],
-                       [k.secret for k in keys], [now] * len(keys)]
-            arrays = "SELECT * FROM unnest(?::text[], ?::text[], ?::bytea[], ?::text[])"
-            yield head + arrays + tail, columns
-            return
-        for start in range(0, len(keys), STORE_CHUNK):
-            chunk = keys[start : start + STORE_CHUNK]
-            rows = ", ".join(["(?, ?, ?, ?)"] * len(chunk))
-            params = [v for k in chunk for v in (k.customer_id, k.kid, k.secret, now)]
-            yield head + f"VALUES {rows}" + tail, params
+    def _store_pg(self, cur: Any, keys: list[CustomerKey], now: str) -> set[str]:
+        """One statement of four arrays; a key another writer stored first is skipped
+        (and waited for while it is uncommitted). Returns the customers skipped."""
+        stored = cur.execute(
+            f"INSERT INTO {self.table} (customer_id, kid, secret, created_at) "
+            "SELECT * FROM unnest(?::text[], ?::text[], ?::bytea[], ?::text[]) "
+            "ON CONFLICT (customer_id) DO NOTHING RETURNING customer_id",
+            [[k.customer_id for k in keys], [k.kid for k in keys],
+             [k.secret for k in keys], [now] * len(keys)],
+        ).fetchall()
+        return {k.customer_id for k in keys} - {row[0] for row in stored}
+
+    def _store_sqlite(self, cur: Any, keys: list[CustomerKey], now: str) -> set[str]:
+        """Look, then insert: BEGIN IMMEDIATE keeps every other writer out in between (and
+        needs neither RETURNING nor more than 999 parameters a statement, for the older
+        SQLite some Pythons come with). Returns the customers that have a key already."""
+        ids = [k.customer_id for k in keys]
+        taken: set[str] = set()
+        for start in range(0, len(ids), STORE_CHUNK):
+            chunk = ids[start : start + STORE_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = cur.execute(
+                f"SELECT customer_id FROM {self.table} WHERE customer_id IN ({marks})", chunk
+            ).fetchall()
+            taken.update(row[0] for row in rows)
+        if not taken:
+            rows = [(k.customer_id, k.kid, k.secret, now) for k in keys]
+            cur.append(self.table, ("customer_id", "kid", "secret", "created_at"), rows)
+        return taken
 
     def key(self, customer_id: str) -> CustomerKey | None:
         """The live key of one customer, for reading (briefly cached)."""

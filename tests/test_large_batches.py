@@ -2,7 +2,7 @@
 
 psycopg 3.3 in pipeline mode waits forever on a statement of more than about 12 MB, and
 eventsourcing sent each batch of events that way: 6,000 events of 2 KB for one customer
-(one batch) hung `journey import` on PostgreSQL (journey/pgrecorder.py). The import runs
+(one batch) hung `journey import` on PostgreSQL (journey/recorders.py). The import runs
 in a subprocess with a time limit, so a hang fails the test instead of the whole run.
 """
 
