@@ -79,7 +79,8 @@ def counts(event: CustomerEvent) -> tuple[str, ...]:
 
 def threshold_moments(facts: Facts) -> list[datetime]:
     """The ages at which a classification might change, which depend on P at T: the
-    client's tenure, lapsing, turning at risk."""
+    client's tenure, lapsing, turning at risk. The timeline asks ``Walk.thresholds``
+    (rules/walk.py), kept equal to this by tests/test_rules_walk.py."""
     s, first, last = facts.settings, facts.first_purchase, facts.last_purchase
     if first is None or last is None:
         return []

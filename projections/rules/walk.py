@@ -1,0 +1,238 @@
+"""Stage, status and level by value only, for a history walked event by event.
+
+The timeline asks for the three classifications after every event and at each moment
+between events where one might change by itself. Asked through ``Facts`` and the rules,
+every ask regroups the prefix and words every rule's reasons, which the timeline does not
+keep: three to five times the cost of decoding the event. ``Walk`` keeps what the three
+rules read, updated as each event is added, and answers their values from it.
+
+It is a second implementation of stage.py, status.py, level.py (values only) and of
+changes.threshold_moments: tests/test_rules_walk.py checks it against them after every
+event and at every candidate moment, and tests/test_rows_equivalence.py checks the
+timeline it builds against the history replay. A rule that changes there must change here.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import defaultdict
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from journey.events import (
+    BenefitGranted,
+    Contacted,
+    CustomerEvent,
+    Disqualified,
+    Identified,
+    Left,
+    ManagerAssigned,
+    Purchased,
+    Qualified,
+    ReferralConverted,
+    Refunded,
+    Reidentified,
+)
+from projections.rules.level import FOLLOW_UPS
+from projections.rules.window import JUST_AFTER, utc
+from projections.settings import Settings
+
+State = tuple[str, str, str]
+Key = tuple[datetime, int]
+
+
+def count_within(times: list[datetime], start: datetime, end: datetime) -> int:
+    """How many of the sorted ``times`` lie in (``start``, ``end``]."""
+    return bisect_right(times, end) - bisect_right(times, start)
+
+
+class Walk:
+    """A customer's history so far (events added in DOMAIN order), as the classification
+    rules see it at any moment from the last event's on."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.purchases: list[Purchased] = []
+        self.refunded: dict[str, Decimal] = defaultdict(Decimal)
+        self.sales: list[Purchased] = []  # P: the purchases not fully refunded
+        self.sale_times: list[datetime] = []
+        self.categories = 0
+        self.at_risk_limit: timedelta | None = None
+        self.converted: list[datetime] = []  # referrals converted
+        self.meetings: list[datetime] = []
+        self.offers: list[datetime] = []  # outbound offers
+        self.reactive: list[datetime] = []  # inbound inquiries and support contacts
+        self.follow_ups: list[Key] = []  # outbound follow-ups, by order key
+        self.manager = False
+        self.structural = False
+        self.qualified = False
+        self.inquiry = False
+        self.referred = False
+        self.disqualified = False  # the latest qualified/disqualified event disqualifies
+        self.last_left: Key | None = None
+
+    # -- adding events ---------------------------------------------------------------
+
+    def add(self, event: CustomerEvent) -> bool:
+        """Count ``event`` (no earlier in DOMAIN order than those added before); False when
+        it is of no concern to the three rules, so nothing they answer can have changed."""
+        kind = type(event)
+        if kind is Purchased:
+            self.purchases.append(event)
+            self._count_sales()
+        elif kind is Refunded:
+            self.refunded[event.order_id] += event.amount
+            self._count_sales()
+        elif kind is Contacted:
+            return self._add_contact(event)
+        elif kind is ReferralConverted:
+            self.converted.append(event.occurred_at)
+        elif kind is Qualified or kind is Disqualified:
+            self.qualified = self.qualified or kind is Qualified
+            self.disqualified = kind is Disqualified
+        elif kind is Identified or kind is Reidentified:
+            if not event.referred_by:
+                return False
+            self.referred = True
+        elif kind is ManagerAssigned:
+            self.manager = True
+        elif kind is BenefitGranted:
+            if event.kind != "structural":
+                return False
+            self.structural = True
+        elif kind is Left:
+            self.last_left = (event.occurred_at, event.originator_version)
+        else:
+            return False
+        return True
+
+    def _add_contact(self, contact: Contacted) -> bool:
+        direction, purpose, at = contact.direction, contact.purpose, contact.occurred_at
+        concerns = False
+        if purpose == "meeting":
+            self.meetings.append(at)
+            concerns = True
+        if direction == "outbound":
+            if purpose == "offer":
+                self.offers.append(at)
+                concerns = True
+            elif purpose in FOLLOW_UPS:
+                self.follow_ups.append((at, contact.originator_version))
+                concerns = True
+        elif direction == "inbound" and purpose in ("inquiry", "support"):
+            self.reactive.append(at)
+            self.inquiry = self.inquiry or purpose == "inquiry"
+            concerns = True
+        return concerns
+
+    def _count_sales(self) -> None:
+        """P again (facts.sales: a refund may come before its purchase in valid time), and
+        what the rules derive from it alone."""
+        refunded = self.refunded
+        self.sales = sales = [p for p in self.purchases if p.amount - refunded[p.order_id] > 0]
+        self.sale_times = [sale.occurred_at for sale in sales]
+        self.categories = len({sale.category for sale in sales if sale.category is not None})
+        s, n = self.settings, len(sales)
+        if n < s.at_risk_min_purchases:
+            self.at_risk_limit = None
+        else:  # status.at_risk_limit
+            mean_gap = (sales[-1].occurred_at - sales[0].occurred_at) / (n - 1)
+            self.at_risk_limit = max(s.days("at_risk_min_days"), mean_gap * s.at_risk_gap_factor)
+
+    # -- asking ----------------------------------------------------------------------
+
+    def state(self, at: datetime) -> State:
+        """(stage, status, level) at ``at``, no earlier than the last event added."""
+        return self.stage(at), self.status(at), self.level(at)
+
+    def stage(self, at: datetime) -> str:
+        s, n = self.settings, len(self.sales)
+        if n:
+            if self._client(at):
+                start = at - s.days("advocate_referral_days")
+                return "advocate" if count_within(self.converted, start, at) else "client"
+            return "repeat" if n >= s.repeat_min_purchases else "first_time"
+        if self.disqualified:
+            return "disqualified"
+        if self.qualified or self.inquiry or self.referred:
+            return "prospect"
+        return "suspect"
+
+    def _client(self, at: datetime) -> bool:
+        s = self.settings
+        return (
+            len(self.sales) >= s.client_min_purchases
+            and at - self.sale_times[0] >= s.days("client_min_tenure_days")
+            and self.categories >= s.client_min_categories
+            and count_within(self.sale_times, at - s.days("client_recent_days"), at)
+            >= s.client_min_recent_purchases
+        )
+
+    def status(self, at: datetime) -> str:
+        sales = self.sales
+        if self.last_left is not None and not (
+            sales and (sales[-1].occurred_at, sales[-1].originator_version) > self.last_left
+        ):
+            return "left"
+        if not sales:
+            return "active"
+        since = at - sales[-1].occurred_at
+        if since > self.settings.days("lapsed_after_days"):
+            return "lapsed"
+        if self.at_risk_limit is not None and since > self.at_risk_limit:
+            return "at_risk"
+        return "active"
+
+    def level(self, at: datetime) -> str:
+        if not self.sales:
+            return "none"
+        s = self.settings
+        if (
+            self.manager
+            and self.structural
+            and count_within(self.meetings, at - s.days("partnership_meeting_days"), at)
+        ):
+            return "partnership"
+        if self._proactive(at):
+            return "proactive"
+        if self._accountable(at):
+            return "accountable"
+        if count_within(self.reactive, at - s.days("reactive_days"), at):
+            return "reactive"
+        return "basic"
+
+    def _proactive(self, at: datetime) -> bool:
+        offers, s = self.offers, self.settings
+        recent = offers[
+            bisect_right(offers, at - s.days("proactive_days")) : bisect_right(offers, at)
+        ]
+        if len(recent) < s.proactive_min_months:  # fewer offers than months needed
+            return False
+        months = {(utc(t).year, utc(t).month) for t in recent}
+        return len(months) >= s.proactive_min_months
+
+    def _accountable(self, at: datetime) -> bool:
+        """level.accountable: a recent sale whose first later follow-up came soon enough."""
+        s, times, follow_ups = self.settings, self.sale_times, self.follow_ups
+        if not follow_ups:
+            return False
+        reach = s.days("accountable_follow_up_days")
+        first = bisect_right(times, at - s.days("accountable_days"))
+        for sale in reversed(self.sales[first : bisect_right(times, at)]):
+            after = bisect_right(follow_ups, (sale.occurred_at, sale.originator_version))
+            if after < len(follow_ups) and follow_ups[after][0] - sale.occurred_at <= reach:
+                return True
+        return False
+
+    def thresholds(self) -> list[datetime]:
+        """changes.threshold_moments of the history so far."""
+        if not self.sales:
+            return []
+        s, first, last = self.settings, self.sale_times[0], self.sale_times[-1]
+        moments = [
+            first + s.days("client_min_tenure_days"),
+            last + s.days("lapsed_after_days") + JUST_AFTER,
+        ]
+        if self.at_risk_limit is not None:
+            moments.append(last + self.at_risk_limit + JUST_AFTER)
+        return moments
