@@ -34,6 +34,7 @@ from sqlalchemy import (
 from journey.application import first_use_lock
 from journey.errors import JourneyError
 from journey.storage import Database
+from projections.readmodels.bulk import insert_rows
 from projections.readmodels.tables import (
     CODE_VERSION,
     feed,
@@ -233,8 +234,7 @@ class ReadModelStore:
             for start in range(0, len(customers), 500):
                 chunk = customers[start : start + 500]
                 conn.execute(delete(table).where(table.c.customer_id.in_(chunk)))
-            if rows:
-                conn.execute(insert(table), list(rows))
+            insert_rows(conn, table, rows)
             changes: dict[str, Any] = {"updated_at": utc_now()}
             if position is not None:
                 changes["position"] = position
@@ -314,7 +314,7 @@ class ReadModelStore:
         if self.database.is_postgres:
             conn.execute(text("LOCK TABLE journey_feed IN EXCLUSIVE MODE"))
             conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": self.feed_channel})
-        conn.execute(insert(feed), list(entries))
+        insert_rows(conn, feed, entries)
 
     @property
     def feed_channel(self) -> str:

@@ -1,0 +1,60 @@
+"""Inserting many rows at once: what ``conn.execute(insert(table), rows)`` stores, cheaper.
+
+A rebuild writes a row per customer to the summary and several to the timeline and the
+purchases. SQLAlchemy's executemany spends more on its per-row bookkeeping than the
+database spends storing the row, and psycopg's executemany sends one statement per row.
+Here each value is converted by its column's own type, exactly as SQLAlchemy would convert
+it for this dialect (so what is stored is the same, byte for byte:
+tests/test_readmodels_bulk.py), and the rows go in one executemany on SQLite and one COPY
+on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Table
+
+Processor = Callable[[Any], Any] | None
+
+
+def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert ``rows`` (each naming the same columns) into ``table`` within ``conn``'s
+    transaction."""
+    if not rows:
+        return
+    names = list(rows[0])
+    values = converted(rows, names, processors(conn, table, names))
+    preparer = conn.dialect.identifier_preparer
+    target = preparer.format_table(table)
+    columns = ", ".join(preparer.quote(name) for name in names)
+    if conn.dialect.name == "postgresql":
+        driver = conn.connection.driver_connection
+        statement = f"COPY {target} ({columns}) FROM STDIN"
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]
+            for row in values:
+                copy.write_row(row)
+        return
+    marks = ", ".join("?" * len(names))
+    conn.exec_driver_sql(f"INSERT INTO {target} ({columns}) VALUES ({marks})", values)
+
+
+def processors(conn: Connection, table: Table, names: Sequence[str]) -> list[Processor]:
+    """Each column's bind processor for this dialect: the conversion SQLAlchemy applies to
+    a value before handing it to the driver (None when it passes values as they are)."""
+    dialect = conn.dialect
+    return [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names]
+
+
+def converted(
+    rows: Sequence[Mapping[str, Any]], names: Sequence[str], processors: Sequence[Processor]
+) -> list[tuple[Any, ...]]:
+    """The rows as tuples of driver values, in the order of ``names``."""
+    pairs = list(zip(names, processors, strict=True))
+    if all(process is None for _, process in pairs):
+        return [tuple(row[name] for name in names) for row in rows]
+    return [
+        tuple(row[name] if process is None else process(row[name]) for name, process in pairs)
+        for row in rows
+    ]
