@@ -14,7 +14,7 @@ from typing import Any
 
 from journey.events import CustomerEvent, Purchased, Refunded
 from projections.rules.answer import Answer, answer_from
-from projections.rules.changes import change_after, leaving_moments
+from projections.rules.changes import leaving_moments, moment_of_change
 from projections.rules.facts import Facts
 from projections.rules.walk import State, Walk
 from projections.rules.window import ordered
@@ -87,8 +87,8 @@ def answer_columns(answer: Answer) -> dict[str, Any]:
 
 
 def refresh_at(answer: Answer, facts: Facts) -> datetime:
-    later = change_after(facts, answer)
-    moments = [later.as_of] if later is not None else []
+    later = moment_of_change(facts, answer)
+    moments = [later] if later is not None else []
     last = answer.scores["last_purchase_at"]
     if last is not None:  # recency and tenure count whole days since a purchase
         moments.append(last + DAY * (answer.scores["recency_days"] + 1))
