@@ -12,9 +12,12 @@ on PostgreSQL.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Table
+
+from projections.readmodels.tables import UTCDateTime
 
 Processor = Callable[[Any], Any] | None
 
@@ -44,7 +47,23 @@ def processors(conn: Connection, table: Table, names: Sequence[str]) -> list[Pro
     """Each column's bind processor for this dialect: the conversion SQLAlchemy applies to
     a value before handing it to the driver (None when it passes values as they are)."""
     dialect = conn.dialect
-    return [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names]
+    return [
+        sqlite_utc_text
+        if dialect.name == "sqlite" and isinstance(table.c[name].type, UTCDateTime)
+        else table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+        for name in names
+    ]
+
+
+def sqlite_utc_text(value: datetime | None) -> str | None:
+    """What UTCDateTime's processor gives on SQLite, in one step rather than three calls
+    (the most frequent value a rebuild writes): the moment in UTC, its zone dropped, in
+    SQLite DateTime's storage format ``%04d-%02d-%02d %02d:%02d:%02d.%06d``."""
+    if value is None:
+        return None
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def converted(
