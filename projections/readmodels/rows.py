@@ -159,12 +159,14 @@ def collapse(steps: Iterable[tuple[datetime, State]]) -> list[Interval]:
     """Consecutive equal states as one interval; the last is open. Several steps at one
     moment leave only the last one's state there (the empty intervals are dropped)."""
     found: list[Interval] = []
+    current: State | None = None  # the last interval's state
     for at, state in steps:
-        if found and state_of(found[-1]) == state:
+        if state == current:
             continue
-        if found:
-            found[-1] = Interval(found[-1].valid_from, at, *state_of(found[-1]))
+        if current is not None:
+            found[-1] = Interval(found[-1].valid_from, at, *current)
         found.append(Interval(at, None, *state))
+        current = state
     return [i for i in found if i.valid_to is None or i.valid_to > i.valid_from]
 
 

@@ -51,13 +51,24 @@ class Walk:
     rules see it at any moment from the last event's on."""
 
     def __init__(self, settings: Settings):
-        self.settings = settings
+        self.settings = s = settings
+        # The windows and ages the rules compare against, as durations, asked once.
+        self.advocate_window = s.days("advocate_referral_days")
+        self.client_tenure = s.days("client_min_tenure_days")
+        self.client_window = s.days("client_recent_days")
+        self.lapsed_after = s.days("lapsed_after_days")
+        self.meeting_window = s.days("partnership_meeting_days")
+        self.proactive_window = s.days("proactive_days")
+        self.accountable_window = s.days("accountable_days")
+        self.follow_up_reach = s.days("accountable_follow_up_days")
+        self.reactive_window = s.days("reactive_days")
         self.purchases: list[Purchased] = []
         self.refunded: dict[str, Decimal] = defaultdict(Decimal)
         self.sales: list[Purchased] = []  # P: the purchases not fully refunded
         self.sale_times: list[datetime] = []
         self.categories = 0
         self.at_risk_limit: timedelta | None = None
+        self.threshold_moments: list[datetime] = []
         self.converted: list[datetime] = []  # referrals converted
         self.meetings: list[datetime] = []
         self.offers: list[datetime] = []  # outbound offers
@@ -138,6 +149,7 @@ class Walk:
         else:  # status.at_risk_limit
             mean_gap = (sales[-1].occurred_at - sales[0].occurred_at) / (n - 1)
             self.at_risk_limit = max(s.days("at_risk_min_days"), mean_gap * s.at_risk_gap_factor)
+        self.threshold_moments = self._thresholds()
 
     # -- asking ----------------------------------------------------------------------
 
@@ -149,7 +161,7 @@ class Walk:
         s, n = self.settings, len(self.sales)
         if n:
             if self._client(at):
-                start = at - s.days("advocate_referral_days")
+                start = at - self.advocate_window
                 return "advocate" if count_within(self.converted, start, at) else "client"
             return "repeat" if n >= s.repeat_min_purchases else "first_time"
         if self.disqualified:
@@ -162,9 +174,9 @@ class Walk:
         s = self.settings
         return (
             len(self.sales) >= s.client_min_purchases
-            and at - self.sale_times[0] >= s.days("client_min_tenure_days")
+            and at - self.sale_times[0] >= self.client_tenure
             and self.categories >= s.client_min_categories
-            and count_within(self.sale_times, at - s.days("client_recent_days"), at)
+            and count_within(self.sale_times, at - self.client_window, at)
             >= s.client_min_recent_purchases
         )
 
@@ -177,7 +189,7 @@ class Walk:
         if not sales:
             return "active"
         since = at - sales[-1].occurred_at
-        if since > self.settings.days("lapsed_after_days"):
+        if since > self.lapsed_after:
             return "lapsed"
         if self.at_risk_limit is not None and since > self.at_risk_limit:
             return "at_risk"
@@ -186,38 +198,34 @@ class Walk:
     def level(self, at: datetime) -> str:
         if not self.sales:
             return "none"
-        s = self.settings
         if (
             self.manager
             and self.structural
-            and count_within(self.meetings, at - s.days("partnership_meeting_days"), at)
+            and count_within(self.meetings, at - self.meeting_window, at)
         ):
             return "partnership"
         if self._proactive(at):
             return "proactive"
         if self._accountable(at):
             return "accountable"
-        if count_within(self.reactive, at - s.days("reactive_days"), at):
+        if count_within(self.reactive, at - self.reactive_window, at):
             return "reactive"
         return "basic"
 
     def _proactive(self, at: datetime) -> bool:
-        offers, s = self.offers, self.settings
-        recent = offers[
-            bisect_right(offers, at - s.days("proactive_days")) : bisect_right(offers, at)
-        ]
-        if len(recent) < s.proactive_min_months:  # fewer offers than months needed
+        offers, needed = self.offers, self.settings.proactive_min_months
+        recent = offers[bisect_right(offers, at - self.proactive_window) : bisect_right(offers, at)]
+        if len(recent) < needed:  # fewer offers than months needed
             return False
         months = {(utc(t).year, utc(t).month) for t in recent}
-        return len(months) >= s.proactive_min_months
+        return len(months) >= needed
 
     def _accountable(self, at: datetime) -> bool:
         """level.accountable: a recent sale whose first later follow-up came soon enough."""
-        s, times, follow_ups = self.settings, self.sale_times, self.follow_ups
+        times, follow_ups, reach = self.sale_times, self.follow_ups, self.follow_up_reach
         if not follow_ups:
             return False
-        reach = s.days("accountable_follow_up_days")
-        first = bisect_right(times, at - s.days("accountable_days"))
+        first = bisect_right(times, at - self.accountable_window)
         for sale in reversed(self.sales[first : bisect_right(times, at)]):
             after = bisect_right(follow_ups, (sale.occurred_at, sale.originator_version))
             if after < len(follow_ups) and follow_ups[after][0] - sale.occurred_at <= reach:
@@ -226,13 +234,13 @@ class Walk:
 
     def thresholds(self) -> list[datetime]:
         """changes.threshold_moments of the history so far."""
+        return self.threshold_moments
+
+    def _thresholds(self) -> list[datetime]:
         if not self.sales:
             return []
-        s, first, last = self.settings, self.sale_times[0], self.sale_times[-1]
-        moments = [
-            first + s.days("client_min_tenure_days"),
-            last + s.days("lapsed_after_days") + JUST_AFTER,
-        ]
+        first, last = self.sale_times[0], self.sale_times[-1]
+        moments = [first + self.client_tenure, last + self.lapsed_after + JUST_AFTER]
         if self.at_risk_limit is not None:
             moments.append(last + self.at_risk_limit + JUST_AFTER)
         return moments
