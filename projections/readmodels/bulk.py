@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, Table
@@ -63,17 +64,22 @@ def sqlite_utc_text(value: datetime | None) -> str | None:
         return None
     if value.tzinfo is not UTC:
         value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    return value.isoformat(" ", "microseconds")[:-6]  # without its "+00:00"
 
 
 def converted(
     rows: Sequence[Mapping[str, Any]], names: Sequence[str], processors: Sequence[Processor]
 ) -> list[tuple[Any, ...]]:
-    """The rows as tuples of driver values, in the order of ``names``."""
-    pairs = list(zip(names, processors, strict=True))
-    if all(process is None for _, process in pairs):
-        return [tuple(row[name] for name in names) for row in rows]
-    return [
-        tuple(row[name] if process is None else process(row[name]) for name, process in pairs)
-        for row in rows
+    """The rows as tuples of driver values, in the order of ``names``: taken out and
+    converted a column at a time (``map`` and ``itemgetter`` loop in C)."""
+    if len(names) == 1:
+        raw = [(row[names[0]],) for row in rows]
+    else:
+        raw = list(map(itemgetter(*names), rows))
+    if all(process is None for process in processors):
+        return raw
+    columns = [
+        values if process is None else list(map(process, values))
+        for values, process in zip(zip(*raw, strict=True), processors, strict=True)
     ]
+    return list(zip(*columns, strict=True))
