@@ -152,7 +152,8 @@ def between(
     history's leaving moments in that span (a later event's all lie after ``until``) and
     the prefix's own thresholds."""
     found = leaving[bisect_right(leaving, after) : bisect_right(leaving, until)]
-    return sorted({*found, *(m for m in thresholds if after < m <= until)})
+    own = [m for m in thresholds if after < m <= until]
+    return sorted({*found, *own}) if own else found  # leaving is sorted, each moment once
 
 
 def collapse(steps: Iterable[tuple[datetime, State]]) -> list[Interval]:
