@@ -27,6 +27,7 @@ from typing import Any
 
 from journey.application import JourneyApplication
 from journey.storage import Database
+from projections.readmodels.collecting import collector_paused
 from projections.readmodels.runner import rows_for
 from projections.settings import Settings
 
@@ -49,6 +50,10 @@ class Fold:
     def rows(self, app: JourneyApplication, customers: Sequence[str]) -> tuple[Rows, int]:
         """Each read model's rows for ``customers`` up to the head, and how many events
         they were folded from. Every customer's events are read and decoded once."""
+        with collector_paused():
+            return self._rows(app, customers)
+
+    def _rows(self, app: JourneyApplication, customers: Sequence[str]) -> tuple[Rows, int]:
         streams = app.customer_streams(customers, up_to=self.head)
         rows = {
             name: [

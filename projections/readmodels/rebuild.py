@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack, closing
 from typing import Any
 
+from projections.readmodels.collecting import collector_paused
 from projections.readmodels.parallel import Fold, folded
 from projections.readmodels.runner import Runner
 from projections.readmodels.store import Generation, PositionMoved, ReadModelStore
@@ -126,9 +127,10 @@ def fold_together(
     with closing(folded(fold, app, chunks, workers)) as results:  # stops any workers
         for index, (rows, events) in enumerate(results):
             last = index == len(chunks) - 1
-            for generation in builds:
-                rows_of = rows[generation.name]
-                write_chunk(runner, generation, chunks[index], rows_of, head if last else None)
+            with collector_paused():  # converting the rows allocates a lot, cycle-free
+                for generation in builds:
+                    rows_of = rows[generation.name]
+                    write_chunk(runner, generation, chunks[index], rows_of, head if last else None)
             done += events
             if on_progress:
                 on_progress(done, total)
