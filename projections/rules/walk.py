@@ -72,8 +72,12 @@ class Walk:
         self.converted: list[datetime] = []  # referrals converted
         self.meetings: list[datetime] = []
         self.offers: list[datetime] = []  # outbound offers
+        self.offer_months: list[tuple[int, int]] = []  # each offer's calendar month (UTC)
         self.reactive: list[datetime] = []  # inbound inquiries and support contacts
-        self.follow_ups: list[Key] = []  # outbound follow-ups, by order key
+        # level.accountable: each purchase's first later follow-up decides, once it comes.
+        self.unfollowed: list[Purchased] = []  # purchases no follow-up has come after yet
+        self.followed: set[int] = set()  # purchases followed up within reach (versions)
+        self.followed_times: list[datetime] = []  # when the sales of P among them happened
         self.manager = False
         self.structural = False
         self.qualified = False
@@ -90,6 +94,7 @@ class Walk:
         kind = type(event)
         if kind is Purchased:
             self.purchases.append(event)
+            self.unfollowed.append(event)
             self._count_sales()
         elif kind is Refunded:
             self.refunded[event.order_id] += event.amount
@@ -126,15 +131,29 @@ class Walk:
         if direction == "outbound":
             if purpose == "offer":
                 self.offers.append(at)
+                self.offer_months.append((utc(at).year, utc(at).month))
                 concerns = True
             elif purpose in FOLLOW_UPS:
-                self.follow_ups.append((at, contact.originator_version))
+                self._follow_up(at)
                 concerns = True
         elif direction == "inbound" and purpose in ("inquiry", "support"):
             self.reactive.append(at)
             self.inquiry = self.inquiry or purpose == "inquiry"
             concerns = True
         return concerns
+
+    def _follow_up(self, at: datetime) -> None:
+        """A follow-up comes after every purchase added so far (events come in DOMAIN
+        order): the first for those still without one."""
+        reach = self.follow_up_reach
+        soon = (p for p in self.unfollowed if at - p.occurred_at <= reach)
+        self.followed.update(p.originator_version for p in soon)
+        self.unfollowed = []
+        self._count_followed()
+
+    def _count_followed(self) -> None:
+        done = self.followed
+        self.followed_times = [p.occurred_at for p in self.sales if p.originator_version in done]
 
     def _count_sales(self) -> None:
         """P again (facts.sales: a refund may come before its purchase in valid time), and
@@ -150,6 +169,7 @@ class Walk:
             mean_gap = (sales[-1].occurred_at - sales[0].occurred_at) / (n - 1)
             self.at_risk_limit = max(s.days("at_risk_min_days"), mean_gap * s.at_risk_gap_factor)
         self.threshold_moments = self._thresholds()
+        self._count_followed()
 
     # -- asking ----------------------------------------------------------------------
 
@@ -214,23 +234,15 @@ class Walk:
 
     def _proactive(self, at: datetime) -> bool:
         offers, needed = self.offers, self.settings.proactive_min_months
-        recent = offers[bisect_right(offers, at - self.proactive_window) : bisect_right(offers, at)]
-        if len(recent) < needed:  # fewer offers than months needed
+        first, last = bisect_right(offers, at - self.proactive_window), bisect_right(offers, at)
+        if last - first < needed:  # fewer offers than months needed
             return False
-        months = {(utc(t).year, utc(t).month) for t in recent}
-        return len(months) >= needed
+        return len(set(self.offer_months[first:last])) >= needed
 
     def _accountable(self, at: datetime) -> bool:
-        """level.accountable: a recent sale whose first later follow-up came soon enough."""
-        times, follow_ups, reach = self.sale_times, self.follow_ups, self.follow_up_reach
-        if not follow_ups:
-            return False
-        first = bisect_right(times, at - self.accountable_window)
-        for sale in reversed(self.sales[first : bisect_right(times, at)]):
-            after = bisect_right(follow_ups, (sale.occurred_at, sale.originator_version))
-            if after < len(follow_ups) and follow_ups[after][0] - sale.occurred_at <= reach:
-                return True
-        return False
+        """level.accountable: a sale in the window whose first later follow-up came
+        within reach."""
+        return count_within(self.followed_times, at - self.accountable_window, at) > 0
 
     def thresholds(self) -> list[datetime]:
         """changes.threshold_moments of the history so far."""
