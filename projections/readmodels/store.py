@@ -30,6 +30,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.schema import CreateTable
 
 from journey.application import first_use_lock
 from journey.errors import JourneyError
@@ -37,6 +38,7 @@ from journey.storage import Database
 from projections.readmodels.bulk import insert_rows
 from projections.readmodels.tables import (
     CODE_VERSION,
+    deferred_indexes,
     feed,
     generations,
     purchases_table,
@@ -176,14 +178,17 @@ class ReadModelStore:
     def switch(self, name: str, generation: int) -> None:
         """Serve ``generation`` from now on: one transaction repoints the view and, for the
         summary, announces on the feed each customer whose state the new generation
-        changes (new rules). Raises PositionMoved while the new generation is behind the
-        serving one: catch it up first, or the feed would announce changes backwards."""
+        changes (new rules), and creates the indexes its build did without. Raises
+        PositionMoved while the new generation is behind the serving one: catch it up
+        first, or the feed would announce changes backwards."""
         model = MODELS[name]
         with self.engine.begin() as conn:
             old = self.serving(conn, name)
             new = next(g for g in self._generations(conn, name) if g.generation == generation)
             if old is not None and new.position < old.position:
                 raise PositionMoved(f"{name} generation {generation} is behind the serving one")
+            for index in deferred_indexes(self.table(name, generation)):
+                index.create(conn, checkfirst=True)
             self._set_status(conn, name, generation, "serving")
             self._point_view(conn, model, generation)
             if old is not None:
@@ -396,7 +401,14 @@ class ReadModelStore:
         head: int | None = None,
     ) -> None:
         table = self.table(model.name, generation)
-        table.create(conn, checkfirst=True)
+        if status == "building":
+            conn.execute(CreateTable(table, if_not_exists=True))
+            later = deferred_indexes(table)
+            for index in sorted(table.indexes, key=lambda index: str(index.name)):
+                if index not in later:
+                    index.create(conn, checkfirst=True)
+        else:
+            table.create(conn, checkfirst=True)
         now = utc_now()
         conn.execute(
             insert(generations).values(
