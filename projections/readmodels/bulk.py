@@ -12,42 +12,64 @@ on PostgreSQL.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Connection, Dialect, Table
 
 from projections.readmodels.tables import UTCDateTime
 
 Processor = Callable[[Any], Any] | None
 
 
-def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert ``rows`` (each naming the same columns) into ``table`` within ``conn``'s
-    transaction."""
+@dataclass(frozen=True)
+class Prepared:
+    """Rows already converted to driver values for one dialect, in the order of ``names``.
+    A rebuild's workers prepare the rows they compute, so that only plain values (not
+    datetimes, decimals and dicts) are pickled back to the writer, and the writer only
+    stores them."""
+
+    names: tuple[str, ...]
+    values: list[tuple[Any, ...]]
+
+
+def prepare(dialect: Dialect, table: Table, rows: Sequence[Mapping[str, Any]]) -> Prepared:
+    """``rows`` (each naming the same columns of ``table``) as ``dialect``'s driver takes
+    them."""
     if not rows:
+        return Prepared((), [])
+    names = tuple(rows[0])
+    return Prepared(names, converted(rows, names, processors(dialect, table, names)))
+
+
+def insert_rows(
+    conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]] | Prepared
+) -> None:
+    """Insert ``rows`` (each naming the same columns, or prepared for this dialect) into
+    ``table`` within ``conn``'s transaction."""
+    prepared = rows if isinstance(rows, Prepared) else prepare(conn.dialect, table, rows)
+    if not prepared.values:
         return
-    names = list(rows[0])
-    values = converted(rows, names, processors(conn, table, names))
     preparer = conn.dialect.identifier_preparer
     target = preparer.format_table(table)
-    columns = ", ".join(preparer.quote(name) for name in names)
+    columns = ", ".join(preparer.quote(name) for name in prepared.names)
     if conn.dialect.name == "postgresql":
         driver = conn.connection.driver_connection
         statement = f"COPY {target} ({columns}) FROM STDIN"
         with driver.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]
-            for row in values:
+            for row in prepared.values:
                 copy.write_row(row)
         return
-    marks = ", ".join("?" * len(names))
-    conn.exec_driver_sql(f"INSERT INTO {target} ({columns}) VALUES ({marks})", values)
+    marks = ", ".join("?" * len(prepared.names))
+    statement = f"INSERT INTO {target} ({columns}) VALUES ({marks})"
+    conn.exec_driver_sql(statement, prepared.values)  # type: ignore[arg-type]
 
 
-def processors(conn: Connection, table: Table, names: Sequence[str]) -> list[Processor]:
+def processors(dialect: Dialect, table: Table, names: Sequence[str]) -> list[Processor]:
     """Each column's bind processor for this dialect: the conversion SQLAlchemy applies to
     a value before handing it to the driver (None when it passes values as they are)."""
-    dialect = conn.dialect
     return [
         sqlite_utc_text
         if dialect.name == "sqlite" and isinstance(table.c[name].type, UTCDateTime)

@@ -35,7 +35,7 @@ from sqlalchemy.schema import CreateTable
 from journey.application import first_use_lock
 from journey.errors import JourneyError
 from journey.storage import Database
-from projections.readmodels.bulk import insert_rows
+from projections.readmodels.bulk import Prepared, insert_rows, prepare
 from projections.readmodels.tables import (
     CODE_VERSION,
     deferred_indexes,
@@ -112,6 +112,7 @@ class ReadModelStore:
         self.database = database
         self.engine = make_engine(database)
         self._tables: dict[str, Table] = {}
+        self._shapes: dict[str, Table] = {}  # each model's columns, for prepare
         self._metadata = MetaData()
 
     def close(self) -> None:
@@ -206,7 +207,7 @@ class ReadModelStore:
         name: str,
         generation: int,
         customers: Sequence[str],
-        rows: Sequence[Mapping[str, Any]],
+        rows: Sequence[Mapping[str, Any]] | Prepared,
         *,
         expected: int,
         status: str,
@@ -250,6 +251,13 @@ class ReadModelStore:
                 .where(generations.c.name == name, generations.c.generation == generation)
                 .values(**changes)
             )
+
+    def prepare(self, name: str, rows: Sequence[Mapping[str, Any]]) -> Prepared:
+        """Rows of read model ``name`` as this database's driver takes them (bulk.py): what
+        ``write`` stores, made ahead, where the rows are computed."""
+        if name not in self._shapes:
+            self._shapes[name] = MODELS[name].make_table(MetaData(), MODELS[name].view)
+        return prepare(self.engine.dialect, self._shapes[name], rows)
 
     def previous_summaries(self, generation: int, customers: Sequence[str]) -> dict[str, Any]:
         """The summary rows of ``customers`` as they stand (what a change is measured from)."""
