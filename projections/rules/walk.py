@@ -66,7 +66,7 @@ class Walk:
         self.refunded: dict[str, Decimal] = defaultdict(Decimal)
         self.sales: list[Purchased] = []  # P: the purchases not fully refunded
         self.sale_times: list[datetime] = []
-        self.categories = 0
+        self.categories: set[str] = set()  # of the sales of P
         self.at_risk_limit: timedelta | None = None
         self.threshold_moments: list[datetime] = []
         self.converted: list[datetime] = []  # referrals converted
@@ -95,7 +95,8 @@ class Walk:
         if kind is Purchased:
             self.purchases.append(event)
             self.unfollowed.append(event)
-            self._count_sales()
+            if event.amount - self.refunded[event.order_id] > 0:  # in P (facts.sales)
+                self._add_sale(event)
         elif kind is Refunded:
             self.refunded[event.order_id] += event.amount
             self._count_sales()
@@ -155,13 +156,26 @@ class Walk:
         done = self.followed
         self.followed_times = [p.occurred_at for p in self.sales if p.originator_version in done]
 
+    def _add_sale(self, purchase: Purchased) -> None:
+        """A sale joins P, last in DOMAIN order. No follow-up has come after it yet."""
+        self.sales.append(purchase)
+        self.sale_times.append(purchase.occurred_at)
+        if purchase.category is not None:
+            self.categories.add(purchase.category)
+        self._derive_from_sales()
+
     def _count_sales(self) -> None:
-        """P again (facts.sales: a refund may come before its purchase in valid time), and
-        what the rules derive from it alone."""
+        """P again after a refund (facts.sales: a refund may come before its purchase in
+        valid time), and what the rules derive from it."""
         refunded = self.refunded
         self.sales = sales = [p for p in self.purchases if p.amount - refunded[p.order_id] > 0]
         self.sale_times = [sale.occurred_at for sale in sales]
-        self.categories = len({sale.category for sale in sales if sale.category is not None})
+        self.categories = {sale.category for sale in sales if sale.category is not None}
+        self._count_followed()
+        self._derive_from_sales()
+
+    def _derive_from_sales(self) -> None:
+        sales = self.sales
         s, n = self.settings, len(sales)
         if n < s.at_risk_min_purchases:
             self.at_risk_limit = None
@@ -169,7 +183,6 @@ class Walk:
             mean_gap = (sales[-1].occurred_at - sales[0].occurred_at) / (n - 1)
             self.at_risk_limit = max(s.days("at_risk_min_days"), mean_gap * s.at_risk_gap_factor)
         self.threshold_moments = self._thresholds()
-        self._count_followed()
 
     # -- asking ----------------------------------------------------------------------
 
@@ -195,7 +208,7 @@ class Walk:
         return (
             len(self.sales) >= s.client_min_purchases
             and at - self.sale_times[0] >= self.client_tenure
-            and self.categories >= s.client_min_categories
+            and len(self.categories) >= s.client_min_categories
             and count_within(self.sale_times, at - self.client_window, at)
             >= s.client_min_recent_purchases
         )
