@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack, closing
 
 from projections.readmodels.bulk import Prepared
-from projections.readmodels.collecting import collector_paused
 from projections.readmodels.parallel import Fold, folded
 from projections.readmodels.runner import Runner
 from projections.readmodels.store import Generation, PositionMoved, ReadModelStore
@@ -127,10 +126,9 @@ def fold_together(
     with closing(folded(fold, app, runner.store, chunks, workers)) as results:  # stops any workers
         for index, (rows, events) in enumerate(results):
             last = index == len(chunks) - 1
-            with collector_paused():  # converting the rows allocates a lot, cycle-free
-                for generation in builds:
-                    rows_of = rows[generation.name]
-                    write_chunk(runner, generation, chunks[index], rows_of, head if last else None)
+            for generation in builds:
+                rows_of = rows[generation.name]
+                write_chunk(runner, generation, chunks[index], rows_of, head if last else None)
             done += events
             if on_progress:
                 on_progress(done, total)
