@@ -3,10 +3,8 @@
 Folding a customer's history by the rules is pure CPU work, a chunk of customers at a
 time, and the chunks do not depend on each other: worker processes (each with its own
 connection to the event store) read, decode and fold chunks, while the rebuilding process
-writes the rows they return, in order, and folds chunks too whenever the next one is not
-ready (rather than wait: a worker fewer is an interpreter fewer to start). Only
-the writer touches the read models, so what a rebuild commits, and where it resumes after
-a crash, is the same as folding in-process.
+writes the rows they return, in order. Only the writer touches the read models, so what a
+rebuild commits, and where it resumes after a crash, is the same as folding in-process.
 
 Workers are started with "spawn" (a fresh interpreter: no connection or lock inherited from
 a threaded server), which imports the main script again: a script that rebuilds must keep
@@ -92,23 +90,20 @@ def folded(
     chunks: Sequence[Sequence[str]],
     workers: int = 1,
 ) -> Iterator[tuple[Rows, int]]:
-    """``fold.rows`` of each chunk, in order: in ``workers`` processes (this one and
-    ``workers - 1`` started for the fold) when there are enough chunks, else here with
-    ``app`` and ``store``."""
+    """``fold.rows`` of each chunk, in order: in up to ``workers`` processes when there
+    are enough chunks, else here with ``app`` and ``store``."""
     workers = min(workers, len(chunks))
     if workers < 2 or len(chunks) < PARALLEL_FROM_CHUNKS or in_memory(app.database):
         yield from (fold.rows(app, store, customers) for customers in chunks)
         return
     executor = ProcessPoolExecutor(
-        workers - 1,
+        workers,
         mp_context=get_context("spawn"),
         initializer=start_worker,
         initargs=(app.database, os.getpid()),
     )
     try:
-        here = partial(fold.rows, app, store)
-        there = partial(fold_in_worker, fold)
-        yield from in_order(executor, there, here, chunks, ahead=2 * workers)
+        yield from in_order(executor, partial(fold_in_worker, fold), chunks, ahead=2 * workers)
     finally:
         executor.shutdown(cancel_futures=True)
 
@@ -119,48 +114,17 @@ def in_memory(database: Database) -> bool:
 
 
 def in_order(
-    executor: ProcessPoolExecutor, there: Any, here: Any, items: Iterable[Any], ahead: int
+    executor: ProcessPoolExecutor, task: Any, items: Iterable[Any], ahead: int
 ) -> Iterator[Any]:
-    """``executor.map(there, items)``, but with at most ``ahead`` items waiting (the
-    writer may be slower than the workers, and a whole log's rows must not pile up in
-    memory), and this process, rather than wait for the next result, takes the latest
-    item no worker has started and does it ``here``."""
-    pending: deque[Job] = deque()
+    """``executor.map``, but with at most ``ahead`` results waiting: the writer may be
+    slower than the workers, and a whole log's rows must not pile up in memory."""
+    pending: deque[Future[Any]] = deque()
     for item in items:
-        pending.append(Job(item, executor.submit(there, item)))
-        if len(pending) >= ahead:
-            yield next_result(pending, here)
+        pending.append(executor.submit(task, item))
+        if len(pending) > ahead:
+            yield pending.popleft().result()
     while pending:
-        yield next_result(pending, here)
-
-
-def next_result(pending: deque[Job], here: Any) -> Any:
-    """The first job's result, working on later jobs here while it is not ready."""
-    while not pending[0].ready() and steal(pending, here):
-        pass
-    return pending.popleft().result()
-
-
-@dataclass
-class Job:
-    item: Any
-    future: Future[Any] | None  # None once done here
-    value: Any = None
-
-    def ready(self) -> bool:
-        return self.future is None or self.future.done()
-
-    def result(self) -> Any:
-        return self.value if self.future is None else self.future.result()
-
-
-def steal(pending: deque[Job], here: Any) -> bool:
-    """Do ``here`` the latest pending job no worker has started; False if there is none."""
-    for job in reversed(pending):
-        if job.future is not None and job.future.cancel():
-            job.future, job.value = None, here(job.item)
-            return True
-    return False
+        yield pending.popleft().result()
 
 
 # -- in a worker process -----------------------------------------------------------------
