@@ -179,17 +179,21 @@ class ReadModelStore:
     def switch(self, name: str, generation: int) -> None:
         """Serve ``generation`` from now on: one transaction repoints the view and, for the
         summary, announces on the feed each customer whose state the new generation
-        changes (new rules), and creates the indexes its build did without. Raises
-        PositionMoved while the new generation is behind the serving one: catch it up
-        first, or the feed would announce changes backwards."""
+        changes (new rules). Raises PositionMoved while the new generation is behind the
+        serving one: catch it up first, or the feed would announce changes backwards.
+
+        First, in a transaction of their own, the generation gets the indexes its build did
+        without: building them takes a while on a large log, and readers wait for the
+        transaction that repoints their view."""
         model = MODELS[name]
+        with self.engine.begin() as conn:
+            for index in deferred_indexes(self.table(name, generation)):
+                index.create(conn, checkfirst=True)
         with self.engine.begin() as conn:
             old = self.serving(conn, name)
             new = next(g for g in self._generations(conn, name) if g.generation == generation)
             if old is not None and new.position < old.position:
                 raise PositionMoved(f"{name} generation {generation} is behind the serving one")
-            for index in deferred_indexes(self.table(name, generation)):
-                index.create(conn, checkfirst=True)
             self._set_status(conn, name, generation, "serving")
             self._point_view(conn, model, generation)
             if old is not None:
