@@ -279,11 +279,11 @@ class JourneyApplication(Application[str]):
         columns = f"{position} AS position, originator_id, originator_version, topic, state"
         order = "ORDER BY originator_id, originator_version"
         if self.database.is_postgres:
-            limit = "AND notification_id <= %s " if up_to is not None else ""
-            statement = (
-                f"SELECT {columns} FROM {table} WHERE originator_id = ANY(%s) {limit}{order}"
-            )
-            params: list[Any] = [ids] + ([up_to] if up_to is not None else [])
+            # The position bound is applied below, not here: with it in SQL, on a table
+            # not yet analysed (a freshly loaded log) the planner scanned the whole log by
+            # position for every batch of ids instead of looking the ids up.
+            statement = f"SELECT {columns} FROM {table} WHERE originator_id = ANY(%s) {order}"
+            params: list[Any] = [ids]
         else:
             limit = "AND rowid <= ? " if up_to is not None else ""
             marks = ",".join("?" * len(ids))
@@ -296,6 +296,8 @@ class JourneyApplication(Application[str]):
             rows = curs.fetchall()
         streams: dict[str, list[tuple[int, StoredEvent]]] = defaultdict(list)
         for row in rows:
+            if up_to is not None and row["position"] > up_to:
+                continue
             state = row["state"]
             stored = StoredEvent(
                 originator_id=row["originator_id"],

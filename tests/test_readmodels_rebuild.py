@@ -25,7 +25,7 @@ from readmodel_support import (
     summary_rows,
     view_rows,
 )
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select
 
 from journey.sample import sample
 from projections.pointintime import PointInTime
@@ -114,9 +114,7 @@ def test_a_crash_mid_rebuild_leaves_the_old_generation_serving_and_the_next_resu
         old = serving(m.store, "timeline")
         # A rebuild in its own process, 5 customers per chunk and a pause after each, is
         # SIGKILLed after a few chunks: well inside the fold.
-        process = start_script(
-            db_url, "rebuild", "timeline", chunk=5, pause=0.2, workers=workers
-        )
+        process = start_script(db_url, "rebuild", "timeline", chunk=5, pause=0.2, workers=workers)
         try:
             seen = 0
             for line in process.stdout:
@@ -156,9 +154,7 @@ def test_a_crash_while_a_rebuild_catches_up_applies_no_event_twice(db_url):
         m.runner.catch_up("summary")
         runner, store = m.runner, m.store
         head = m.journey.app.max_notification_id()
-        generation = store.start_build(
-            "summary", head=head, settings=runner.settings
-        )
+        generation = store.start_build("summary", head=head, settings=runner.settings)
         fold(runner, generation, 10, None)
         # Events recorded during the fold, for customers already folded.
         record_all(m.journey, contacts(customer_ids(m.journey)[:30]))
@@ -229,3 +225,27 @@ def test_a_rebuild_with_nothing_recorded_serves_an_empty_generation(db_url, name
         generation = rebuild(m.runner, name)
         assert generation.generation == 2 and generation.position == 0
         assert view_rows(m.store, name) == []
+
+
+def index_names(store: ReadModelStore, name: str, generation: int) -> set[str]:
+    """The indexes the database holds on a generation's table, without its name prefix."""
+    table = store.table(name, generation).name
+    with store.engine.connect() as conn:
+        found = inspect(conn).get_indexes(table)
+    return {index["name"].removeprefix(table) for index in found}
+
+
+def test_a_generation_gets_the_indexes_its_build_did_without_when_it_serves(db_url):
+    every = {"summary": {"_refresh"}, "timeline": {"_span"}, "purchases": {"_customer", "_time"}}
+    with models(db_url) as m:
+        record_all(m.journey, sample(20, seed=5))
+        for name in NAMES:  # the first generations serve from the start: all their indexes
+            assert index_names(m.store, name, 1) == every[name]
+        for name in NAMES:
+            assert m.store.start_build(name, head=1, settings=m.runner.settings).generation == 2
+        assert index_names(m.store, "summary", 2) == index_names(m.store, "timeline", 2) == set()
+        assert index_names(m.store, "purchases", 2) == {"_customer"}  # writers delete by it
+        rebuild_many(m.runner, NAMES)  # goes on with the builds started
+        for name in NAMES:
+            assert serving(m.store, name).generation == 2
+            assert index_names(m.store, name, 2) == every[name]

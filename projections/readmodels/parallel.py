@@ -27,14 +27,17 @@ from typing import Any
 
 from journey.application import JourneyApplication
 from journey.storage import Database
+from projections.readmodels.bulk import Prepared
+from projections.readmodels.collecting import collector_paused
 from projections.readmodels.runner import rows_for
+from projections.readmodels.store import ReadModelStore
 from projections.settings import Settings
 
 #: Below this many chunks a rebuild folds in its own process: starting the workers
 #: (a fresh interpreter each) would cost more than they save.
 PARALLEL_FROM_CHUNKS = 4
 
-Rows = dict[str, list[dict[str, Any]]]
+Rows = dict[str, Prepared]
 
 
 @dataclass(frozen=True)
@@ -46,36 +49,52 @@ class Fold:
     now: datetime
     settings: Settings
 
-    def rows(self, app: JourneyApplication, customers: Sequence[str]) -> tuple[Rows, int]:
-        """Each read model's rows for ``customers`` up to the head, and how many events
-        they were folded from. Every customer's events are read and decoded once."""
+    def rows(
+        self, app: JourneyApplication, store: ReadModelStore, customers: Sequence[str]
+    ) -> tuple[Rows, int]:
+        """Each read model's rows for ``customers`` up to the head, prepared for
+        ``store``'s database, and how many events they were folded from. Every customer's
+        events are read and decoded once."""
+        with collector_paused():
+            return self._rows(app, store, customers)
+
+    def _rows(
+        self, app: JourneyApplication, store: ReadModelStore, customers: Sequence[str]
+    ) -> tuple[Rows, int]:
         streams = app.customer_streams(customers, up_to=self.head)
         rows = {
-            name: [
-                row
-                for customer in customers
-                for row in rows_for(
-                    name,
-                    customer,
-                    streams[customer],
-                    self.now,
-                    self.settings,
-                    len(streams[customer].events),
-                )
-            ]
+            name: store.prepare(
+                name,
+                [
+                    row
+                    for customer in customers
+                    for row in rows_for(
+                        name,
+                        customer,
+                        streams[customer],
+                        self.now,
+                        self.settings,
+                        len(streams[customer].events),
+                    )
+                ],
+            )
             for name in self.names
         }
         return rows, sum(len(stream.events) for stream in streams.values())
 
 
 def folded(
-    fold: Fold, app: JourneyApplication, chunks: Sequence[Sequence[str]], workers: int = 1
+    fold: Fold,
+    app: JourneyApplication,
+    store: ReadModelStore,
+    chunks: Sequence[Sequence[str]],
+    workers: int = 1,
 ) -> Iterator[tuple[Rows, int]]:
     """``fold.rows`` of each chunk, in order: in up to ``workers`` processes when there
-    are enough chunks, else here with ``app``."""
+    are enough chunks, else here with ``app`` and ``store``."""
     workers = min(workers, len(chunks))
     if workers < 2 or len(chunks) < PARALLEL_FROM_CHUNKS or in_memory(app.database):
-        yield from (fold.rows(app, customers) for customers in chunks)
+        yield from (fold.rows(app, store, customers) for customers in chunks)
         return
     executor = ProcessPoolExecutor(
         workers,
@@ -111,14 +130,19 @@ def in_order(
 # -- in a worker process -----------------------------------------------------------------
 
 _app: JourneyApplication | None = None
+_store: ReadModelStore | None = None
 
 
 def start_worker(database: Database, parent: int) -> None:
-    """Open the event store once per worker, and end the worker with its parent: a
-    rebuild killed mid-fold must leave no process behind (an idle worker would otherwise
-    wait for its next chunk forever)."""
-    global _app
+    """Open the event store once per worker (and the read models' engine, connected
+    once so that its dialect converts values as the writer's does), and end the worker
+    with its parent: a rebuild killed mid-fold must leave no process behind (an idle
+    worker would otherwise wait for its next chunk forever)."""
+    global _app, _store
     _app = JourneyApplication(database)
+    _store = ReadModelStore(database)
+    with _store.engine.connect():
+        pass
     threading.Thread(target=exit_with, args=(parent,), daemon=True).start()
 
 
@@ -129,5 +153,5 @@ def exit_with(parent: int) -> None:
 
 
 def fold_in_worker(fold: Fold, customers: Sequence[str]) -> tuple[Rows, int]:
-    assert _app is not None, "start_worker opens the event store"
-    return fold.rows(_app, customers)
+    assert _app is not None and _store is not None, "start_worker opens the stores"
+    return fold.rows(_app, _store, customers)

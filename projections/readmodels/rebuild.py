@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack, closing
-from typing import Any
 
+from projections.readmodels.bulk import Prepared
 from projections.readmodels.parallel import Fold, folded
 from projections.readmodels.runner import Runner
 from projections.readmodels.store import Generation, PositionMoved, ReadModelStore
@@ -123,7 +123,7 @@ def fold_together(
     )
     chunks = [ids[start : start + chunk] for start in range(0, len(ids), chunk)]
     fold = Fold(tuple(g.name for g in builds), head, runner.clock(), runner.settings)
-    with closing(folded(fold, app, chunks, workers)) as results:  # stops any workers
+    with closing(folded(fold, app, runner.store, chunks, workers)) as results:  # stops any workers
         for index, (rows, events) in enumerate(results):
             last = index == len(chunks) - 1
             for generation in builds:
@@ -134,14 +134,14 @@ def fold_together(
                 on_progress(done, total)
     for generation in builds:
         if not ids and generation.position < head:  # resumed after the fold: keep the catch-up
-            write_chunk(runner, generation, [], [], head)
+            write_chunk(runner, generation, [], Prepared((), []), head)
 
 
 def write_chunk(
     runner: Runner,
     generation: Generation,
     customers: Sequence[str],
-    rows: list[dict[str, Any]],
+    rows: Prepared,
     position: int | None,
 ) -> None:
     """One chunk of a build's rows, with the last customer done as its cursor."""

@@ -14,11 +14,9 @@ from typing import Any
 
 from journey.events import CustomerEvent, Purchased, Refunded
 from projections.rules.answer import Answer, answer_from
-from projections.rules.changes import change_after, leaving_moments, threshold_moments
+from projections.rules.changes import leaving_moments, moment_of_change
 from projections.rules.facts import Facts
-from projections.rules.level import relationship_level
-from projections.rules.stage import loyalty_stage
-from projections.rules.status import status
+from projections.rules.walk import State, Walk
 from projections.rules.window import ordered
 from projections.settings import Settings
 
@@ -89,8 +87,8 @@ def answer_columns(answer: Answer) -> dict[str, Any]:
 
 
 def refresh_at(answer: Answer, facts: Facts) -> datetime:
-    later = change_after(facts, answer)
-    moments = [later.as_of] if later is not None else []
+    later = moment_of_change(facts, answer)
+    moments = [later] if later is not None else []
     last = answer.scores["last_purchase_at"]
     if last is not None:  # recency and tenure count whole days since a purchase
         moments.append(last + DAY * (answer.scores["recency_days"] + 1))
@@ -116,9 +114,6 @@ def timeline_rows(
     ]
 
 
-State = tuple[str, str, str]
-
-
 def intervals(events: Sequence[CustomerEvent], settings: Settings) -> list[Interval]:
     return collapse(samples(ordered(events), settings))
 
@@ -131,15 +126,22 @@ def samples(stream: list[CustomerEvent], settings: Settings) -> Iterator[tuple[d
     changes), so both give the same intervals; this one is linear in the candidates, where
     the replay evaluates every prefix and searches the candidates again after each step.
     Only the classifications' own candidates are sampled (not those of the scores, which
-    the timeline does not keep): most moments change nothing the timeline shows.
+    the timeline does not keep): most moments change nothing the timeline shows. The
+    values come from a ``Walk`` (rules/walk.py), which keeps what the rules read as the
+    events are added; an event none of them reads leaves the state as the last sample
+    (taken at or after the previous event's last candidate before this event).
     """
     leaving = leaving_moments(stream, settings)
+    walk = Walk(settings)
+    state: State | None = None
     for index, event in enumerate(stream):
-        facts = Facts.of_ordered(stream[: index + 1], event.occurred_at, settings)
-        yield event.occurred_at, classify(facts)
+        if walk.add(event) or state is None:
+            state = walk.state(event.occurred_at)
+        yield event.occurred_at, state
         until = stream[index + 1].occurred_at if index + 1 < len(stream) else END_OF_TIME
-        for moment in between(leaving, threshold_moments(facts), event.occurred_at, until):
-            yield moment, classify(facts.at(moment))
+        for moment in between(leaving, walk.thresholds(), event.occurred_at, until):
+            state = walk.state(moment)
+            yield moment, state
 
 
 def between(
@@ -150,24 +152,22 @@ def between(
     history's leaving moments in that span (a later event's all lie after ``until``) and
     the prefix's own thresholds."""
     found = leaving[bisect_right(leaving, after) : bisect_right(leaving, until)]
-    return sorted({*found, *(m for m in thresholds if after < m <= until)})
-
-
-def classify(facts: Facts) -> State:
-    """The three classifications the timeline keeps, by the rules themselves."""
-    return loyalty_stage(facts).value, status(facts).value, relationship_level(facts).value
+    own = [m for m in thresholds if after < m <= until]
+    return sorted({*found, *own}) if own else found  # leaving is sorted, each moment once
 
 
 def collapse(steps: Iterable[tuple[datetime, State]]) -> list[Interval]:
     """Consecutive equal states as one interval; the last is open. Several steps at one
     moment leave only the last one's state there (the empty intervals are dropped)."""
     found: list[Interval] = []
+    current: State | None = None  # the last interval's state
     for at, state in steps:
-        if found and state_of(found[-1]) == state:
+        if state == current:
             continue
-        if found:
-            found[-1] = Interval(found[-1].valid_from, at, *state_of(found[-1]))
+        if current is not None:
+            found[-1] = Interval(found[-1].valid_from, at, *current)
         found.append(Interval(at, None, *state))
+        current = state
     return [i for i in found if i.valid_to is None or i.valid_to > i.valid_from]
 
 

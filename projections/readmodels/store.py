@@ -30,12 +30,15 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.schema import CreateTable
 
 from journey.application import first_use_lock
 from journey.errors import JourneyError
 from journey.storage import Database
+from projections.readmodels.bulk import Prepared, insert_rows, prepare
 from projections.readmodels.tables import (
     CODE_VERSION,
+    deferred_indexes,
     feed,
     generations,
     purchases_table,
@@ -109,6 +112,7 @@ class ReadModelStore:
         self.database = database
         self.engine = make_engine(database)
         self._tables: dict[str, Table] = {}
+        self._shapes: dict[str, Table] = {}  # each model's columns, for prepare
         self._metadata = MetaData()
 
     def close(self) -> None:
@@ -176,8 +180,15 @@ class ReadModelStore:
         """Serve ``generation`` from now on: one transaction repoints the view and, for the
         summary, announces on the feed each customer whose state the new generation
         changes (new rules). Raises PositionMoved while the new generation is behind the
-        serving one: catch it up first, or the feed would announce changes backwards."""
+        serving one: catch it up first, or the feed would announce changes backwards.
+
+        First, in a transaction of their own, the generation gets the indexes its build did
+        without: building them takes a while on a large log, and readers wait for the
+        transaction that repoints their view."""
         model = MODELS[name]
+        with self.engine.begin() as conn:
+            for index in deferred_indexes(self.table(name, generation)):
+                index.create(conn, checkfirst=True)
         with self.engine.begin() as conn:
             old = self.serving(conn, name)
             new = next(g for g in self._generations(conn, name) if g.generation == generation)
@@ -200,7 +211,7 @@ class ReadModelStore:
         name: str,
         generation: int,
         customers: Sequence[str],
-        rows: Sequence[Mapping[str, Any]],
+        rows: Sequence[Mapping[str, Any]] | Prepared,
         *,
         expected: int,
         status: str,
@@ -233,8 +244,7 @@ class ReadModelStore:
             for start in range(0, len(customers), 500):
                 chunk = customers[start : start + 500]
                 conn.execute(delete(table).where(table.c.customer_id.in_(chunk)))
-            if rows:
-                conn.execute(insert(table), list(rows))
+            insert_rows(conn, table, rows)
             changes: dict[str, Any] = {"updated_at": utc_now()}
             if position is not None:
                 changes["position"] = position
@@ -245,6 +255,13 @@ class ReadModelStore:
                 .where(generations.c.name == name, generations.c.generation == generation)
                 .values(**changes)
             )
+
+    def prepare(self, name: str, rows: Sequence[Mapping[str, Any]]) -> Prepared:
+        """Rows of read model ``name`` as this database's driver takes them (bulk.py): what
+        ``write`` stores, made ahead, where the rows are computed."""
+        if name not in self._shapes:
+            self._shapes[name] = MODELS[name].make_table(MetaData(), MODELS[name].view)
+        return prepare(self.engine.dialect, self._shapes[name], rows)
 
     def previous_summaries(self, generation: int, customers: Sequence[str]) -> dict[str, Any]:
         """The summary rows of ``customers`` as they stand (what a change is measured from)."""
@@ -314,7 +331,7 @@ class ReadModelStore:
         if self.database.is_postgres:
             conn.execute(text("LOCK TABLE journey_feed IN EXCLUSIVE MODE"))
             conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": self.feed_channel})
-        conn.execute(insert(feed), list(entries))
+        insert_rows(conn, feed, entries)
 
     @property
     def feed_channel(self) -> str:
@@ -396,7 +413,14 @@ class ReadModelStore:
         head: int | None = None,
     ) -> None:
         table = self.table(model.name, generation)
-        table.create(conn, checkfirst=True)
+        if status == "building":
+            conn.execute(CreateTable(table, if_not_exists=True))
+            later = deferred_indexes(table)
+            for index in sorted(table.indexes, key=lambda index: str(index.name)):
+                if index not in later:
+                    index.create(conn, checkfirst=True)
+        else:
+            table.create(conn, checkfirst=True)
         now = utc_now()
         conn.execute(
             insert(generations).values(

@@ -98,6 +98,20 @@ feed = Table(
 )
 
 
+#: Marks the indexes only readers use: a rebuild creates them when it switches to its new
+#: generation, not before filling it (keeping them sorted row by row cost more than
+#: building them at once). The indexes the writers look customers up by stay.
+AFTER_BUILD = {"after_build": True}
+
+
+def deferred_indexes(table: Table) -> list[Index]:
+    """The indexes of ``table`` that a generation being built does without."""
+    return sorted(
+        (index for index in table.indexes if index.info.get("after_build")),
+        key=lambda index: str(index.name),
+    )
+
+
 def summary_table(metadata: MetaData, name: str) -> Table:
     return Table(
         name,
@@ -129,7 +143,7 @@ def summary_table(metadata: MetaData, name: str) -> Table:
         Column("refresh_at", TIME, nullable=False),
         Column("last_position", BigInteger, nullable=False),
         Column("applied_events", Integer, nullable=False),
-        Index(f"{name}_refresh", "refresh_at"),
+        Index(f"{name}_refresh", "refresh_at", info=AFTER_BUILD),
     )
 
 
@@ -143,7 +157,7 @@ def timeline_table(metadata: MetaData, name: str) -> Table:
         Column("loyalty_stage", String(16), nullable=False),
         Column("status", String(16), nullable=False),
         Column("relationship_level", String(16), nullable=False),
-        Index(f"{name}_span", "valid_from", "valid_to"),
+        Index(f"{name}_span", "valid_from", "valid_to", info=AFTER_BUILD),
     )
 
 
@@ -158,5 +172,5 @@ def purchases_table(metadata: MetaData, name: str) -> Table:
         Column("amount", MONEY, nullable=False),
         Column("is_refund", Boolean, nullable=False),
         Index(f"{name}_customer", "customer_id"),
-        Index(f"{name}_time", "occurred_at"),
+        Index(f"{name}_time", "occurred_at", info=AFTER_BUILD),
     )

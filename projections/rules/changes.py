@@ -12,12 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
+from typing import Any
 
 from journey.events import Contacted, CustomerEvent, Purchased, ReferralConverted
 from projections.rules.answer import Answer, answer_from
 from projections.rules.facts import Facts
-from projections.rules.psych import YEAR_DAYS, open_complaints
-from projections.rules.status import at_risk_limit
+from projections.rules.level import relationship_level
+from projections.rules.psych import YEAR_DAYS, commitment, involvement, open_complaints, trust
+from projections.rules.scores import recent_sales
+from projections.rules.stage import loyalty_stage
+from projections.rules.status import at_risk_limit, status
 from projections.rules.window import JUST_AFTER
 from projections.settings import DEFAULT, Settings
 
@@ -79,7 +83,8 @@ def counts(event: CustomerEvent) -> tuple[str, ...]:
 
 def threshold_moments(facts: Facts) -> list[datetime]:
     """The ages at which a classification might change, which depend on P at T: the
-    client's tenure, lapsing, turning at risk."""
+    client's tenure, lapsing, turning at risk. The timeline asks ``Walk.thresholds``
+    (rules/walk.py), kept equal to this by tests/test_rules_walk.py."""
     s, first, last = facts.settings, facts.first_purchase, facts.last_purchase
     if first is None or last is None:
         return []
@@ -107,14 +112,44 @@ def next_change(
 
 
 def change_after(facts: Facts, now: Answer | None, until: datetime | None = None) -> Answer | None:
-    """``next_change`` from facts and their answer already at hand (the summary row has
-    both), so neither is computed twice."""
+    """``next_change`` from facts and their answer already at hand, so neither is computed
+    twice."""
+    moment = moment_of_change(facts, now, until)
+    return None if moment is None else answer_from(facts.at(moment))
+
+
+def moment_of_change(
+    facts: Facts, now: Answer | None, until: datetime | None = None
+) -> datetime | None:
+    """When ``change_after`` finds its answer (the summary row needs only that): the
+    candidates are compared by ``moving_state``, not by whole answers."""
     if now is None:
         return None
+    current = (*(v.value for v in now.verdicts().values()), *(now.scores[k] for k in TIMED))
     for moment in candidates(facts):
         if until is not None and moment > until:
             return None
-        later = answer_from(facts.at(moment))
-        if later is not None and later.state() != now.state():
-            return later
+        if moving_state(facts.at(moment)) != current:
+            return moment
     return None
+
+
+#: The scores that look through a window or at an age, in ``moving_state``'s order.
+TIMED = ("frequency_365d", "monetary_365d", "trust", "commitment", "involvement")
+
+
+def moving_state(facts: Facts) -> tuple[Any, ...]:
+    """The part of ``Answer.state()`` that can differ between ``facts`` and
+    ``facts.at(later)``: the classifications and the ``TIMED`` scores. Every other score
+    it compares depends on the events alone, which ``at`` keeps, so two moments' states
+    differ exactly when these do (tests/test_rows_equivalence.py checks ``next_change``
+    against whole answers compared)."""
+    return (
+        loyalty_stage(facts).value,
+        status(facts).value,
+        relationship_level(facts).value,
+        *recent_sales(facts),
+        trust(facts),
+        commitment(facts),
+        involvement(facts),
+    )

@@ -33,7 +33,7 @@ def value_scores(facts: Facts) -> dict[str, Any]:
     margin = money(sum((sale.margin for sale in facts.purchases), Decimal(0)))
     cost = cost_to_serve(facts)
     first, last = facts.first_purchase, facts.last_purchase
-    recent = facts.recent(facts.purchases, "frequency_days")
+    frequency, monetary = recent_sales(facts)
     return {
         "purchases": facts.n,
         "revenue": money(sum((sale.amount for sale in facts.purchases), Decimal(0))),
@@ -45,14 +45,20 @@ def value_scores(facts: Facts) -> dict[str, Any]:
         "last_purchase_at": last.occurred_at if last else None,
         "recency_days": whole_days(facts.as_of - last.occurred_at) if last else None,
         "tenure_days": whole_days(facts.as_of - first.occurred_at) if first else None,
-        "frequency_365d": len(recent),
-        "monetary_365d": money(sum((sale.amount for sale in recent), Decimal(0))),
+        "frequency_365d": frequency,
+        "monetary_365d": monetary,
         "rfm": None,
         "nps": nps(facts),
         "trust": trust(facts),
         "commitment": commitment(facts),
         "involvement": involvement(facts),
     }
+
+
+def recent_sales(facts: Facts) -> tuple[int, Decimal]:
+    """How many purchases of P lie in the frequency window, and what they came to."""
+    recent = facts.recent(facts.purchases, "frequency_days")
+    return len(recent), money(sum((sale.amount for sale in recent), Decimal(0)))
 
 
 def cost_to_serve(facts: Facts) -> Decimal:
