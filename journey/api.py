@@ -42,6 +42,9 @@ from journey.storage import Database
 Progress = Callable[[int], None]
 #: As long as any free text of DOMAIN.md §2.
 MAX_REASON = 2000
+#: After storing this many events at once, the store's statistics are refreshed: the
+#: planner must not go on believing the log is empty (autovacuum may be off, or late).
+ANALYZE_AFTER = 10_000
 
 
 @dataclass
@@ -167,6 +170,8 @@ class Journey:
                 skip_invalid=skip_invalid,
                 on_progress=on_validated,
             )
+            if outcome.stored >= ANALYZE_AFTER:
+                self.app.analyze()
         outcome.rejected = sorted(invalid + outcome.rejected, key=lambda r: r.line)
         for rejected in outcome.rejected:
             seq = rejected.line
