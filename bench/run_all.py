@@ -22,7 +22,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -82,7 +81,8 @@ def main() -> None:
                 continue
             if not run(script, quick if args.quick else full, rows_file):
                 missing.append(name)
-    rows = read_rows(rows_file)
+    order = {name: index for index, (name, *_) in enumerate(PLAN)}
+    rows = sorted(read_rows(rows_file), key=lambda r: order.get(r["benchmark"], len(order)))
     out = Path(args.out)
     out.write_text(report(rows, missing, quick=args.quick))
     plot(rows, out.with_suffix(".png"))
@@ -146,10 +146,12 @@ def report(rows: list[dict], missing: list[str], *, quick: bool) -> str:
         "every baseline was measured in the same run as its figure",
         "",
     ]
-    by_benchmark: dict[str, list[dict]] = defaultdict(list)
+    by_benchmark: dict[str, list[dict]] = {name: [] for name, *_ in PLAN}
     for row in rows:
-        by_benchmark[row["benchmark"]].append(row)
+        by_benchmark.setdefault(row["benchmark"], []).append(row)
     for name, found in by_benchmark.items():
+        if not found:
+            continue
         dates = sorted({r.get("measured", "before 2026-11-24") for r in found})
         lines += [
             f"## {name}",
