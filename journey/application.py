@@ -35,15 +35,6 @@ from journey.transcoding import FastJSONTranscoder
 LOAD_CHUNK = 500
 
 
-def notified(stored: StoredEvent) -> dict[str, Any]:
-    return {
-        "originator_id": stored.originator_id,
-        "originator_version": stored.originator_version,
-        "topic": stored.topic,
-        "state": stored.state,
-    }
-
-
 class Sealing:
     """Appends a batch's customer events to the log seal, in the transaction that stores
     them, once their positions are known."""
@@ -167,7 +158,8 @@ class JourneyApplication(Application[str]):
         if stored and not sealing.done:  # a recorder that does not seal in its transaction
             self.log_seal.seal(sealing.known(positions))
         return [
-            Recording(event, Notification(**notified(s), id=position))
+            Recording(event, Notification(s.originator_id, s.originator_version, s.topic,
+                                          s.state, position))
             for event, s, position in zip(events, stored, positions, strict=True)
         ]
 
