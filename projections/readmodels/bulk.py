@@ -27,9 +27,10 @@ Processor = Callable[[Any], Any] | None
 @dataclass(frozen=True)
 class Prepared:
     """Rows already converted to driver values for one dialect, in the order of ``names``.
-    A rebuild's workers prepare the rows they compute, so that only plain values (not
-    datetimes, decimals and dicts) are pickled back to the writer, and the writer only
-    stores them."""
+    A rebuild's workers prepare the rows they compute, so that the writer only stores
+    them; on SQLite that also means only plain values (not datetimes, decimals and dicts)
+    are pickled back to it. (psycopg takes datetimes and decimals as they are, and JSON
+    in a wrapper, so on PostgreSQL those travel as before.)"""
 
     names: tuple[str, ...]
     values: list[tuple[Any, ...]]

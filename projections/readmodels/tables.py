@@ -98,9 +98,13 @@ feed = Table(
 )
 
 
-#: Marks the indexes only readers use: a rebuild creates them when it switches to its new
-#: generation, not before filling it (keeping them sorted row by row cost more than
-#: building them at once). The indexes the writers look customers up by stay.
+#: Marks the indexes a generation being built does without: those readers use, and the
+#: summary's ``refresh_at`` index, which the runner reads only on the serving generation
+#: (a refresh of a generation still being built would scan it whole). A rebuild creates
+#: them when it switches to its new generation, not before filling it (keeping them sorted
+#: row by row cost more than building them at once); on SQLite that one transaction holds
+#: the database's write lock while they are built. The indexes the writers look customers
+#: up by stay.
 AFTER_BUILD = {"after_build": True}
 
 
