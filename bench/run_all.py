@@ -72,9 +72,9 @@ def main() -> None:
     rows_file = Path(args.rows)
     missing = []
     if not args.report_only:
-        kept = [r for r in read_rows(rows_file) if r["benchmark"] not in args.only] if (
-            args.only and rows_file.exists()
-        ) else []
+        kept = []
+        if args.only and rows_file.exists():
+            kept = [r for r in read_rows(rows_file) if r["benchmark"] not in args.only]
         rows_file.write_text("".join(json.dumps(r) + "\n" for r in kept))
         for name, script, full, quick in PLAN:
             if args.only and name not in args.only:

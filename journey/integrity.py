@@ -56,7 +56,6 @@ _stored_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).enco
 _loads = json.loads
 _sha256 = hashlib.sha256
 _AS_IS = frozenset({str, int, bool})
-_PLAIN = _AS_IS | {type(None)}
 _MISSING = object()
 
 
@@ -94,11 +93,11 @@ def encode_new_event(
     the mapper would store for it (every dataclass field, ``class_version`` when above 1,
     the hash itself), built once for both: the write path then encodes each event once."""
     topic, defaults, class_version = stored_shape(event_class)
-    state = {}
-    for name, default in defaults:
-        value = fields.get(name, default)
-        if value is not _MISSING:
-            state[name] = value if type(value) in _PLAIN else as_stored(value)
+    state = {
+        name: as_stored(value)
+        for name, default in defaults
+        if (value := fields.get(name, default)) is not _MISSING
+    }
     if class_version > 1:
         state["class_version"] = class_version
     content_hash = hash_state(topic, customer_id, version, state)

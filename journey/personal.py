@@ -37,8 +37,8 @@ KEYS_TABLE = "journey_keys"
 #: How long a reading process trusts a key it fetched (erasure elsewhere wins after that).
 CACHE_SECONDS = 5.0
 CACHE_SIZE = 4096
-#: Customers looked up per statement on SQLite (under the 999 parameters of old versions).
-STORE_CHUNK = 500
+#: Customers looked up per statement (under the 999 parameters of old SQLite versions).
+LOOKUP_CHUNK = 500
 
 
 def b64(data: bytes) -> str:
@@ -156,20 +156,20 @@ class Keyring:
     def load(self, customer_ids: set[str]) -> dict[str, CustomerKey]:
         """The live keys of these customers (those that have one)."""
         self.ensure_table()
-        found: dict[str, CustomerKey] = {}
-        ids = sorted(customer_ids)
         with self.tables.reading() as cur:
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                rows = cur.execute(
-                    f"SELECT customer_id, kid, secret FROM {self.table} "
-                    f"WHERE customer_id IN ({marks})",
-                    chunk,
-                ).fetchall()
-                for cid, kid, secret in rows:
-                    found[cid] = CustomerKey(cid, kid, bytes(secret))
-        return found
+            rows = self._select(cur, "customer_id, kid, secret", sorted(customer_ids))
+        return {cid: CustomerKey(cid, kid, bytes(secret)) for cid, kid, secret in rows}
+
+    def _select(self, cur: Any, columns: str, ids: list[str]) -> list[Any]:
+        """``columns`` of the keys of ``ids``, a chunk of ids per statement."""
+        rows: list[Any] = []
+        for start in range(0, len(ids), LOOKUP_CHUNK):
+            chunk = ids[start : start + LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows += cur.execute(
+                f"SELECT {columns} FROM {self.table} WHERE customer_id IN ({marks})", chunk
+            ).fetchall()
+        return rows
 
     def store(self, keys: list[CustomerKey]) -> None:
         """Store new keys before the events they sealed; raises KeyRace when another
@@ -202,15 +202,7 @@ class Keyring:
         """Look, then insert: BEGIN IMMEDIATE keeps every other writer out in between (and
         needs neither RETURNING nor more than 999 parameters a statement, for the older
         SQLite some Pythons come with). Returns the customers that have a key already."""
-        ids = [k.customer_id for k in keys]
-        taken: set[str] = set()
-        for start in range(0, len(ids), STORE_CHUNK):
-            chunk = ids[start : start + STORE_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            rows = cur.execute(
-                f"SELECT customer_id FROM {self.table} WHERE customer_id IN ({marks})", chunk
-            ).fetchall()
-            taken.update(row[0] for row in rows)
+        taken = {row[0] for row in self._select(cur, "customer_id", [k.customer_id for k in keys])}
         if not taken:
             rows = [(k.customer_id, k.kid, k.secret, now) for k in keys]
             cur.append(self.table, ("customer_id", "kid", "secret", "created_at"), rows)
