@@ -7,7 +7,7 @@ report shows is computed by the projections from the events themselves.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -40,13 +40,10 @@ NATURAL_KEYS = {
 
 
 def canonical(value: Any) -> Any:
-    """A value in one spelling, so equal content compares equal however it was written."""
-    if value is None or type(value) is str:  # most fields: the answer at once
-        return value
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat()
-    if isinstance(value, Decimal):
-        return format(value.normalize(), "f")
+    """A value in one spelling, so equal content compares equal however it was written.
+    Times and amounts need nothing: Python compares (and hashes) an aware datetime by its
+    instant and a Decimal by its number, so 10:00Z equals 12:00+02:00 and 59.9 equals
+    59.90 as they are."""
     if isinstance(value, dict):
         return tuple(sorted((k, canonical(v)) for k, v in value.items() if v is not None))
     return value

@@ -28,6 +28,7 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import IntegrityError
 
+from journey.integrity import canonical_json
 from journey.sidetables import SideTables
 
 ERASED = "[erased]"
@@ -50,8 +51,8 @@ def unb64(text: str) -> bytes:
 
 
 def canonical_plaintext(personal: dict[str, Any]) -> bytes:
-    fields = {k: v for k, v in personal.items() if v is not None}
-    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """What is sealed and digested: the same bytes for the same fields, in any order."""
+    return canonical_json({k: v for k, v in personal.items() if v is not None})
 
 
 def is_sealed(value: Any) -> bool:
