@@ -13,6 +13,7 @@ import getpass
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -159,26 +160,50 @@ class UnitOfWork:
 
     def save(self, batch_events: int = SAVE_BATCH_EVENTS) -> list[tuple[str, int]]:
         """Save every pending event, many per transaction; returns (customer, position)
-        for each customer event stored."""
-        positions: list[tuple[str, int]] = []
-        batch: list[Any] = []
-        size = 0
+        for each customer event stored.
+
+        Each batch is encoded while the one before it is being stored, by one writer
+        thread taking them in order (the log seal chains one batch to the next): the
+        database's work and the encoding's overlap. After a failed batch nothing more is
+        stored."""
         self.app.keyring.store(list(self.new_keys.values()))
         self.keys.update(self.new_keys)
         self.new_keys.clear()
+        batches = self._batches(batch_events)
+        if not batches:
+            return []
+        if len(batches) == 1:
+            return self._stored(self.app.save(*batches[0]))
+        positions: list[tuple[str, int]] = []
+        with ThreadPoolExecutor(1, thread_name_prefix="journey-save") as writer:
+            storing: Future[list[Any]] | None = None
+            for batch in batches:
+                pending = self.app.prepare(*batch)
+                if storing is not None:
+                    positions += self._stored(storing.result())
+                storing = writer.submit(self.app.store, pending)
+            if storing is not None:
+                positions += self._stored(storing.result())
+        return positions
+
+    def _batches(self, batch_events: int) -> list[list[Any]]:
+        """The aggregates with events to save, about ``batch_events`` events a batch."""
+        batches: list[list[Any]] = []
+        batch: list[Any] = []
+        size = 0
         for aggregate in self.aggregates.values():
             if aggregate.pending_events:
                 batch.append(aggregate)
                 size += len(aggregate.pending_events)
             if size >= batch_events:
-                positions += self._save(batch)
+                batches.append(batch)
                 batch, size = [], 0
         if batch:
-            positions += self._save(batch)
-        return positions
+            batches.append(batch)
+        return batches
 
-    def _save(self, batch: list[Any]) -> list[tuple[str, int]]:
-        recordings = self.app.save(*batch)
+    @staticmethod
+    def _stored(recordings: list[Any]) -> list[tuple[str, int]]:
         return [
             (r.domain_event.originator_id, r.notification.id)
             for r in recordings

@@ -58,6 +58,14 @@ class Sealing:
         self.done = True
 
 
+class Pending(NamedTuple):
+    """Events taken from their aggregates and encoded, not yet stored."""
+
+    events: list[Any]
+    stored: list[StoredEvent]
+    sealing: Sealing
+
+
 class Stream(NamedTuple):
     """A customer's events in recording order, with each one's position in the log."""
 
@@ -140,6 +148,12 @@ class JourneyApplication(Application[str]):
         hash was computed from (``Customer.take_encoded``): encoding it again was a fifth
         of an import.
         """
+        return self.store(self.prepare(*aggregates))
+
+    def prepare(self, *aggregates: Any) -> Pending:
+        """The aggregates' new events, taken from them and encoded: the half of ``save``
+        that needs no database, so that a bulk load can prepare one batch while the
+        previous one is being stored (commands/handlers.py)."""
         events, stored = [], []
         for aggregate in aggregates:
             encoded = self._encoded(aggregate)
@@ -153,7 +167,11 @@ class JourneyApplication(Application[str]):
                         event.originator_id, event.originator_version, topic_of(event), state
                     )
                 )
-        sealing = Sealing(self.log_seal, events)
+        return Pending(events, stored, Sealing(self.log_seal, events))
+
+    def store(self, pending: Pending) -> list[Recording]:
+        """Insert prepared events and their seal rows in one transaction."""
+        events, stored, sealing = pending
         positions = self.recorder.insert_events(stored, seal=sealing) or []
         if stored and not sealing.done:  # a recorder that does not seal in its transaction
             self.log_seal.seal(sealing.known(positions))
