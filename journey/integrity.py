@@ -29,7 +29,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from itertools import takewhile
 from typing import Any
@@ -122,6 +122,14 @@ def topic_of(event: Any) -> str:
     return stored_shape(type(event))[0]
 
 
+def isoformat(value: datetime) -> str:
+    """``value.isoformat()``. orjson writes a UTC time (every recorded time, and most
+    valid times) the same way three times faster; a property test holds it to that."""
+    if value.tzinfo is UTC:
+        return orjson.dumps(value)[1:-1].decode()
+    return value.isoformat()
+
+
 def as_stored(value: Any) -> Any:
     """``value`` as the mapper's JSON will read back, built directly: encoding it and
     parsing it again cost a fifth of an import. Types it does not know take that road."""
@@ -129,7 +137,7 @@ def as_stored(value: Any) -> Any:
     if value is None or kind in _AS_IS:
         return value
     if kind is datetime:
-        return {"_type_": "datetime_iso", "_data_": value.isoformat()}
+        return {"_type_": "datetime_iso", "_data_": isoformat(value)}
     if kind is Decimal:
         return {"_type_": "decimal_str", "_data_": str(value)}
     if kind is dict:

@@ -16,7 +16,7 @@ from support import ev, opened, purchase
 from typer.testing import CliRunner
 
 from journey.cli import app
-from journey.integrity import _transcoder, as_stored, canonical_json, hash_state
+from journey.integrity import _transcoder, as_stored, canonical_json, hash_state, isoformat
 
 
 @pytest.fixture
@@ -276,6 +276,13 @@ JSON_VALUES = st.recursive(STATE_LEAVES | st.floats(allow_nan=False), containers
 def test_the_hash_reads_values_as_the_mapper_stores_them(value):
     """The write path hashes ``as_stored(state)``; verify hashes the stored JSON."""
     assert as_stored(value) == json.loads(_transcoder.encode(value))
+
+
+@settings(max_examples=1000)
+@given(st.datetimes(timezones=st.none() | st.just(UTC) | st.timezones()))
+def test_times_are_written_as_isoformat_writes_them(value):
+    """Stored times (and so hashes) are ``isoformat``'s text, whoever writes it."""
+    assert isoformat(value) == value.isoformat()
 
 
 @settings(max_examples=1000)
