@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import Annotated
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel, Field, ValidationError
 from support import StepClock, at, ev, opened, purchase, refund, refused, stream, when
 
-from commands.models import Purchase
+from commands.models import InvalidInput, Purchase, parse_command
 from journey.events import ALL_EVENT_CLASSES
 
 DECIMALS = {"amount", "margin", "cost", "acquisition_cost"}
@@ -322,6 +326,42 @@ def test_amounts_accepted(engine):
     for number, good in enumerate(["0.0001", "1e3", 7, 59.9, "123456789012345.1234"]):
         engine.record({**FULL["purchase"], "order_id": f"o-{number}", "amount": good})
         assert engine.events("c-1")[-1].payload()["amount"] == Decimal(str(good))
+
+
+class PydanticDigits(BaseModel):
+    """The constraints ``within_digits`` stands in for, as pydantic checks them."""
+
+    amount: Annotated[Decimal, Field(gt=0, max_digits=19, decimal_places=4)] | None = None
+    cost: Annotated[Decimal, Field(ge=0, max_digits=19, decimal_places=4)] | None = None
+
+
+NUMBERS = (
+    st.decimals().map(str)
+    | st.from_regex(r"-?[0-9]{1,22}(\.[0-9]{0,8})?([eE][-+]?[0-9]{1,2})?", fullmatch=True)
+    | st.integers()
+    | st.floats(allow_nan=False)
+)
+
+
+@settings(max_examples=1000)
+@given(NUMBERS, st.sampled_from(["amount", "cost"]))
+def test_digits_are_refused_as_pydantic_refuses_them(number, field):
+    """Amounts and costs are checked by ``within_digits`` (one pass) rather than by
+    pydantic's max_digits and decimal_places (two, in Python): same refusals, same words."""
+    type_, name = ("purchase", "amount") if field == "amount" else ("purchase", "margin")
+    expected = reasons(lambda: PydanticDigits.model_validate({field: number}))
+    record = {**FULL[type_], name: number}
+    assert reasons(lambda: parse_command(record)) == expected
+
+
+def reasons(validate) -> list[str]:
+    try:
+        validate()
+    except ValidationError as exc:
+        return [e["msg"] for e in exc.errors()]
+    except InvalidInput as exc:
+        return [e.reason for e in exc.errors]
+    return []
 
 
 # --- enums -----------------------------------------------------------------------------------
