@@ -105,7 +105,7 @@ class UnitOfWork:
         personal: set[str] = set()
         for command in commands:
             wanted.add(command.customer_id)
-            if getattr(command, "personal", None) is not None:
+            if vars(command).get("personal") is not None:  # getattr would raise inside pydantic
                 personal.add(command.customer_id)
             if isinstance(command, Purchase):
                 wanted.add(index_id(command.customer_id))

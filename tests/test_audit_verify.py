@@ -16,7 +16,16 @@ from support import ev, opened, purchase
 from typer.testing import CliRunner
 
 from journey.cli import app
-from journey.integrity import _transcoder, as_stored, canonical_json, hash_state, isoformat
+from journey.events import Qualified
+from journey.integrity import (
+    _transcoder,
+    as_stored,
+    canonical_json,
+    encode_new_event,
+    hash_state,
+    isoformat,
+    stored_shape,
+)
 
 
 @pytest.fixture
@@ -276,6 +285,28 @@ JSON_VALUES = st.recursive(STATE_LEAVES | st.floats(allow_nan=False), containers
 def test_the_hash_reads_values_as_the_mapper_stores_them(value):
     """The write path hashes ``as_stored(state)``; verify hashes the stored JSON."""
     assert as_stored(value) == json.loads(_transcoder.encode(value))
+
+
+@settings(max_examples=300)
+@given(
+    st.text(),
+    st.integers(min_value=1, max_value=2**40),
+    st.fixed_dictionaries(
+        {"actor": st.text(), "event_id": st.none() | st.text(), "note": st.none() | st.text()},
+    ),
+    st.datetimes(timezones=st.just(UTC) | st.timezones()),
+)
+def test_a_new_event_is_stored_as_the_mapper_stores_it_with_the_hash_verify_computes(
+    customer_id, version, fields, occurred_at
+):
+    """The write path writes an event's JSON once and splices its hash in; verify hashes
+    the stored state decoded. Both must agree, and the state must be the mapper's."""
+    fields = {**fields, "occurred_at": occurred_at, "timestamp": occurred_at, "previous_hash": None}
+    content_hash, stored = encode_new_event(Qualified, customer_id, version, fields)
+    state = json.loads(stored)
+    assert state.pop("content_hash") == content_hash
+    assert state == json.loads(_transcoder.encode({**fields}))
+    assert content_hash == hash_state(stored_shape(Qualified)[0], customer_id, version, state)
 
 
 @settings(max_examples=1000)
