@@ -35,7 +35,7 @@ from sqlalchemy.schema import CreateTable
 from journey.application import first_use_lock
 from journey.errors import JourneyError
 from journey.storage import Database
-from projections.readmodels.bulk import Prepared, insert_rows, prepare
+from projections.readmodels.bulk import Prepared, delete_rows, insert_rows, prepare
 from projections.readmodels.tables import (
     CODE_VERSION,
     deferred_indexes,
@@ -241,9 +241,7 @@ class ReadModelStore:
                     f"{name} generation {generation} is no longer {status} at {expected}"
                 )
             self._append_feed(conn, entries)
-            for start in range(0, len(customers), 500):
-                chunk = customers[start : start + 500]
-                conn.execute(delete(table).where(table.c.customer_id.in_(chunk)))
+            delete_rows(conn, table, customers)
             insert_rows(conn, table, rows)
             changes: dict[str, Any] = {"updated_at": utc_now()}
             if position is not None:
@@ -261,7 +259,11 @@ class ReadModelStore:
         ``write`` stores, made ahead, where the rows are computed."""
         if name not in self._shapes:
             self._shapes[name] = MODELS[name].make_table(MetaData(), MODELS[name].view)
-        return prepare(self.engine.dialect, self._shapes[name], rows)
+        shape, dialect = self._shapes[name], self.engine.dialect
+        if not self.database.is_postgres or not rows:
+            return prepare(dialect, shape, rows)
+        with self.engine.connect() as conn:  # its adapters make the COPY text
+            return prepare(dialect, shape, rows, conn.connection.driver_connection)
 
     def previous_summaries(self, generation: int, customers: Sequence[str]) -> dict[str, Any]:
         """The summary rows of ``customers`` as they stand (what a change is measured from)."""
