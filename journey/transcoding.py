@@ -8,11 +8,6 @@ transcoded value (``{"_type_": ..., "_data_": ...}``), bottom-up, with the libra
 cannot write may differ: of an object with a repeated key the C decoder keeps only the last
 value, unchecked, and this revival recurses in Python, so about half the library's
 nesting depth.) Encoding is the library's.
-
-The text is parsed by orjson, three times as fast as the standard decoder, where that
-gives the same values: orjson turns an integer beyond 64 bits into a float, so text with a
-run of 19 digits (or that orjson refuses: NaN, Infinity, a lone surrogate) is parsed by
-the standard decoder instead, errors and all.
 """
 
 from __future__ import annotations
@@ -20,12 +15,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import orjson
 from eventsourcing.persistence import JSONTranscoder
 
 _CONTAINERS = (dict, list)
-_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
-_LONG_NUMBER = b"0" * 19  # 2**63 has 19 digits: a shorter integer fits orjson's
 
 
 class FastJSONTranscoder(JSONTranscoder):
@@ -34,18 +26,8 @@ class FastJSONTranscoder(JSONTranscoder):
         self.plain_decoder = json.JSONDecoder()
 
     def decode(self, data: bytes) -> Any:
-        value = self.parse(data)
+        value = self.plain_decoder.decode(data.decode("utf8"))
         return self.revive(value) if type(value) in _CONTAINERS else value
-
-    def parse(self, data: bytes) -> Any:
-        """The JSON ``data`` as the standard decoder parses it (orjson where that is the
-        same: see the module's docstring)."""
-        if _LONG_NUMBER not in data.translate(_DIGITS_AS_ZERO):
-            try:
-                return orjson.loads(data)
-            except orjson.JSONDecodeError:
-                pass
-        return self.plain_decoder.decode(data.decode("utf8"))
 
     def revive(self, value: Any) -> Any:
         """``value`` (a dict or list) as the object hook would have left it."""
@@ -59,7 +41,5 @@ class FastJSONTranscoder(JSONTranscoder):
             if transcoding is None:  # the library's error
                 return self._decode_obj({"_type_": value["_type_"], "_data_": data})
             return transcoding.decode(data)
-        for key, item in value.items():  # in place: most values are not containers
-            if type(item) in _CONTAINERS:
-                value[key] = self.revive(item)
-        return self._decode_obj(value) if len(value) == 2 else value
+        revived = {k: self.revive(v) if type(v) in _CONTAINERS else v for k, v in value.items()}
+        return self._decode_obj(revived) if len(revived) == 2 else revived
