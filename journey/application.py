@@ -22,6 +22,7 @@ from eventsourcing.persistence import (
     StoredEvent,
     Transcoder,
 )
+from psycopg.rows import tuple_row
 
 from journey.customer import Customer
 from journey.events import CustomerEvent
@@ -309,18 +310,16 @@ class JourneyApplication(Application[str]):
             )
             params = [*ids] + ([up_to] if up_to is not None else [])
         with self.recorder.datastore.transaction(commit=False) as curs:
+            if self.database.is_postgres:
+                curs.row_factory = tuple_row  # read by position: no dict made per row
             curs.execute(statement, params)
             rows = curs.fetchall()
         streams: dict[str, list[tuple[int, StoredEvent]]] = defaultdict(list)
-        for row in rows:
-            if up_to is not None and row["position"] > up_to:
+        for position, originator_id, version, topic, state in rows:
+            if up_to is not None and position > up_to:
                 continue
-            state = row["state"]
-            stored = StoredEvent(
-                originator_id=row["originator_id"],
-                originator_version=row["originator_version"],
-                topic=row["topic"],
-                state=bytes(state) if isinstance(state, memoryview) else state,
-            )
-            streams[row["originator_id"]].append((row["position"], stored))
+            if type(state) is memoryview:
+                state = bytes(state)
+            stored = StoredEvent(originator_id, version, topic, state)
+            streams[originator_id].append((position, stored))
         return streams

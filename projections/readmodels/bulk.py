@@ -17,6 +17,9 @@ from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
 
+from psycopg._copy_base import format_row_text  # what Copy.write_row formats a row with
+from psycopg.abc import AdaptContext
+from psycopg.adapt import Transformer
 from sqlalchemy import Connection, Dialect, Table
 
 from projections.readmodels.tables import UTCDateTime
@@ -26,23 +29,42 @@ Processor = Callable[[Any], Any] | None
 
 @dataclass(frozen=True)
 class Prepared:
-    """Rows already converted to driver values for one dialect, in the order of ``names``.
-    A rebuild's workers prepare the rows they compute, so that the writer only stores
-    them; on SQLite that also means only plain values (not datetimes, decimals and dicts)
-    are pickled back to it. (psycopg takes datetimes and decimals as they are, and JSON
-    in a wrapper, so on PostgreSQL those travel as before.)"""
+    """Rows already converted for one database, in the order of ``names``: driver values
+    (SQLite), or the COPY text of all of them (PostgreSQL, ``copy``). A rebuild's workers
+    prepare the rows they compute, so that the writer (one process, the serial part of a
+    rebuild) only stores them, and only plain values or bytes (not datetimes, decimals and
+    dicts) are pickled back to it."""
 
     names: tuple[str, ...]
     values: list[tuple[Any, ...]]
+    copy: bytes | None = None
 
 
-def prepare(dialect: Dialect, table: Table, rows: Sequence[Mapping[str, Any]]) -> Prepared:
+def prepare(
+    dialect: Dialect,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    copy_context: AdaptContext | None = None,
+) -> Prepared:
     """``rows`` (each naming the same columns of ``table``) as ``dialect``'s driver takes
-    them."""
+    them; with ``copy_context`` (a psycopg connection) as its COPY text instead."""
     if not rows:
         return Prepared((), [])
     names = tuple(rows[0])
-    return Prepared(names, converted(rows, names, processors(dialect, table, names)))
+    values = converted(rows, names, processors(dialect, table, names))
+    if copy_context is not None:
+        return Prepared(names, [], copy_text(values, copy_context))
+    return Prepared(names, values)
+
+
+def copy_text(values: Sequence[Sequence[Any]], context: AdaptContext) -> bytes:
+    """Rows of driver values as COPY ... FROM STDIN text: the bytes ``Copy.write_row``
+    sends for them, made by the same function with the same adapters (``context``'s)."""
+    transformer = Transformer(context)
+    out = bytearray()
+    for row in values:
+        format_row_text(row, transformer, out)
+    return bytes(out)
 
 
 def insert_rows(
@@ -50,22 +72,47 @@ def insert_rows(
 ) -> None:
     """Insert ``rows`` (each naming the same columns, or prepared for this dialect) into
     ``table`` within ``conn``'s transaction."""
-    prepared = rows if isinstance(rows, Prepared) else prepare(conn.dialect, table, rows)
-    if not prepared.values:
+    postgres = conn.dialect.name == "postgresql"
+    driver = conn.connection.driver_connection
+    prepared = (
+        rows
+        if isinstance(rows, Prepared)
+        else prepare(conn.dialect, table, rows, driver if postgres else None)
+    )
+    if not prepared.values and not prepared.copy:
         return
     preparer = conn.dialect.identifier_preparer
     target = preparer.format_table(table)
     columns = ", ".join(preparer.quote(name) for name in prepared.names)
-    if conn.dialect.name == "postgresql":
-        driver = conn.connection.driver_connection
+    if postgres:
+        data = prepared.copy
+        if data is None:  # driver values, prepared without a connection
+            data = copy_text(prepared.values, driver)  # type: ignore[arg-type]
         statement = f"COPY {target} ({columns}) FROM STDIN"
         with driver.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]
-            for row in prepared.values:
-                copy.write_row(row)
+            copy.write(data)
         return
     marks = ", ".join("?" * len(prepared.names))
     statement = f"INSERT INTO {target} ({columns}) VALUES ({marks})"
     conn.exec_driver_sql(statement, prepared.values)  # type: ignore[arg-type]
+
+
+def delete_rows(conn: Connection, table: Table, customers: Sequence[str]) -> None:
+    """Delete the rows of ``customers`` from ``table`` within ``conn``'s transaction: one
+    array parameter on PostgreSQL, 500 ids a statement on SQLite, in plain SQL (compiling
+    ``delete().where(in_(...))`` cost the writer more than the database's delete)."""
+    if not customers:
+        return
+    preparer = conn.dialect.identifier_preparer
+    target, column = preparer.format_table(table), preparer.quote("customer_id")
+    if conn.dialect.name == "postgresql":
+        statement = f"DELETE FROM {target} WHERE {column} = ANY(%s)"
+        conn.exec_driver_sql(statement, (list(customers),))
+        return
+    for start in range(0, len(customers), 500):
+        chunk = tuple(customers[start : start + 500])
+        marks = ", ".join("?" * len(chunk))
+        conn.exec_driver_sql(f"DELETE FROM {target} WHERE {column} IN ({marks})", chunk)
 
 
 def processors(dialect: Dialect, table: Table, names: Sequence[str]) -> list[Processor]:

@@ -35,7 +35,8 @@ from sqlalchemy.schema import CreateTable
 from journey.application import first_use_lock
 from journey.errors import JourneyError
 from journey.storage import Database
-from projections.readmodels.bulk import Prepared, insert_rows, prepare
+from projections.readmodels.announce import append_rebuild_changes
+from projections.readmodels.bulk import Prepared, delete_rows, insert_rows, prepare
 from projections.readmodels.tables import (
     CODE_VERSION,
     deferred_indexes,
@@ -199,7 +200,7 @@ class ReadModelStore:
             if old is not None:
                 self._set_status(conn, name, old.generation, "retired")
                 if name == "summary":
-                    self._append_feed(conn, self._rebuild_changes(conn, old, new))
+                    self._announce_rebuild(conn, old, new)
         if old is not None:
             with self.engine.begin() as conn:
                 self._drop_generation(conn, model, old.generation)
@@ -241,9 +242,7 @@ class ReadModelStore:
                     f"{name} generation {generation} is no longer {status} at {expected}"
                 )
             self._append_feed(conn, entries)
-            for start in range(0, len(customers), 500):
-                chunk = customers[start : start + 500]
-                conn.execute(delete(table).where(table.c.customer_id.in_(chunk)))
+            delete_rows(conn, table, customers)
             insert_rows(conn, table, rows)
             changes: dict[str, Any] = {"updated_at": utc_now()}
             if position is not None:
@@ -261,7 +260,11 @@ class ReadModelStore:
         ``write`` stores, made ahead, where the rows are computed."""
         if name not in self._shapes:
             self._shapes[name] = MODELS[name].make_table(MetaData(), MODELS[name].view)
-        return prepare(self.engine.dialect, self._shapes[name], rows)
+        shape, dialect = self._shapes[name], self.engine.dialect
+        if not self.database.is_postgres or not rows:
+            return prepare(dialect, shape, rows)
+        with self.engine.connect() as conn:  # its adapters make the COPY text
+            return prepare(dialect, shape, rows, conn.connection.driver_connection)
 
     def previous_summaries(self, generation: int, customers: Sequence[str]) -> dict[str, Any]:
         """The summary rows of ``customers`` as they stand (what a change is measured from)."""
@@ -289,49 +292,32 @@ class ReadModelStore:
         rows = conn.execute(select(generations).where(generations.c.name == name))
         return [Generation.of(r) for r in rows]
 
-    def _rebuild_changes(
-        self, conn: Connection, old: Generation, new: Generation
-    ) -> list[dict[str, Any]]:
-        """Feed entries for the customers whose state differs between two generations."""
+    def _announce_rebuild(self, conn: Connection, old: Generation, new: Generation) -> None:
+        """Feed entries for the customers whose state differs between two generations
+        (announce.py). The feed is locked first even if none differs: that is known only
+        once they are appended."""
+        self._lock_feed(conn)
         before, after = self.table("summary", old.generation), self.table("summary", new.generation)
-        columns = ("loyalty_stage", "status", "relationship_level")
-        query = select(
-            after.c.customer_id,
-            after.c.reasons,
-            *(before.c[c].label(f"old_{c}") for c in columns),
-            *(after.c[c] for c in columns),
-        ).select_from(after.outerjoin(before, before.c.customer_id == after.c.customer_id))
-        now = utc_now()
-        entries = []
-        for row in conn.execute(query):
-            for kind in columns:
-                was, now_is = row._mapping[f"old_{kind}"], row._mapping[kind]
-                if now_is is not None and was != now_is:
-                    rule = (row.reasons or {}).get(kind, {}).get("rule", "")
-                    entries.append(
-                        {
-                            "customer_id": row.customer_id,
-                            "kind": kind,
-                            "from_value": was,
-                            "to_value": now_is,
-                            "occurred_at": now,
-                            "recorded_at": now,
-                            "reason": f"read model rebuilt with settings {new.settings_version}: "
-                            f"{rule}",
-                            "cause": None,
-                        }
-                    )
-        return entries
+        if append_rebuild_changes(conn, before, after, new.settings_version, utc_now()):
+            self._notify_feed(conn)
 
     def _append_feed(self, conn: Connection, entries: Sequence[Mapping[str, Any]]) -> None:
         """Append feed entries; on PostgreSQL, one feed writer at a time (so positions
         commit in order and a reader never skips one) and a NOTIFY for followers."""
         if not entries:
             return
+        self._lock_feed(conn)
+        self._notify_feed(conn)
+        insert_rows(conn, feed, entries)
+
+    def _lock_feed(self, conn: Connection) -> None:
         if self.database.is_postgres:
             conn.execute(text("LOCK TABLE journey_feed IN EXCLUSIVE MODE"))
+
+    def _notify_feed(self, conn: Connection) -> None:
+        """Wake the feed's followers when ``conn``'s transaction commits (PostgreSQL)."""
+        if self.database.is_postgres:
             conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": self.feed_channel})
-        insert_rows(conn, feed, entries)
 
     @property
     def feed_channel(self) -> str:
