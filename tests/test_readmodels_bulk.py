@@ -10,6 +10,8 @@ from decimal import Decimal
 from itertools import islice
 from typing import Any
 
+import pytest
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -27,6 +29,7 @@ from sqlalchemy import String as SAString
 from journey.api import Journey
 from journey.sample import sample
 from journey.storage import Database
+from projections.readmodels import bulk
 from projections.readmodels.bulk import delete_rows, insert_rows, prepare
 from projections.readmodels.runner import rows_for
 from projections.readmodels.store import ReadModelStore
@@ -195,9 +198,13 @@ def edge_rows() -> list[dict[str, Any]]:
     return [{"n": n, **row} for n, row in enumerate(rows)]
 
 
-def test_edge_values_stored_as_sqlalchemy_stores_them(db_url):
+@pytest.mark.parametrize("formatter", ["psycopg's", "none"])
+def test_edge_values_stored_as_sqlalchemy_stores_them(db_url, formatter, monkeypatch):
     """Driver values and COPY text (PostgreSQL), made here or ahead on another
-    connection (as a rebuild's workers do), store what ``insert(table)`` stores."""
+    connection (as a rebuild's workers do), store what ``insert(table)`` stores; and so
+    do driver values alone, if psycopg no longer has the row formatter where we look."""
+    if formatter == "none":
+        monkeypatch.setattr(bulk, "format_row_text", None)
     rows = edge_rows()
     database = Database.parse(db_url)
     database.ensure_schema()
@@ -212,7 +219,7 @@ def test_edge_values_stored_as_sqlalchemy_stores_them(db_url):
             postgres = store.database.is_postgres
             context = other.connection.driver_connection if postgres else None
             prepared = prepare(store.engine.dialect, ahead, rows, context)
-        assert (prepared.copy is not None) == postgres
+        assert (prepared.copy is not None) == (postgres and formatter != "none")
         with store.engine.begin() as conn:
             conn.execute(insert(by_sqlalchemy), rows)
             insert_rows(conn, by_bulk, rows)

@@ -17,12 +17,16 @@ from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
 
-from psycopg._copy_base import format_row_text  # what Copy.write_row formats a row with
 from psycopg.abc import AdaptContext
 from psycopg.adapt import Transformer
 from sqlalchemy import Connection, Dialect, Table
 
 from projections.readmodels.tables import UTCDateTime
+
+try:  # what Copy.write_row formats a row with: private, so a psycopg that moves it
+    from psycopg._copy_base import format_row_text  # leaves the writer to format rows
+except ImportError:  # pragma: no cover - tested by setting it to None
+    format_row_text = None
 
 Processor = Callable[[Any], Any] | None
 
@@ -52,7 +56,7 @@ def prepare(
         return Prepared((), [])
     names = tuple(rows[0])
     values = converted(rows, names, processors(dialect, table, names))
-    if copy_context is not None:
+    if copy_context is not None and format_row_text is not None:
         return Prepared(names, [], copy_text(values, copy_context))
     return Prepared(names, values)
 
@@ -85,12 +89,13 @@ def insert_rows(
     target = preparer.format_table(table)
     columns = ", ".join(preparer.quote(name) for name in prepared.names)
     if postgres:
-        data = prepared.copy
-        if data is None:  # driver values, prepared without a connection
-            data = copy_text(prepared.values, driver)  # type: ignore[arg-type]
         statement = f"COPY {target} ({columns}) FROM STDIN"
         with driver.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]
-            copy.write(data)
+            if prepared.copy is not None:
+                copy.write(prepared.copy)
+            else:  # driver values, prepared without a connection
+                for row in prepared.values:
+                    copy.write_row(row)
         return
     marks = ", ".join("?" * len(prepared.names))
     statement = f"INSERT INTO {target} ({columns}) VALUES ({marks})"
