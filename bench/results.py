@@ -7,7 +7,9 @@ meets its target. "Higher is better" figures (events/s) meet a target when ratio
 
 from __future__ import annotations
 
+import functools
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +17,21 @@ from pathlib import Path
 
 def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+PACE_STEPS = 5_000_000
+
+
+@functools.cache
+def pace() -> float:
+    """Seconds for a fixed loop of Python additions, timed once per benchmark run: this
+    machine's own speed moves between runs (by 2x and more), and a figure's absolute value
+    with it; the ratios to baselines of the same run much less."""
+    started = time.perf_counter()
+    total = 0
+    for step in range(PACE_STEPS):
+        total += step
+    return round(time.perf_counter() - started, 2)
 
 
 @dataclass
@@ -31,6 +48,8 @@ class Row:
     note: str = ""
     #: When it was measured: a report may hold rows of several runs (run_all.py --only).
     measured: str = field(default_factory=now)
+    #: How fast the machine ran then (``pace``: lower is faster).
+    pace: float = field(default_factory=pace)
 
     @property
     def ratio(self) -> float:

@@ -25,7 +25,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from results import read_rows
+from results import PACE_STEPS, read_rows
 
 HERE = Path(__file__).resolve().parent
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
@@ -152,11 +152,11 @@ def report(rows: list[dict], missing: list[str], *, quick: bool) -> str:
     for name, found in by_benchmark.items():
         if not found:
             continue
-        dates = sorted({r.get("measured", "before 2026-11-24") for r in found})
+        runs = sorted({(r.get("measured", "before 2026-11-24"), r.get("pace")) for r in found})
         lines += [
             f"## {name}",
             "",
-            f"measured {', '.join(dates)}",
+            f"measured {', '.join(when_and_pace(*run) for run in runs)}",
             "",
             "| db | figure | value | baseline | baseline value | ratio | target | met | note |",
             "|---|---|---|---|---|---|---|---|---|",
@@ -180,6 +180,12 @@ def report(rows: list[dict], missing: list[str], *, quick: bool) -> str:
 
 
 MET = {True: "yes", False: "**no**", None: "–"}
+
+
+def when_and_pace(measured: str, pace: float | None) -> str:
+    if pace is None:
+        return measured
+    return f"{measured} (machine pace: {PACE_STEPS:,} Python additions in {pace:.2f} s)"
 
 
 def target_of(row: dict) -> str:
