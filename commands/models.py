@@ -93,12 +93,13 @@ def within_digits(value: Decimal) -> Decimal:
     return value
 
 
-#: The digits are checked before the sign, as pydantic's own constraints were.
+#: The sign is checked before the digits, as pydantic's own constraints were after a
+#: BeforeValidator (a test holds the order).
 Amount = Annotated[
-    Decimal, BeforeValidator(refuse_bool), AfterValidator(within_digits), Field(gt=0)
+    Decimal, BeforeValidator(refuse_bool), Field(gt=0), AfterValidator(within_digits)
 ]
 Cost = Annotated[
-    Decimal, BeforeValidator(refuse_bool), AfterValidator(within_digits), Field(ge=0)
+    Decimal, BeforeValidator(refuse_bool), Field(ge=0), AfterValidator(within_digits)
 ]
 Score = Annotated[int, BeforeValidator(refuse_bool), Field(ge=0, le=10)]
 

@@ -13,10 +13,10 @@ from typing import Annotated
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError
 from support import StepClock, at, ev, opened, purchase, refund, refused, stream, when
 
-from commands.models import InvalidInput, Purchase, parse_command
+from commands.models import InvalidInput, Purchase, parse_command, refuse_bool
 from journey.events import ALL_EVENT_CLASSES
 
 DECIMALS = {"amount", "margin", "cost", "acquisition_cost"}
@@ -329,10 +329,15 @@ def test_amounts_accepted(engine):
 
 
 class PydanticDigits(BaseModel):
-    """The constraints ``within_digits`` stands in for, as pydantic checks them."""
+    """The types ``within_digits`` stands in for, as they were: pydantic's constraints,
+    which it checks in another order after a BeforeValidator."""
 
-    amount: Annotated[Decimal, Field(gt=0, max_digits=19, decimal_places=4)] | None = None
-    cost: Annotated[Decimal, Field(ge=0, max_digits=19, decimal_places=4)] | None = None
+    amount: Annotated[
+        Decimal, BeforeValidator(refuse_bool), Field(gt=0, max_digits=19, decimal_places=4)
+    ] | None = None
+    cost: Annotated[
+        Decimal, BeforeValidator(refuse_bool), Field(ge=0, max_digits=19, decimal_places=4)
+    ] | None = None
 
 
 NUMBERS = (
