@@ -162,10 +162,10 @@ class UnitOfWork:
         """Save every pending event, many per transaction; returns (customer, position)
         for each customer event stored.
 
-        Each batch is encoded while the one before it is being stored, by one writer
-        thread taking them in order (the log seal chains one batch to the next): the
-        database's work and the encoding's overlap. After a failed batch nothing more is
-        stored."""
+        Each batch is prepared for the store while the one before it is being stored, by
+        one writer thread taking them in order (the log seal chains one batch to the
+        next): the database's work and Python's overlap. After a failed batch nothing
+        more is stored."""
         self.app.keyring.store(list(self.new_keys.values()))
         self.keys.update(self.new_keys)
         self.new_keys.clear()
