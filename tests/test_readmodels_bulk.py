@@ -11,7 +11,6 @@ from itertools import islice
 from typing import Any
 
 import pytest
-
 from sqlalchemy import (
     JSON,
     BigInteger,

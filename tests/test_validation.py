@@ -135,14 +135,14 @@ def test_every_type_round_trips_with_all_its_fields(db_url):
         stored = engine.events("c-1")
     assert [e.TYPE for e in stored] == TYPES  # `identified` first: no implicit one
     assert [e.version for e in stored] == list(range(1, len(TYPES) + 1))
-    for event, given in zip(stored, inputs, strict=True):
+    for event, sent in zip(stored, inputs, strict=True):
         assert event.customer_id == "c-1"
-        assert event.payload() == expected_payload(given), event.TYPE
-        for name in DECIMALS & set(given):
+        assert event.payload() == expected_payload(sent), event.TYPE
+        for name in DECIMALS & set(sent):
             assert isinstance(event.payload()[name], Decimal)
-            assert str(event.payload()[name]) == given[name]  # exactly as written
-        assert event.occurred_at == when(given["occurred_at"])
-        assert event.occurred_at.utcoffset() == when(given["occurred_at"]).utcoffset()
+            assert str(event.payload()[name]) == sent[name]  # exactly as written
+        assert event.occurred_at == when(sent["occurred_at"])
+        assert event.occurred_at.utcoffset() == when(sent["occurred_at"]).utcoffset()
         assert event.actor == "auditor-7"
         assert event.recorded_at in clock.readings
     recorded_times = [e.recorded_at for e in stored]
