@@ -166,6 +166,58 @@ def test_a_customer_lapses_with_no_new_event(db_url):
         assert queries.show("c-lapse", just_before).status.value == "active"
 
 
+def test_an_event_recorded_ahead_of_its_time_takes_effect_when_it_comes(db_url):
+    """A purchase dated in the future changes the summary at its own moment, with no new
+    event (the day counters' daily refresh alone would show it up to a day late)."""
+    clock = [NOW]
+    ahead = NOW + timedelta(days=10, hours=5)
+    with models(db_url, clock=lambda: clock[0]) as m:
+        *_, position = record_all(
+            m.journey,
+            [
+                {
+                    "type": "purchase",
+                    "customer_id": "c-ahead",
+                    "occurred_at": moment.isoformat(),
+                    "order_id": f"o-{index}",
+                    "amount": "30.00",
+                }
+                for index, moment in enumerate([NOW - timedelta(days=2), ahead])
+            ],
+        )
+        *_, newcomer = record_all(  # a customer who exists only from that moment on
+            m.journey,
+            [
+                {
+                    "type": "purchase",
+                    "customer_id": "c-new",
+                    "occurred_at": ahead.isoformat(),
+                    "order_id": "o-new",
+                    "amount": "30.00",
+                }
+            ],
+        )
+        queries = PointInTime(m.journey)
+        m.runner.catch_up("summary")
+        assert summary_row(m.store, "c-ahead").loyalty_stage == "first_time"
+        assert summary_row(m.store, "c-new").loyalty_stage is None
+        assert summary_row(m.store, "c-ahead").refresh_at <= ahead
+
+        late = ahead + timedelta(hours=3)  # a runner that was not running at that moment
+        for moment in (ahead - timedelta(microseconds=1), late):
+            clock[0] = moment
+            m.runner.refresh_due()
+            row = summary_row(m.store, "c-ahead")
+            assert row.loyalty_stage == queries.show("c-ahead", moment).loyalty_stage.value
+        assert row.loyalty_stage == "repeat"
+        # Announced as that purchase's doing, at its own moment, though noticed later.
+        (entry,) = [e for e in Feed(m.store).read(customer_id="c-ahead") if e.to_value == "repeat"]
+        assert (entry.from_value, entry.occurred_at, entry.cause) == ("first_time", ahead, position)
+        (entry,) = [e for e in Feed(m.store).read(customer_id="c-new") if e.kind == "loyalty_stage"]
+        assert (entry.from_value, entry.to_value) == (None, "first_time")
+        assert (entry.occurred_at, entry.cause) == (ahead, newcomer)
+
+
 def summary_row(store: ReadModelStore, customer: str):
     table = view(store, "summary")
     with store.engine.connect() as conn:

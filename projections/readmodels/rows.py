@@ -47,14 +47,15 @@ def summary_row(
     customer_id: str, events: Sequence[CustomerEvent], now: datetime, settings: Settings
 ) -> dict[str, Any]:
     """The customer as of ``now``, and when that row must be computed again without a new
-    event (a time-driven change, or the next day for the day counters)."""
+    event recorded: a time-driven change, the next day for the day counters, or an event
+    dated ahead of ``now`` coming into effect."""
     facts = Facts.of(events, now, settings)
     answer = answer_from(facts)
     row: dict[str, Any] = {"customer_id": customer_id, "computed_at": now}
+    ahead = min((e.occurred_at for e in events if e.occurred_at > now), default=END_OF_TIME)
     if answer is None:  # every event lies in the future: the customer does not exist yet
-        first = min(e.occurred_at for e in events)
-        return {**row, **dict.fromkeys(ANSWER_COLUMNS), "refresh_at": first}
-    return {**row, **answer_columns(answer), "refresh_at": refresh_at(answer, facts)}
+        return {**row, **dict.fromkeys(ANSWER_COLUMNS), "refresh_at": ahead}
+    return {**row, **answer_columns(answer), "refresh_at": min(refresh_at(answer, facts), ahead)}
 
 
 #: Every column an answer fills; all NULL for a customer who does not exist yet (a batch

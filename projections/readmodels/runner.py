@@ -24,6 +24,7 @@ from projections.readmodels.store import (
     ReadModelStore,
     utc_now,
 )
+from projections.rules.answer import Answer, evaluate
 from projections.rules.changes import next_change
 from projections.settings import Settings
 
@@ -132,8 +133,8 @@ class Runner:
             stream, before = streams.get(customer), previous.get(customer)
             if stream is not None and before is not None:
                 row = rows_for("summary", customer, stream, now, rules, before.applied_events)[0]
-                changed_at = changed_since(stream, before, rules, now)
-                entries += changes(customer, before, row, changed_at, None, now)
+                changed_at, cause = changed_since(stream, before, rules, now)
+                entries += changes(customer, before, row, changed_at, cause, now)
                 rows.append(row)
         try:
             self.store.write(
@@ -208,15 +209,36 @@ def changes(
     return found
 
 
-def changed_since(stream: Stream, before: Any, rules: Settings, now: datetime) -> datetime:
-    """When, after the row was computed, a classification first changed by itself: the
-    moment a time-driven feed entry reports (not when the runner noticed)."""
+def changed_since(
+    stream: Stream, before: Any, rules: Settings, now: datetime
+) -> tuple[datetime, int | None]:
+    """When, after the row was computed, a classification first changed with no event
+    recorded since (not when the runner noticed), and the cause: None for a change by
+    itself, else the position of an event dated ahead that came into effect then."""
+    arrivals = sorted(
+        (event.occurred_at, position)
+        for event, position in zip(stream.events, stream.positions, strict=True)
+        if before.computed_at < event.occurred_at <= now
+    )
     moment = before.computed_at
-    while (later := next_change(stream.events, moment, rules, until=now)) is not None:
-        if any(later.verdicts()[kind].value != getattr(before, kind) for kind in KINDS):
-            return later.as_of
-        moment = later.as_of
-    return now
+    while True:
+        arrival = next((a for a in arrivals if a[0] > moment), None)
+        until = now if arrival is None else arrival[0]
+        later = next_change(stream.events, moment, rules, until=until)
+        if later is not None and (arrival is None or later.as_of < arrival[0]):
+            moment, cause = later.as_of, None
+        elif arrival is not None:  # the events of that moment count from it on
+            moment = arrival[0]
+            cause = max(position for at, position in arrivals if at == moment)
+            later = evaluate(stream.events, moment, rules)
+        else:
+            return now, None
+        if later is not None and differs(later, before):
+            return moment, cause
+
+
+def differs(answer: Answer, before: Any) -> bool:
+    return any(answer.verdicts()[kind].value != getattr(before, kind) for kind in KINDS)
 
 
 def event_changes(
