@@ -12,10 +12,12 @@ import hashlib
 import json
 import os
 import tomllib
+from collections.abc import Mapping
 from datetime import timedelta
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -98,6 +100,14 @@ class Settings(BaseModel):
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
+    def model_copy(
+        self, *, update: Mapping[str, Any] | None = None, deep: bool = False
+    ) -> Settings:
+        """Settings with some values changed, validated like any others and with their own
+        ``version`` (pydantic's copy would keep this one's cached version, which names the
+        rules a read model was built with, and take any value unchecked)."""
+        return type(self).model_validate({**self.model_dump(), **(update or {})})
+
     def days(self, name: str) -> timedelta:
         """A day-count setting as a duration."""
         return duration(getattr(self, name))
@@ -105,18 +115,28 @@ class Settings(BaseModel):
     def windows(self) -> tuple[timedelta, ...]:
         """Every "last D days" window and age threshold: the moments an event leaves one
         are where a state can change with no new event."""
-        names = (
-            "advocate_referral_days",
-            "client_min_tenure_days",
-            "client_recent_days",
-            "partnership_meeting_days",
-            "proactive_days",
-            "accountable_days",
-            "reactive_days",
-            "frequency_days",
-            "involvement_days",
-        )
-        return tuple(sorted({self.days(name) for name in names}))
+        return windows(tuple(getattr(self, name) for name in WINDOWS))
+
+
+#: The settings that name a window or an age threshold, in days.
+WINDOWS = (
+    "advocate_referral_days",
+    "client_min_tenure_days",
+    "client_recent_days",
+    "partnership_meeting_days",
+    "proactive_days",
+    "accountable_days",
+    "reactive_days",
+    "frequency_days",
+    "involvement_days",
+)
+
+
+@functools.cache
+def windows(days: tuple[int, ...]) -> tuple[timedelta, ...]:
+    """The distinct durations of these day counts, shortest first, worked out once: the
+    search for a summary's next change asks for every customer."""
+    return tuple(sorted({duration(d) for d in days}))
 
 
 DEFAULT = Settings()

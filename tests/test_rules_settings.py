@@ -52,6 +52,16 @@ def test_the_version_names_the_content():
     assert story.answer(0).settings_version == Settings().version
 
 
+def test_a_copy_with_changes_is_validated_and_has_its_own_version():
+    base = Settings()
+    assert base.version  # cached on the original before it is copied
+    changed = base.model_copy(update={"lapsed_after_days": 30})
+    assert changed.lapsed_after_days == 30
+    assert changed.version == Settings(lapsed_after_days=30).version != base.version
+    with pytest.raises(ValueError, match="lapsed_after_days"):
+        base.model_copy(update={"lapsed_after_days": -5})
+
+
 def test_a_threshold_changes_the_answer():
     story = Story()
     story.purchase(0)
