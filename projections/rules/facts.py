@@ -7,11 +7,11 @@ and refunds are netted against their purchases, so every rule sees the same P.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from journey.events import CustomerEvent, Purchased, Refunded
 from projections.rules.window import order_key, ordered
@@ -20,13 +20,15 @@ from projections.settings import Settings
 E = TypeVar("E", bound=CustomerEvent)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Sale:
-    """A purchase of P: its amount and margin net of the refunds up to T."""
+    """A purchase of P: its amount and margin net of the refunds up to T (worked out once,
+    in ``sale``: every score and rule reads them)."""
 
     purchase: Purchased
     refunded: Decimal
-    default_margin_rate: Decimal
+    amount: Decimal  # what the customer paid and kept: the amount minus refunds
+    margin: Decimal  # the margin (defaulted at read time) scaled down by the refunded share
 
     @property
     def originator_version(self) -> int:
@@ -40,18 +42,15 @@ class Sale:
     def category(self) -> str | None:
         return self.purchase.category
 
-    @property
-    def amount(self) -> Decimal:
-        """What the customer paid and kept: the amount minus refunds."""
-        return self.purchase.amount - self.refunded
 
-    @property
-    def margin(self) -> Decimal:
-        """The margin (defaulted at read time) scaled down by the refunded share."""
-        full = self.purchase.margin
-        if full is None:
-            full = self.purchase.amount * self.default_margin_rate
-        return full * self.amount / self.purchase.amount
+def sale(purchase: Purchased, refunded: Decimal, default_margin_rate: Decimal) -> Sale:
+    full = purchase.margin
+    if full is None:
+        full = purchase.amount * default_margin_rate
+    if not refunded:  # the whole margin (full * amount / amount would give it exactly)
+        return Sale(purchase, refunded, purchase.amount, full)
+    kept = purchase.amount - refunded
+    return Sale(purchase, refunded, kept, full * kept / purchase.amount)
 
 
 @dataclass
@@ -62,7 +61,7 @@ class Facts:
     settings: Settings
     events: list[CustomerEvent]
     purchases: list[Sale] = field(default_factory=list)
-    _by_type: dict[type, list[CustomerEvent]] = field(default_factory=dict, repr=False)
+    _by_type: dict[Any, Sequence[CustomerEvent]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, events: Iterable[CustomerEvent], as_of: datetime, settings: Settings) -> Facts:
@@ -77,7 +76,7 @@ class Facts:
         by_type: dict[type, list[CustomerEvent]] = defaultdict(list)
         for event in counted:
             by_type[type(event)].append(event)
-        facts._by_type = by_type
+        facts._by_type = dict(by_type)  # not a defaultdict: asking must not add types
         facts.purchases = sales(by_type[Purchased], by_type[Refunded], settings)
         return facts
 
@@ -88,12 +87,17 @@ class Facts:
         assert moment >= self.as_of, "a moment before as_of could drop events"
         return Facts(moment, self.settings, self.events, self.purchases, self._by_type)
 
-    def of_type(self, *classes: type[E]) -> list[E]:
-        """Events of the given classes, in DOMAIN order."""
-        if len(classes) == 1:
-            return list(self._by_type.get(classes[0], ()))
-        found = [e for c in classes for e in self._by_type.get(c, ())]
-        return sorted(found, key=order_key)
+    def of_type(self, *classes: type[E]) -> Sequence[E]:
+        """Events of the given classes, in DOMAIN order: grouped once for these events and
+        shared by every ``at`` of them (the rules ask many times), so not to be changed."""
+        key: Any = classes[0] if len(classes) == 1 else classes
+        found = self._by_type.get(key)
+        if found is None:
+            if len(classes) == 1:
+                return ()
+            found = tuple(sorted((e for c in classes for e in self.of_type(c)), key=order_key))
+            self._by_type[key] = found
+        return found  # type: ignore[return-value]
 
     def recent(self, events: Iterable[E], days_setting: str) -> list[E]:
         """The events in the last D days, D being the named setting."""
@@ -114,10 +118,14 @@ class Facts:
         return self.purchases[-1] if self.purchases else None
 
 
-def sales(purchases: list[Purchased], refunds: list[Refunded], settings: Settings) -> list[Sale]:
+def sales(
+    purchases: Sequence[Purchased], refunds: Sequence[Refunded], settings: Settings
+) -> list[Sale]:
     """P: the purchases not fully refunded, each net of its refunds."""
     refunded: dict[str, Decimal] = defaultdict(Decimal)
     for refund in refunds:
         refunded[refund.order_id] += refund.amount
-    found = (Sale(p, refunded[p.order_id], settings.default_margin_rate) for p in purchases)
-    return [sale for sale in found if sale.amount > 0]
+    rate = settings.default_margin_rate
+    return [
+        sale(p, refunded[p.order_id], rate) for p in purchases if p.amount > refunded[p.order_id]
+    ]

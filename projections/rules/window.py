@@ -7,8 +7,9 @@ days" at T is the half-open window (T - D days, T].
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Any
 
 from journey.events import CustomerEvent
@@ -20,9 +21,9 @@ DAY = timedelta(days=1)
 JUST_AFTER = timedelta(microseconds=1)
 
 
-def order_key(event: Any) -> tuple[datetime, int]:
-    """The order of DOMAIN.md: valid time, then recording order for ties."""
-    return (event.occurred_at, event.originator_version)
+#: The order of DOMAIN.md: valid time, then recording order for ties. An ``attrgetter``
+#: (its tuple made in C) rather than a function: every fold sorts every history by it.
+order_key: Callable[[Any], tuple[datetime, int]] = attrgetter("occurred_at", "originator_version")
 
 
 def ordered(events: Iterable[CustomerEvent]) -> list[CustomerEvent]:
