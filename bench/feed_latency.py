@@ -57,6 +57,7 @@ from pathlib import Path
 
 import httpx
 from results import Row, write_rows  # bench/results.py
+from stores import fresh_store  # bench/stores.py
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -73,7 +74,6 @@ from service.routes.customers import moments  # noqa: E402
 from service.state import Service  # noqa: E402
 
 JOURNEY = str(Path(sys.executable).with_name("journey"))
-PG = os.environ.get("JOURNEY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 FULL = 1000
 CLIENTS = 32
 TARGET_P99_MS = 100.0  # issue 5, on PostgreSQL
@@ -93,24 +93,6 @@ def quantiles(values: list[float]) -> tuple[float, float, float]:
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:7.1f} ms"
-
-
-@contextmanager
-def database(kind: str) -> Iterator[str]:
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory() as folder:
-            yield f"sqlite:///{folder}/journey.db"
-        return
-    import psycopg
-
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    url = f"{PG}?schema={schema}"
-    try:
-        yield url
-    finally:
-        with Database.parse(url).connect() as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        del psycopg
 
 
 @contextmanager
@@ -318,7 +300,7 @@ class Result:
 def bench(kind: str, events: int, interval: float, seconds: float) -> Result:
     print(f"\n{kind}")
     result = Result(kind, events, interval)
-    with database(kind) as url, tempfile.TemporaryDirectory() as logs:
+    with fresh_store(kind) as url, tempfile.TemporaryDirectory() as logs:
         folder = Path(logs)
         key = create_key(url)
         port = free_port()

@@ -23,7 +23,6 @@ import json
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from results import Row, write_rows  # bench/results.py
+from stores import fresh_store  # bench/stores.py
 
 from commands import handlers
 from journey.api import Journey
@@ -52,7 +52,6 @@ from journey.application import JourneyApplication
 from journey.sample import sample
 from journey.storage import Database
 
-POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 BATCH_EVENTS = 5000
 TARGET_BATCHED, TARGET_PER_EVENT = 0.8, 10.0
 
@@ -198,23 +197,6 @@ def phases() -> Iterator[dict[str, float]]:
     finally:
         handlers.apply_all, handlers.UnitOfWork.save = apply_all, save
         JourneyApplication.analyze = analyze
-
-
-@contextmanager
-def fresh_store(db: str, workdir: Path) -> Iterator[str]:
-    """A database URL nobody has used: a new SQLite file, or a new PostgreSQL schema."""
-    if db == "sqlite":
-        yield f"sqlite:///{workdir / f'{uuid.uuid4().hex}.db'}"
-        return
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    try:
-        yield f"{POSTGRES}?schema={schema}"
-    finally:
-        import psycopg
-        from psycopg import sql
-
-        with psycopg.connect(POSTGRES, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 @dataclass

@@ -36,9 +36,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -56,6 +53,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from results import Row, write_rows  # bench/results.py
+from stores import fresh_store  # bench/stores.py
 
 from journey.api import Journey
 from journey.application import JourneyApplication
@@ -66,7 +64,6 @@ from projections.readmodels.rebuild import rebuild_many
 from projections.readmodels.store import MODELS
 from projections.settings import DEFAULT
 
-POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 LOAD_BATCH = 50_000
 PAGE = 10_000
 TARGET_CEILING, TARGET_STOCK, TARGET_MEMORY = 0.5, 30.0, 1024**3
@@ -233,23 +230,6 @@ def peak_rss() -> int:
 
 
 # -- loading and reporting ---------------------------------------------------------------------
-
-
-@contextmanager
-def fresh_store(db: str, workdir: Path) -> Iterator[str]:
-    """A database URL nobody has used: a new SQLite file, or a new PostgreSQL schema."""
-    if db == "sqlite":
-        yield f"sqlite:///{workdir / f'{uuid.uuid4().hex}.db'}"
-        return
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    try:
-        yield f"{POSTGRES}?schema={schema}"
-    finally:
-        import psycopg
-        from psycopg import sql
-
-        with psycopg.connect(POSTGRES, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 def load(url: str, events: int, customers: int, seed: int, console: Console) -> int:
