@@ -22,6 +22,11 @@ from projections.readmodels.tables import CODE_VERSION
 
 CHUNK = 1000
 
+#: How far behind the log a serving summary may be for a rebuild's switch to catch it up
+#: first (a few seconds of applying), so that those events' changes are announced with
+#: their causes rather than as the new generation's.
+REPLAY_LIMIT = 10_000
+
 Progress = Callable[[int, int], None]
 
 
@@ -78,11 +83,30 @@ def alike(builds: Sequence[Generation]) -> list[list[Generation]]:
 
 def switch_when_caught_up(runner: Runner, name: str, generation: Generation) -> None:
     """Catch the new generation up and switch to it; a runner still advancing the old one
-    can move ahead in between, so catch up again until the switch accepts."""
+    can move ahead in between, so catch up again until the switch accepts.
+
+    The summary's switch announces what the new rules change, so both generations must
+    first say the same of everything else. The serving one is refreshed, and caught up
+    unless it is far behind (``REPLAY_LIMIT``; the empty first one too), its changes
+    announced as a runner would; the new one, folded some time ago, is refreshed silently
+    at the same moment. One far behind is not replayed event by event, which a rebuild is
+    there to avoid: the switch announces the difference."""
     while True:
+        now = runner.clock()
+        in_step = False
+        if name == "summary":
+            position = runner.serving(name).position
+            in_step = position > 0 and runner.app.count_after(position) <= REPLAY_LIMIT
+            if in_step:
+                runner.catch_up(name)
+            while runner.refresh_due(now=now):
+                pass
         runner.catch_up(name, generation)
+        if name == "summary":
+            while runner.refresh_due(runner.reload(generation), now=now):
+                pass
         try:
-            runner.store.switch(name, generation.generation)
+            runner.store.switch(name, generation.generation, now, in_step=in_step)
             return
         except PositionMoved:
             continue

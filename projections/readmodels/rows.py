@@ -90,9 +90,10 @@ def answer_columns(answer: Answer) -> dict[str, Any]:
 def refresh_at(answer: Answer, facts: Facts) -> datetime:
     later = moment_of_change(facts, answer)
     moments = [later] if later is not None else []
-    last = answer.scores["last_purchase_at"]
-    if last is not None:  # recency and tenure count whole days since a purchase
-        moments.append(last + DAY * (answer.scores["recency_days"] + 1))
+    scores = answer.scores
+    for since, days in (("last_purchase_at", "recency_days"), ("first_purchase_at", "tenure_days")):
+        if scores[since] is not None:  # whole days since a purchase: the next one's start
+            moments.append(scores[since] + DAY * (scores[days] + 1))
     return min(moments, default=END_OF_TIME)
 
 

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from journey.application import JourneyApplication, Stream
+from projections.readmodels.entries import page_entries, refresh_entries
 from projections.readmodels.rows import purchase_rows, summary_row, timeline_rows
 from projections.readmodels.store import (
     MODELS,
@@ -24,8 +25,6 @@ from projections.readmodels.store import (
     ReadModelStore,
     utc_now,
 )
-from projections.rules.answer import Answer, evaluate
-from projections.rules.changes import next_change
 from projections.settings import Settings
 
 PAGE = 2000
@@ -67,7 +66,7 @@ class Runner:
         while True:
             current = generation or self.serving(name)
             if generation is not None:
-                current = self._reload(generation)
+                current = self.reload(generation)
             try:
                 count = self.apply_page(name, current)
             except PositionMoved:
@@ -103,7 +102,7 @@ class Runner:
             new_rows = rows_for(name, customer, stream, now, rules, applied)
             if announce:
                 since = before.last_position if before else 0
-                entries += event_changes(customer, before, new_rows[0], stream, since, now)
+                entries += page_entries(customer, before, new_rows[0], stream, since, rules, now)
             rows += new_rows
         self.store.write(
             name,
@@ -117,10 +116,11 @@ class Runner:
         )
         return len(notifications)
 
-    def refresh_due(self) -> int:
-        """Recompute the summary rows whose time-driven change has come."""
-        generation = self.serving("summary")
-        now = self.clock()
+    def refresh_due(self, generation: Generation | None = None, now: datetime | None = None) -> int:
+        """Recompute the summary rows whose time-driven change has come (of the serving
+        generation, announcing each change, unless given another); how many were due."""
+        generation = generation or self.serving("summary")
+        now = now or self.clock()
         due = self.store.due_for_refresh(generation.generation, now, REFRESH_BATCH)
         if not due:
             return 0
@@ -129,13 +129,12 @@ class Runner:
         rows: list[dict[str, Any]] = []
         entries: list[dict[str, Any]] = []
         rules = generation.rules()
+        serving = generation.status == "serving"
         for customer in due:
-            stream, before = streams.get(customer), previous.get(customer)
-            if stream is not None and before is not None:
-                row = rows_for("summary", customer, stream, now, rules, before.applied_events)[0]
-                changed_at, cause = changed_since(stream, before, rules, now)
-                entries += changes(customer, before, row, changed_at, cause, now)
-                rows.append(row)
+            stream, before = streams[customer], previous[customer]
+            rows += rows_for("summary", customer, stream, now, rules, before.applied_events)
+            if serving:
+                entries += refresh_entries(customer, before, stream, rules, now)
         try:
             self.store.write(
                 "summary",
@@ -143,11 +142,12 @@ class Runner:
                 due,
                 rows,
                 expected=generation.position,
-                status="serving",
+                status=generation.status,
                 entries=entries,
+                computed={customer: previous[customer].computed_at for customer in due},
             )
         except PositionMoved:
-            return 1  # new events arrived meanwhile: the caller asks again
+            return 1  # new events arrived, or another runner refreshed: the caller asks again
         return len(due)
 
     def run(
@@ -171,90 +171,12 @@ class Runner:
             if not any(done.values()):
                 pause(poll_seconds)
 
-    def _reload(self, generation: Generation) -> Generation:
+    def reload(self, generation: Generation) -> Generation:
+        """``generation`` as it stands now (its position moves as it is written)."""
         for found in self.store.all_generations():
             if (found.name, found.generation) == (generation.name, generation.generation):
                 return found
         raise LookupError(f"generation {generation.generation} of {generation.name} is gone")
-
-
-KINDS = ("loyalty_stage", "status", "relationship_level")
-
-
-def changes(
-    customer: str,
-    before: Any,
-    row: dict[str, Any],
-    occurred_at: datetime,
-    cause: int | None,
-    now: datetime,
-) -> list[dict[str, Any]]:
-    """Feed entries for what differs between a customer's old and new summary row."""
-    found = []
-    for kind in KINDS:
-        was = getattr(before, kind) if before is not None else None
-        if row[kind] is not None and was != row[kind]:
-            found.append(
-                {
-                    "customer_id": customer,
-                    "kind": kind,
-                    "from_value": was,
-                    "to_value": row[kind],
-                    "occurred_at": occurred_at,
-                    "recorded_at": now,
-                    "reason": row["reasons"][kind]["rule"],
-                    "cause": cause,
-                }
-            )
-    return found
-
-
-def changed_since(
-    stream: Stream, before: Any, rules: Settings, now: datetime
-) -> tuple[datetime, int | None]:
-    """When, after the row was computed, a classification first changed with no event
-    recorded since (not when the runner noticed), and the cause: None for a change by
-    itself, else the position of an event dated ahead that came into effect then."""
-    arrivals = sorted(
-        (event.occurred_at, position)
-        for event, position in zip(stream.events, stream.positions, strict=True)
-        if before.computed_at < event.occurred_at <= now
-    )
-    moment = before.computed_at
-    while True:
-        arrival = next((a for a in arrivals if a[0] > moment), None)
-        until = now if arrival is None else arrival[0]
-        later = next_change(stream.events, moment, rules, until=until)
-        if later is not None and (arrival is None or later.as_of < arrival[0]):
-            moment, cause = later.as_of, None
-        elif arrival is not None:  # the events of that moment count from it on
-            moment = arrival[0]
-            cause = max(position for at, position in arrivals if at == moment)
-            later = evaluate(stream.events, moment, rules)
-        else:
-            return now, None
-        if later is not None and differs(later, before):
-            return moment, cause
-
-
-def differs(answer: Answer, before: Any) -> bool:
-    return any(answer.verdicts()[kind].value != getattr(before, kind) for kind in KINDS)
-
-
-def event_changes(
-    customer: str, before: Any, row: dict[str, Any], stream: Stream, since: int, now: datetime
-) -> list[dict[str, Any]]:
-    """The changes new events made to the customer's present state, caused by the newest of
-    them (in valid time) that is not in the future: its position and occurred_at."""
-    fresh = [
-        (event.occurred_at, event.originator_version, position)
-        for event, position in zip(stream.events, stream.positions, strict=True)
-        if position > since and event.occurred_at <= now
-    ]
-    if not fresh:
-        return []
-    occurred_at, _, cause = max(fresh)
-    return changes(customer, before, row, occurred_at, cause, now)
 
 
 def rows_for(

@@ -177,11 +177,15 @@ class ReadModelStore:
             self._create_generation(conn, model, latest + 1, "building", settings, head)
             return self.building(conn, name)
 
-    def switch(self, name: str, generation: int) -> None:
+    def switch(
+        self, name: str, generation: int, now: datetime | None = None, in_step: bool = False
+    ) -> None:
         """Serve ``generation`` from now on: one transaction repoints the view and, for the
-        summary, announces on the feed each customer whose state the new generation
-        changes (new rules). Raises PositionMoved while the new generation is behind the
-        serving one: catch it up first, or the feed would announce changes backwards.
+        summary, announces on the feed (at ``now``) each customer whose state the new
+        generation changes (new rules). Raises PositionMoved while the new generation is
+        behind the serving one (the feed would announce changes backwards), or, ``in_step``,
+        anywhere but where the serving one is (ahead, it would announce new events' changes
+        as the rules' doing): catch the one behind up first.
 
         First, in a transaction of their own, the generation gets the indexes its build did
         without: building them takes a while on a large log, and readers wait for the
@@ -193,14 +197,16 @@ class ReadModelStore:
         with self.engine.begin() as conn:
             old = self.serving(conn, name)
             new = next(g for g in self._generations(conn, name) if g.generation == generation)
-            if old is not None and new.position < old.position:
-                raise PositionMoved(f"{name} generation {generation} is behind the serving one")
+            if old is not None and (
+                new.position < old.position or (in_step and new.position != old.position)
+            ):
+                raise PositionMoved(f"{name} generation {generation} is not where the serving is")
             self._set_status(conn, name, generation, "serving")
             self._point_view(conn, model, generation)
             if old is not None:
                 self._set_status(conn, name, old.generation, "retired")
                 if name == "summary":
-                    self._announce_rebuild(conn, old, new)
+                    self._announce_rebuild(conn, old, new, now or utc_now())
         if old is not None:
             with self.engine.begin() as conn:
                 self._drop_generation(conn, model, old.generation)
@@ -219,12 +225,16 @@ class ReadModelStore:
         position: int | None = None,
         build_cursor: str | None = None,
         entries: Sequence[Mapping[str, Any]] = (),
+        computed: Mapping[str, datetime] | None = None,
     ) -> None:
         """Replace the rows of ``customers``, append feed ``entries`` and advance the
         generation, in one transaction, provided the generation still has ``status`` and is
-        still at ``expected`` (its position when the rows were read); otherwise write nothing
-        and raise PositionMoved. This fence, not the runner lock, is what makes applying a
-        page twice (or announcing its changes twice) impossible."""
+        still at ``expected`` (its position when the rows were read), and each row named in
+        ``computed`` was still computed at that moment (a refresh, which moves no position);
+        otherwise write nothing and raise PositionMoved. This fence, not the runner lock, is
+        what makes applying a page twice (or announcing its changes twice) impossible: the
+        fencing update locks the generation's row, so writers of one generation take turns
+        and each sees what the one before committed."""
         table = self.table(name, generation)
         with self.engine.begin() as conn:
             fenced = conn.execute(
@@ -241,6 +251,8 @@ class ReadModelStore:
                 raise PositionMoved(
                     f"{name} generation {generation} is no longer {status} at {expected}"
                 )
+            if computed and self._computed_at(conn, table, list(computed)) != computed:
+                raise PositionMoved(f"{name} rows were computed again meanwhile")
             self._append_feed(conn, entries)
             delete_rows(conn, table, customers)
             insert_rows(conn, table, rows)
@@ -254,6 +266,19 @@ class ReadModelStore:
                 .where(generations.c.name == name, generations.c.generation == generation)
                 .values(**changes)
             )
+
+    @staticmethod
+    def _computed_at(conn: Connection, table: Table, customers: list[str]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for start in range(0, len(customers), 500):
+            chunk = customers[start : start + 500]
+            rows = conn.execute(
+                select(table.c.customer_id, table.c.computed_at).where(
+                    table.c.customer_id.in_(chunk)
+                )
+            )
+            found.update({r.customer_id: r.computed_at for r in rows})
+        return found
 
     def prepare(self, name: str, rows: Sequence[Mapping[str, Any]]) -> Prepared:
         """Rows of read model ``name`` as this database's driver takes them (bulk.py): what
@@ -292,13 +317,15 @@ class ReadModelStore:
         rows = conn.execute(select(generations).where(generations.c.name == name))
         return [Generation.of(r) for r in rows]
 
-    def _announce_rebuild(self, conn: Connection, old: Generation, new: Generation) -> None:
+    def _announce_rebuild(
+        self, conn: Connection, old: Generation, new: Generation, now: datetime
+    ) -> None:
         """Feed entries for the customers whose state differs between two generations
         (announce.py). The feed is locked first even if none differs: that is known only
         once they are appended."""
         self._lock_feed(conn)
         before, after = self.table("summary", old.generation), self.table("summary", new.generation)
-        if append_rebuild_changes(conn, before, after, new.settings_version, utc_now()):
+        if append_rebuild_changes(conn, before, after, new.settings_version, now):
             self._notify_feed(conn)
 
     def _append_feed(self, conn: Connection, entries: Sequence[Mapping[str, Any]]) -> None:

@@ -1,0 +1,226 @@
+"""The feed says when each change happened and why, whenever the runner notices it.
+
+A runner that was stopped, a pass that applies new events of a customer whose state moved
+by itself meanwhile, an event dated ahead of the clock, a rebuild switched in while the
+serving summary was stale: each change is still announced once, at its own moment, from
+the value before it, with its cause (the expected moments are asked of ``show``).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from readmodel_support import NOW, assert_feed_consistent, models, record_all
+from sqlalchemy import select
+
+from projections.feed import Feed
+from projections.pointintime import PointInTime
+from projections.readmodels.queries import view
+from projections.readmodels.rebuild import fold, rebuild, switch_when_caught_up
+from projections.readmodels.store import PositionMoved
+
+DAY = timedelta(days=1)
+HOUR = timedelta(hours=1)
+US = timedelta(microseconds=1)
+
+
+def purchase(order: str, when, customer: str = "c") -> dict:
+    return {
+        "type": "purchase",
+        "customer_id": customer,
+        "occurred_at": when.isoformat(),
+        "order_id": order,
+        "amount": "10",
+    }
+
+
+def feedback(when) -> dict:
+    return {"type": "feedback", "customer_id": "c", "occurred_at": when.isoformat(), "score": 8}
+
+
+def entries(m, kind: str, after: int = 0) -> list[tuple]:
+    return [
+        (e.from_value, e.to_value, e.occurred_at, e.cause)
+        for e in Feed(m.store).read(after=after, customer_id="c", kinds=[kind])
+    ]
+
+
+def refresh(m) -> None:
+    while m.runner.refresh_due():
+        pass
+
+
+def first_moment(m, kind: str, value: str, start, end):
+    """When ``show`` starts saying ``value`` for ``kind`` in (start, end], to the µs."""
+    queries = PointInTime(m.journey)
+
+    def says(moment) -> bool:
+        return getattr(queries.show("c", moment, with_rfm=False), kind).value == value
+
+    assert not says(start) and says(end)
+    while end - start > US:
+        middle = start + (end - start) / 2
+        start, end = (start, middle) if says(middle) else (middle, end)
+    return end
+
+
+def test_every_change_by_itself_while_the_runner_was_stopped(db_url):
+    clock = [NOW]
+    with models(db_url, clock=lambda: clock[0]) as m:
+        record_all(m.journey, [purchase("o1", NOW - DAY * 200), purchase("o2", NOW - DAY * 100)])
+        m.runner.catch_up("summary")
+        clock[0] = NOW + DAY * 300  # at risk, then lapsed, while nobody looked
+        refresh(m)
+        at_risk = first_moment(m, "status", "at_risk", NOW, NOW + DAY * 200)
+        lapsed = first_moment(m, "status", "lapsed", at_risk, NOW + DAY * 300)
+        assert entries(m, "status")[1:] == [
+            ("active", "at_risk", at_risk, None),
+            ("at_risk", "lapsed", lapsed, None),
+        ]
+        assert_feed_consistent(m.store)
+
+
+def test_a_change_by_itself_noticed_with_a_new_event_is_not_that_events_doing(db_url):
+    clock = [NOW]
+    with models(db_url, clock=lambda: clock[0]) as m:
+        record_all(m.journey, [purchase("o1", NOW - DAY * 300)])
+        m.runner.catch_up("summary")
+        clock[0] = NOW + DAY * 100
+        record_all(m.journey, [feedback(clock[0])])
+        m.runner.catch_up("summary")  # a pass applies new events before it refreshes
+        refresh(m)
+        lapsed = first_moment(m, "status", "lapsed", NOW, clock[0])
+        assert entries(m, "status")[1:] == [("active", "lapsed", lapsed, None)]
+
+
+def test_a_change_by_itself_is_not_lost_when_the_new_event_is_dated_ahead(db_url):
+    clock = [NOW]
+    with models(db_url, clock=lambda: clock[0]) as m:
+        record_all(m.journey, [purchase("o1", NOW - DAY * 300)])
+        m.runner.catch_up("summary")
+        clock[0] = NOW + DAY * 100
+        record_all(m.journey, [feedback(NOW + DAY * 200)])  # takes effect later
+        m.runner.catch_up("summary")
+        refresh(m)
+        assert [(f, t) for f, t, _, _ in entries(m, "status")] == [
+            (None, "active"),
+            ("active", "lapsed"),
+        ]
+        assert_feed_consistent(m.store)
+
+
+def test_an_event_dated_ahead_is_the_cause_though_another_comes_first(db_url):
+    clock = [NOW]
+    ahead = NOW + DAY * 10
+    with models(db_url, clock=lambda: clock[0]) as m:
+        *_, early = record_all(m.journey, [purchase("o1", NOW - DAY * 2), purchase("o2", ahead)])
+        m.runner.catch_up("summary")
+        clock[0] = ahead + DAY
+        record_all(m.journey, [feedback(clock[0])])
+        m.runner.catch_up("summary")
+        refresh(m)
+        assert entries(m, "loyalty_stage")[1:] == [("first_time", "repeat", ahead, early)]
+
+
+def test_day_counters_follow_show_through_every_hour(db_url):
+    """recency_days and tenure_days turn at the time of day of their own purchases."""
+    clock = [NOW]
+    with models(db_url, clock=lambda: clock[0]) as m:
+        first, last = NOW - DAY * 10 - 2 * HOUR, NOW - DAY * 2 + 4 * HOUR
+        record_all(m.journey, [purchase("o1", first), purchase("o2", last)])
+        m.runner.catch_up("summary")
+        queries, table = PointInTime(m.journey), view(m.store, "summary")
+        for hours in range(49):
+            clock[0] = NOW + hours * HOUR
+            refresh(m)
+            with m.store.engine.connect() as conn:
+                row = conn.execute(select(table).where(table.c.customer_id == "c")).one()
+            shown = queries.show("c", clock[0], with_rfm=False).scores
+            assert (row.tenure_days, row.recency_days) == (
+                shown["tenure_days"],
+                shown["recency_days"],
+            ), clock[0]
+
+
+def test_a_rebuild_with_the_same_rules_announces_nothing_of_its_own(db_url):
+    clock = [NOW]
+    with models(db_url, clock=lambda: clock[0]) as m:
+        record_all(m.journey, [purchase("o1", NOW - DAY * 300)])
+        m.runner.catch_up("summary")
+        head = Feed(m.store).head()
+        clock[0] = NOW + DAY * 100  # lapsed meanwhile, and no runner refreshed it
+        rebuild(m.runner, "summary")
+        refresh(m)
+        lapsed = first_moment(m, "status", "lapsed", NOW, clock[0])
+        assert entries(m, "status", after=head) == [("active", "lapsed", lapsed, None)]
+        assert not any(e.reason.startswith("read model rebuilt") for e in Feed(m.store).read())
+
+
+def test_a_rebuild_folded_before_a_change_does_not_announce_it_back_and_forth(db_url):
+    clock = [NOW]
+    with models(db_url, clock=lambda: clock[0]) as m:
+        record_all(m.journey, [purchase("o1", NOW - DAY * 300)])
+        m.runner.catch_up("summary")
+        head = Feed(m.store).head()
+        clock[0] = NOW + DAY * 65 - HOUR
+        generation = m.store.start_build(
+            "summary", head=m.journey.app.max_notification_id(), settings=m.runner.settings
+        )
+        fold(m.runner, generation, 1000, None)  # an hour before the lapse
+        clock[0] = NOW + DAY * 65 + HOUR
+        refresh(m)  # the serving runner announces the lapse
+        switch_when_caught_up(m.runner, "summary", generation)
+        refresh(m)
+        assert [(f, t) for f, t, _, _ in entries(m, "status", after=head)] == [("active", "lapsed")]
+        assert_feed_consistent(m.store)
+
+
+def test_events_only_the_rebuild_applied_are_announced_with_their_cause(db_url):
+    with models(db_url) as m:
+        record_all(m.journey, [purchase("o1", NOW - DAY * 30)])
+        m.runner.catch_up("summary")
+        head = Feed(m.store).head()
+        *_, second = record_all(m.journey, [purchase("o2", NOW - DAY * 10)])
+        rebuild(m.runner, "summary")  # the runner had not applied o2
+        m.runner.catch_up("summary")
+        assert entries(m, "loyalty_stage", after=head) == [
+            ("first_time", "repeat", NOW - DAY * 10, second)
+        ]
+        assert_feed_consistent(m.store)
+
+
+def test_a_refresh_written_after_another_one_is_refused(db_url):
+    """Two refreshers of one row (a runner and a rebuild's switch) cannot both announce."""
+    clock = [NOW]
+    with models(db_url, clock=lambda: clock[0]) as m:
+        record_all(m.journey, [purchase("o1", NOW - DAY * 300)])
+        m.runner.catch_up("summary")
+        serving = m.runner.serving("summary")
+        (stale,) = m.store.previous_summaries(serving.generation, ["c"]).values()
+        clock[0] = NOW + DAY * 100
+        refresh(m)
+        head = Feed(m.store).head()
+        with pytest.raises(PositionMoved):
+            m.store.write(
+                "summary",
+                serving.generation,
+                ["c"],
+                [],
+                expected=serving.position,
+                status="serving",
+                entries=[
+                    {
+                        "customer_id": "c",
+                        "kind": "status",
+                        "from_value": "active",
+                        "to_value": "lapsed",
+                        "occurred_at": clock[0],
+                        "recorded_at": clock[0],
+                        "reason": "again",
+                        "cause": None,
+                    }
+                ],
+                computed={"c": stale.computed_at},
+            )
+        assert Feed(m.store).head() == head
