@@ -21,7 +21,7 @@ from projections.rules.level import relationship_level
 from projections.rules.psych import YEAR_DAYS, commitment, involvement, open_complaints, trust
 from projections.rules.scores import recent_sales
 from projections.rules.stage import loyalty_stage
-from projections.rules.status import at_risk_limit, status
+from projections.rules.status import at_risk_moment, status
 from projections.rules.window import JUST_AFTER
 from projections.settings import DEFAULT, Settings
 
@@ -42,9 +42,9 @@ def _moments(facts: Facts) -> Iterator[datetime]:
     first, last = facts.first_purchase, facts.last_purchase
     if last is not None:
         yield last.occurred_at + s.days("lapsed_after_days") + JUST_AFTER
-        limit = at_risk_limit(facts)
-        if limit is not None:
-            yield last.occurred_at + limit + JUST_AFTER
+        turns = at_risk_moment(s, facts.n, first.occurred_at, last.occurred_at)
+        if turns is not None:
+            yield turns
     if first is not None:
         for year in range(1, s.commitment_max_tenure_years + 1):
             yield first.occurred_at + timedelta(days=YEAR_DAYS * year)
@@ -92,9 +92,9 @@ def threshold_moments(facts: Facts) -> list[datetime]:
         first.occurred_at + s.days("client_min_tenure_days"),
         last.occurred_at + s.days("lapsed_after_days") + JUST_AFTER,
     ]
-    limit = at_risk_limit(facts)
-    if limit is not None:
-        moments.append(last.occurred_at + limit + JUST_AFTER)
+    turns = at_risk_moment(s, facts.n, first.occurred_at, last.occurred_at)
+    if turns is not None:
+        moments.append(turns)
     return moments
 
 

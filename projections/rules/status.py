@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import functools
+from datetime import datetime, timedelta
+from fractions import Fraction
 
 from journey.events import Left
 from projections.rules.facts import Facts
 from projections.rules.verdict import Verdict
-from projections.rules.window import ids, order_key, whole_days
+from projections.rules.window import JUST_AFTER, ids, order_key, whole_days
+from projections.settings import Settings
 
 
 def status(facts: Facts) -> Verdict:
@@ -39,12 +42,53 @@ def lapsed(facts: Facts) -> Verdict | None:
 
 def at_risk_limit(facts: Facts) -> timedelta | None:
     """How long after the last purchase a customer turns at risk (None: never, n too small)."""
-    s = facts.settings
-    if facts.n < s.at_risk_min_purchases:
+    purchases = facts.purchases
+    if not purchases:
         return None
-    first, last = facts.purchases[0], facts.purchases[-1]
-    mean_gap = (last.occurred_at - first.occurred_at) / (facts.n - 1)
-    return max(s.days("at_risk_min_days"), mean_gap * s.at_risk_gap_factor)
+    span = purchases[-1].occurred_at - purchases[0].occurred_at
+    return at_risk_limit_of(facts.settings, facts.n, span)
+
+
+def at_risk_limit_of(settings: Settings, n: int, span: timedelta) -> timedelta | None:
+    """The longest time since the last purchase at which a customer with ``n`` purchases
+    in P, ``span`` apart from first to last, is not yet at risk (None: never, n too small).
+
+    DOMAIN.md §3: at risk when the time since the last purchase exceeds both
+    ``at_risk_min_days`` and ``at_risk_gap_factor`` times the mean gap ``span / (n - 1)``.
+    Decided exactly, never rounded: a ``timedelta`` divided by ``n - 1`` rounds to the
+    microsecond, and a float product rounds again, which moved the boundary by a
+    microsecond either way for sub-second times. Times are whole microseconds, so
+    ``since > span * factor / (n - 1)`` holds exactly when ``since`` exceeds that bound
+    rounded down to the microsecond, worked out here in integers; the customer turns at
+    risk one microsecond after the limit (``at_risk_moment``). status.py, walk.py and
+    changes.py all ask this, so the rule and its threshold moments cannot drift apart.
+    """
+    if n < settings.at_risk_min_purchases:
+        return None
+    factor = gap_factor(settings.at_risk_gap_factor)
+    bound = span // JUST_AFTER * factor.numerator // (factor.denominator * (n - 1))
+    return max(settings.days("at_risk_min_days"), timedelta(microseconds=bound))
+
+
+def at_risk_moment(settings: Settings, n: int, first: datetime, last: datetime) -> datetime | None:
+    """The first moment at which a customer whose ``n`` purchases of P run from ``first``
+    to ``last`` is at risk, barring new events (None: never, n too small): the later of
+    the two terms' moments, ``last + at_risk_min_days + 1 µs`` and
+    ``last + floor(span * factor / (n - 1)) µs + 1 µs``, span in microseconds."""
+    limit = at_risk_limit_of(settings, n, last - first)
+    return None if limit is None else last + limit + JUST_AFTER
+
+
+@functools.cache
+def gap_factor(factor: float) -> Fraction:
+    """``at_risk_gap_factor`` as an exact fraction: the one its shortest decimal spelling
+    (``repr``) names, so ``1.1`` is 11/10, not the binary float's
+    1.100000000000000088817841970012523... The setting is written in decimal (JSON, TOML,
+    Python literals) and the float only carries it; ``Fraction(float)`` would decide the
+    boundary by the carrier's binary error, e.g. 0.7 is a little under 7/10 and would put
+    a customer whose bound is exactly a whole microsecond at risk a microsecond early.
+    """
+    return Fraction(repr(factor))
 
 
 def at_risk(facts: Facts) -> Verdict | None:

@@ -34,6 +34,7 @@ from journey.events import (
     Reidentified,
 )
 from projections.rules.level import FOLLOW_UPS
+from projections.rules.status import at_risk_limit_of, at_risk_moment
 from projections.rules.window import JUST_AFTER, utc
 from projections.settings import Settings
 
@@ -176,12 +177,9 @@ class Walk:
 
     def _derive_from_sales(self) -> None:
         sales = self.sales
-        s, n = self.settings, len(sales)
-        if n < s.at_risk_min_purchases:
-            self.at_risk_limit = None
-        else:  # status.at_risk_limit
-            mean_gap = (sales[-1].occurred_at - sales[0].occurred_at) / (n - 1)
-            self.at_risk_limit = max(s.days("at_risk_min_days"), mean_gap * s.at_risk_gap_factor)
+        span = sales[-1].occurred_at - sales[0].occurred_at if sales else timedelta(0)
+        # Shared with status.py and changes.py, not reimplemented: the exact rule.
+        self.at_risk_limit = at_risk_limit_of(self.settings, len(sales), span)
         self.threshold_moments = self._thresholds()
 
     # -- asking ----------------------------------------------------------------------
@@ -266,6 +264,7 @@ class Walk:
             return []
         first, last = self.sale_times[0], self.sale_times[-1]
         moments = [first + self.client_tenure, last + self.lapsed_after + JUST_AFTER]
-        if self.at_risk_limit is not None:
-            moments.append(last + self.at_risk_limit + JUST_AFTER)
+        turns = at_risk_moment(self.settings, len(self.sales), first, last)
+        if turns is not None:
+            moments.append(turns)
         return moments
