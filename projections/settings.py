@@ -59,7 +59,7 @@ class Settings(BaseModel):
     lapsed_after_days: Days = Field(365, gt=0)
     at_risk_min_purchases: int = Field(2, ge=2)
     at_risk_min_days: Days = Field(90, ge=0)
-    at_risk_gap_factor: float = Field(2.0, gt=0)
+    at_risk_gap_factor: float = Field(2.0, gt=0, allow_inf_nan=False)
 
     # Relationship level.
     partnership_meeting_days: Days = Field(180, gt=0)

@@ -34,14 +34,21 @@ def test_json_and_toml_files_and_the_environment(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "content",
-    ['{"lapsed_after_days": 0}', '{"no_such_rule": 1}', "{not json", '{"trust_base": 101}'],
+    ("content", "named"),
+    [
+        ('{"lapsed_after_days": 0}', "lapsed_after_days"),
+        ('{"no_such_rule": 1}', "no_such_rule"),
+        ("{not json", "cannot read"),
+        ('{"trust_base": 101}', "trust_base"),
+        ('{"at_risk_gap_factor": Infinity}', "at_risk_gap_factor: Input should be a finite"),
+    ],
 )
-def test_invalid_settings_are_refused_with_the_field(tmp_path, content):
+def test_invalid_settings_are_refused_with_the_field(tmp_path, content, named):
     path = tmp_path / "bad.json"
     path.write_text(content)
-    with pytest.raises(SettingsError, match=r"bad\.json"):
+    with pytest.raises(SettingsError, match=r"bad\.json") as refused:
         load_settings(path)
+    assert named in str(refused.value)
 
 
 def test_the_version_names_the_content():
