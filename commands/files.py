@@ -63,21 +63,26 @@ def read_csv(handle: TextIO) -> Iterator[Record]:
     ``personal.name``-style columns fill the ``personal`` object."""
     # csv.reader rather than DictReader: DictReader skips blank lines silently, which
     # would shift every later line number. A row starts on the line after the last one read.
-    reader = csv.reader(handle)
+    # strict: an unclosed or stray quote is an error, not a cell that swallows the lines
+    # after it (or a quote quietly dropped).
+    reader = csv.reader(handle, strict=True)
     try:
         yield from csv_rows(reader)
     except UnicodeDecodeError:
         # Text is decoded a block at a time, so the fault is at or a little after here.
-        yield reader.line_num + 1, InputError(
-            "(file)", "is not UTF-8 text from about this line on; save it as UTF-8"
+        yield (
+            reader.line_num + 1,
+            InputError("(file)", "is not UTF-8 text from about this line on; save it as UTF-8"),
         )
 
 
 def csv_rows(reader: Any) -> Iterator[Record]:
     header: list[str] | None = None
     start = 1
-    for cells in reader:
-        if not cells:
+    for cells in csv_cells(reader):
+        if isinstance(cells, csv.Error):
+            yield start, not_csv(cells, start, reader.line_num)
+        elif not cells:
             pass
         elif header is None:
             header = cells
@@ -87,6 +92,29 @@ def csv_rows(reader: Any) -> Iterator[Record]:
             missing = [None] * (len(header) - len(cells))  # absent, like an empty cell
             yield start, unflatten(dict(zip(header, cells + missing, strict=True)))
         start = reader.line_num + 1
+
+
+def csv_cells(reader: Any) -> Iterator[list[str] | csv.Error]:
+    """Each row's cells, or the error of a row the csv module cannot read (a quote not
+    closed or out of place, a cell over its size limit): one bad row, not a crash.
+    The reader goes on with the line after the one it stopped at."""
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield exc
+
+
+def not_csv(exc: csv.Error, start: int, end: int) -> InputError:
+    if end <= start:
+        return InputError("(line)", f"is not valid CSV: {exc}")
+    return InputError(
+        "(line)",
+        f"is not valid CSV: {exc} (the row runs from line {start} to line {end}; "
+        "is a closing quote missing?)",
+    )
 
 
 def unflatten(row: dict[str, str | None]) -> dict[str, Any]:

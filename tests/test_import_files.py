@@ -234,6 +234,52 @@ def test_a_csv_row_with_an_unknown_column_value_is_an_extra_field(engine, tmp_pa
     assert rejected_of(outcome) == [("in.csv", 2, ["colour"])]
 
 
+def test_an_unclosed_quote_in_csv_is_a_bad_line_not_a_cell_swallowing_the_rest(
+    engine, tmp_path
+):
+    path = write(
+        tmp_path / "in.csv",
+        "type,customer_id,occurred_at,order_id,amount,category\n"  # 1
+        f"purchase,c-1,{at(1)},o-1,5,books\n"  # 2
+        f'purchase,c-1,{at(1)},o-2,5,"books\n'  # 3 the quote is never closed
+        f"purchase,c-2,{at(1)},o-3,5,toys\n"  # 4
+        f"purchase,c-3,{at(1)},o-4,5,toys\n",  # 5
+    )
+    outcome = engine.import_files([path], skip_invalid=True)
+    assert rejected_of(outcome) == [("in.csv", 3, ["(line)"])]
+    reason = outcome.rejected[0].errors[0].reason
+    assert "not valid CSV" in reason and "line 3 to line 5" in reason
+    assert [p.get("order_id") for _, _, p in stream(engine, "c-1")] == [None, "o-1"]
+    assert engine.events("c-2") == [] and engine.events("c-3") == []
+
+
+def test_a_stray_quote_in_csv_is_a_bad_line_and_the_next_lines_are_read(engine, tmp_path):
+    path = write(
+        tmp_path / "in.csv",
+        "type,customer_id,occurred_at,order_id,amount,category\n"
+        f'purchase,c-1,{at(1)},o-1,5,"books"used\n'  # 2 was read as 'booksused'
+        f"purchase,c-2,{at(1)},o-2,5,toys\n",  # 3
+    )
+    outcome = engine.import_files([path], skip_invalid=True)
+    assert rejected_of(outcome) == [("in.csv", 2, ["(line)"])]
+    assert "not valid CSV" in outcome.rejected[0].errors[0].reason
+    assert engine.events("c-1") == []
+    assert [t for _, t, _ in stream(engine, "c-2")] == ["identified", "purchase"]
+
+
+def test_a_csv_cell_over_the_size_limit_is_a_bad_line(engine, tmp_path):
+    path = write(
+        tmp_path / "in.csv",
+        "type,customer_id,occurred_at,order_id,amount,category\n"
+        f"purchase,c-1,{at(1)},o-1,5,{'x' * 200_000}\n"
+        f"purchase,c-2,{at(1)},o-2,5,toys\n",
+    )
+    outcome = engine.import_files([path])
+    assert rejected_of(outcome) == [("in.csv", 2, ["(line)"])]
+    assert "field limit" in outcome.rejected[0].errors[0].reason
+    assert engine.app.max_notification_id() == 0
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".CSV"])
 def test_csv_is_chosen_by_the_file_name(engine, tmp_path, suffix):
     path = write(
