@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -87,6 +88,22 @@ def test_skip_invalid_writes_rejects(db_url, tmp_path):
     assert stored(db_url, "c-17") == ["identified", "purchase"]
 
 
+def test_skip_invalid_writes_a_deeply_nested_input_to_rejects(db_url, tmp_path):
+    """Half the recursion limit deep: json reads it, so the rejects file must write it."""
+    depth = sys.getrecursionlimit() // 2 + 100
+    nested = json.loads('{"a": ' * depth + "1" + "}" * depth)
+    identified = {**PURCHASE, "type": "identified", "personal": nested}
+    for name in ("order_id", "amount", "category"):
+        del identified[name]
+    path = write_jsonl(tmp_path / "in.jsonl", [identified, PURCHASE])
+    rejects = tmp_path / "rejects.jsonl"
+    result = run(db_url, "import", path, "--skip-invalid", "--rejects", str(rejects))
+    assert result.exit_code == 0, result.output
+    (line,) = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert line["input"]["personal"] == nested
+    assert line["errors"][0]["field"] == "personal.a"
+
+
 def test_skip_invalid_needs_rejects_file(db_url, tmp_path):
     path = write_jsonl(tmp_path / "in.jsonl", [PURCHASE])
     result = run(db_url, "import", path, "--skip-invalid")
@@ -140,6 +157,40 @@ def test_record_rejects_with_field(db_url, text, field):
     assert result.exit_code == 1
     error = json.loads(result.stderr)
     assert field in [e["field"] for e in error["errors"]]
+    assert stored(db_url, "c-17") == []
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+LONG = "1" * 5000
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "words"),
+    [
+        (json.dumps(PURCHASE).removesuffix("}") + f', "colour": {DEEP}}}', "(event)", "deeply"),
+        (json.dumps(PURCHASE).removesuffix("}") + f', "colour": {LONG}}}', "(event)", "4300"),
+        (json.dumps(PURCHASE).removesuffix("}") + ', "amount": "1"}', "amount", "duplicate"),
+    ],
+)
+def test_record_refuses_what_json_cannot_read_with_one_error_object(db_url, text, field, words):
+    result = run(db_url, "record", text, "--json")
+    assert result.exit_code == 1, result.output
+    error = json.loads(result.stderr)  # one object, no traceback
+    assert [e["field"] for e in error["errors"]] == [field]
+    assert words in error["errors"][0]["reason"]
+    assert stored(db_url, "c-17") == []
+
+
+def test_import_refuses_a_line_json_cannot_read_with_one_error_object(db_url, tmp_path):
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps(PURCHASE) + "\n" + DEEP + "\n" + LONG + "\n")
+    result = run(db_url, "import", str(path), "--json")
+    assert result.exit_code == 1, result.output
+    error = json.loads(result.stderr)
+    assert [(e["line"], e["errors"][0]["field"]) for e in error["errors"]] == [
+        (2, "(line)"),
+        (3, "(line)"),
+    ]
     assert stored(db_url, "c-17") == []
 
 

@@ -21,10 +21,12 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from commands.files import decode_json
 from commands.handlers import Outcome
 from journey.api import Journey, RejectedInput
 from journey.cli.app import Options, app
 from journey.cli.output import USAGE, emit_json, err, fail, out, reporting
+from journey.errors import InputError
 from journey.storage import StorageError
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output and errors.")]
@@ -100,21 +102,19 @@ def write_rejects(path: Path, outcome: Outcome) -> None:
             raw = rejected.raw
             record = {
                 **rejected.as_dict(),
-                "input": getattr(raw, "text", None)
-                if isinstance(raw, Exception)
-                else jsonable(raw),
+                "input": getattr(raw, "text", None) if isinstance(raw, Exception) else raw,
             }
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            handle.write(json.dumps(record, ensure_ascii=False, default=jsonable) + "\n")
 
 
 def jsonable(value: Any) -> Any:
+    """What json cannot write itself: models and Decimals. The nesting is json's to walk
+    (in C): a Python walk of an input nested hundreds deep overflowed the stack."""
     if hasattr(value, "model_dump"):
         return value.model_dump(mode="json", exclude_none=True)
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, Decimal):
         return str(value)
-    return value
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def report_import(
@@ -168,15 +168,9 @@ def record(
     """Store one event and print its position in the log."""
     text = event if event is not None else sys.stdin.read()
     try:
-        data = json.loads(text, parse_float=Decimal)
-    except json.JSONDecodeError as exc:
-        fail(
-            f"(event): not valid JSON: {exc.msg} at column {exc.colno}",
-            as_json=as_json,
-            errors=[
-                {"field": "(event)", "reason": f"not valid JSON: {exc.msg}", "kind": "invalid"}
-            ],
-        )
+        data = decode_json(text, "(event)")
+    except InputError as exc:
+        fail(str(exc), as_json=as_json, errors=[exc.as_dict()])
     engine = open_engine(ctx, as_json)
     with reporting(as_json), engine:
         try:
