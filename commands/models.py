@@ -62,6 +62,27 @@ def refuse_bool(value: Any) -> Any:
     return value
 
 
+#: Numbers given as text: ASCII digits only. Decimal() and pydantic's int parsing also
+#: read underscores ("1_00") and other scripts' digits (fullwidth, Arabic-Indic, ...).
+#: NaN and Infinity pass here for pydantic to refuse in its own words.
+DECIMAL_TEXT = re.compile(
+    r"\s*[+-]?((\d+\.?\d*|\.\d+)(e[+-]?\d+)?|inf|infinity|s?nan\d*)\s*", re.ASCII | re.I
+)
+INTEGER_TEXT = re.compile(r"\s*[+-]?\d+(\.0*)?\s*", re.ASCII)
+
+
+def ascii_decimal(value: Any) -> Any:
+    if isinstance(value, str) and not DECIMAL_TEXT.fullmatch(value):
+        raise ValueError(f"{value!r} is not a decimal: write it with the digits 0-9, e.g. 59.90")
+    return value
+
+
+def ascii_integer(value: Any) -> Any:
+    if isinstance(value, str) and not INTEGER_TEXT.fullmatch(value):
+        raise ValueError(f"{value!r} is not an integer: write it with the digits 0-9")
+    return value
+
+
 CustomerId = Annotated[str, AfterValidator(check_customer_id)]
 Time = Annotated[datetime, BeforeValidator(parse_time)]
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
@@ -96,12 +117,22 @@ def within_digits(value: Decimal) -> Decimal:
 #: The sign is checked before the digits, as pydantic's own constraints were after a
 #: BeforeValidator (a test holds the order).
 Amount = Annotated[
-    Decimal, BeforeValidator(refuse_bool), Field(gt=0), AfterValidator(within_digits)
+    Decimal,
+    BeforeValidator(refuse_bool),
+    BeforeValidator(ascii_decimal),
+    Field(gt=0),
+    AfterValidator(within_digits),
 ]
 Cost = Annotated[
-    Decimal, BeforeValidator(refuse_bool), Field(ge=0), AfterValidator(within_digits)
+    Decimal,
+    BeforeValidator(refuse_bool),
+    BeforeValidator(ascii_decimal),
+    Field(ge=0),
+    AfterValidator(within_digits),
 ]
-Score = Annotated[int, BeforeValidator(refuse_bool), Field(ge=0, le=10)]
+Score = Annotated[
+    int, BeforeValidator(refuse_bool), BeforeValidator(ascii_integer), Field(ge=0, le=10)
+]
 
 
 class Strict(BaseModel):

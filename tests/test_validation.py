@@ -286,6 +286,8 @@ NOT_POSITIVE = [0, "0", "0.00", -5, "-0.01", "-0"]
 TOO_PRECISE = ["1.23456", "0.00001", 0.1 + 0.2]  # the float is 0.30000000000000004
 NOT_A_NUMBER = ["abc", "", "59,90", "NaN", "Infinity", None, [], {"value": 1}]
 NOT_BOOL = [True, False]
+#: Decimal() reads these as 100, 59.90 and 5; input must use ASCII digits.
+NOT_ASCII_DIGITS = ["1_00", "\uff15\uff19.90", "\u0665", "1_000.5"]
 
 
 BAD_AMOUNTS = (
@@ -293,6 +295,7 @@ BAD_AMOUNTS = (
     + [(v, ["4 decimal places"]) for v in TOO_PRECISE]
     + [(v, []) for v in NOT_A_NUMBER]
     + [(v, ["true/false"]) for v in NOT_BOOL]
+    + [(v, ["not a decimal"]) for v in NOT_ASCII_DIGITS]
 )
 
 
@@ -320,10 +323,14 @@ def test_costs_and_margins_must_be_decimals_of_at_most_4_places_not_negative(
         engine.record(prerequisite)
     for bad in ["-1", -0.5, "1.23456", "lots", True, "NaN"]:
         refused(engine, {**FULL[type_], field: bad}, field)
+    for bad in NOT_ASCII_DIGITS:
+        refused(engine, {**FULL[type_], field: bad}, field, "not a decimal")
 
 
 def test_amounts_accepted(engine):
-    for number, good in enumerate(["0.0001", "1e3", 7, 59.9, "123456789012345.1234"]):
+    for number, good in enumerate(
+        ["0.0001", "1e3", 7, 59.9, "123456789012345.1234", "+5", " 5 ", ".5", "5.", "1E+2"]
+    ):
         engine.record({**FULL["purchase"], "order_id": f"o-{number}", "amount": good})
         assert engine.events("c-1")[-1].payload()["amount"] == Decimal(str(good))
 
@@ -453,7 +460,8 @@ def test_a_customer_cannot_refer_themselves(engine):
 
 
 BAD_SCORES = [(-1, ["0"]), (11, ["10"]), (100, ["10"]), (7.5, []), ("ten", []), (True, []),
-              (None, [])]
+              (None, []), ("1_0", ["not an integer"]), ("\uff17", ["not an integer"]),
+              ("\u0667", ["not an integer"])]
 
 
 def test_a_score_outside_0_to_10_is_refused(engine):
@@ -462,9 +470,9 @@ def test_a_score_outside_0_to_10_is_refused(engine):
 
 
 def test_scores_at_the_limits_are_accepted(engine):
-    for good in [0, 10, "7"]:
-        engine.record({**FULL["feedback"], "score": good})
-        assert engine.events("c-1")[-1].payload()["score"] == int(good)
+    for good, score in [(0, 0), (10, 10), ("7", 7), (" 7 ", 7), ("+7", 7), ("7.0", 7)]:
+        engine.record({**FULL["feedback"], "score": good, "event_id": repr(good)})
+        assert engine.events("c-1")[-1].payload()["score"] == score
 
 
 # --- refunds ---------------------------------------------------------------------------------
