@@ -104,6 +104,41 @@ def test_skip_invalid_writes_a_deeply_nested_input_to_rejects(db_url, tmp_path):
     assert line["errors"][0]["field"] == "personal.a"
 
 
+@pytest.mark.parametrize("as_json", [False, True])
+def test_an_unwritable_rejects_file_is_a_usage_error_before_anything_is_stored(
+    db_url, tmp_path, as_json
+):
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps(PURCHASE) + "\nnot json\n")
+    rejects = tmp_path / "no-such-folder" / "rejects.jsonl"
+    flags = ["--json"] if as_json else []
+    result = run(db_url, "import", str(path), "--skip-invalid", "--rejects", str(rejects), *flags)
+    assert result.exit_code == 2, result.output
+    message = json.loads(result.stderr)["error"] if as_json else result.stderr
+    assert "--rejects" in message and "No such file or directory" in message
+    assert stored(db_url, "c-17") == []
+
+
+def test_the_rejects_file_may_not_be_an_input(db_url, tmp_path):
+    path = tmp_path / "in.jsonl"
+    text = json.dumps(PURCHASE) + "\nnot json\n"
+    path.write_text(text)
+    result = run(db_url, "import", str(path), "--skip-invalid", "--rejects", str(path))
+    assert result.exit_code == 2
+    assert "one of the files to import" in result.stderr
+    assert path.read_text() == text
+    assert stored(db_url, "c-17") == []
+
+
+def test_the_rejects_file_is_emptied_when_nothing_is_rejected(db_url, tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", [PURCHASE])
+    rejects = tmp_path / "rejects.jsonl"
+    rejects.write_text("a stale line of an earlier import\n")
+    result = run(db_url, "import", path, "--skip-invalid", "--rejects", str(rejects))
+    assert result.exit_code == 0, result.output
+    assert rejects.read_text() == ""
+
+
 def test_skip_invalid_needs_rejects_file(db_url, tmp_path):
     path = write_jsonl(tmp_path / "in.jsonl", [PURCHASE])
     result = run(db_url, "import", path, "--skip-invalid")
