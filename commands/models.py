@@ -22,6 +22,8 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
+    field_validator,
 )
 from pydantic_core import PydanticKnownError
 
@@ -177,6 +179,15 @@ class Identify(Command):
     referred_by: CustomerId | None = None
     acquisition_cost: Cost | None = None
     personal: Personal | None = None
+
+    @field_validator("referred_by")
+    @classmethod
+    def not_themselves(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """As for a `referral` (the aggregate's guard): customer_id, a field of the base
+        model, is validated first, so it is in ``info.data`` if it was valid."""
+        if value is not None and value == info.data.get("customer_id"):
+            raise ValueError("a customer cannot refer themselves")
+        return value
 
 
 class Qualify(Command):
