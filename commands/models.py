@@ -43,6 +43,10 @@ def check_customer_id(value: str) -> str:
     return value
 
 
+#: A fraction of a second (or of an offset's second) in an ISO 8601 time.
+FRACTION = re.compile(r"[.,](\d+)", re.ASCII)
+
+
 def parse_time(value: Any) -> datetime:
     if isinstance(value, datetime):
         parsed = value
@@ -51,11 +55,19 @@ def parse_time(value: Any) -> datetime:
             parsed = datetime.fromisoformat(value)
         except ValueError:
             raise ValueError(f"{value!r} is not an ISO 8601 time") from None
+        check_microseconds(value)
     else:
         raise ValueError("must be an ISO 8601 time string, e.g. 2025-03-01T10:00:00Z")
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise ValueError(f"{value!s} has no time zone (add Z or an offset such as +01:00)")
     return within_calendar(parsed)
+
+
+def check_microseconds(value: str) -> None:
+    """fromisoformat drops digits past the sixth: two instants would become one (and the
+    second a duplicate of the first)."""
+    if any(len(digits) > 6 for digits in FRACTION.findall(value)):
+        raise ValueError(f"{value!r} has more than 6 digits after the point: at most microseconds")
 
 
 def refuse_bool(value: Any) -> Any:

@@ -269,6 +269,29 @@ def test_a_time_that_is_not_iso_8601_is_refused(engine):
 
 
 @pytest.mark.parametrize(
+    "when",
+    [
+        "2025-03-01T10:00:00.1234567Z",
+        "2025-03-01T10:00:00,123456789+01:00",
+        "20250301T100000.0000001Z",
+        "2025-03-01T10:00:00.123456+01:00:00.1234567",
+    ],
+)
+def test_a_time_finer_than_microseconds_is_refused(engine, when):
+    """fromisoformat drops the seventh digit on: two instants became one."""
+    refused(engine, {**FULL["purchase"], "occurred_at": when}, "occurred_at", "microseconds")
+
+
+def test_times_to_the_microsecond_are_accepted(engine):
+    engine.record({**FULL["purchase"], "occurred_at": "2025-03-01T10:00:00.123456Z"})
+    engine.record({**FULL["feedback"], "occurred_at": "2025-03-01T10:00:00,5+01:00"})
+    assert [e.occurred_at for e in engine.events("c-1")[1:]] == [
+        when("2025-03-01T10:00:00.123456Z"),
+        when("2025-03-01T09:00:00.5Z"),
+    ]
+
+
+@pytest.mark.parametrize(
     "when", ["1899-12-31T23:59:59Z", "3000-01-01T00:00:00Z", "0001-01-01T00:00:00+00:00"]
 )
 def test_a_time_outside_the_rules_calendar_is_refused(engine, when):
