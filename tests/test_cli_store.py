@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import pytest
@@ -171,6 +172,27 @@ def test_record_prints_position(db_url):
     assert len(answer["positions"]) == 2
     again = json.loads(run(db_url, "record", json.dumps(PURCHASE), "--json").stdout)
     assert again == {"position": None, "positions": [], "duplicate": True}
+
+
+def test_record_of_a_referral_that_converts_prints_the_referrals_position(db_url):
+    assert run(db_url, "record", json.dumps(PURCHASE)).exit_code == 0  # c-17 buys on 1 March
+    referral = {"type": "referral", "customer_id": "c-1", "occurred_at": "2025-02-01T00:00:00Z",
+                "referred_customer_id": "c-17"}
+    answer = json.loads(run(db_url, "record", json.dumps(referral), "--json").stdout)
+    assert len(answer["positions"]) == 3  # c-1 identified, the referral, its conversion
+    assert stored_at(db_url, answer["position"]) == ("c-1", "Referred")
+    text = run(db_url, "record", json.dumps({**referral, "customer_id": "c-2"})).stdout
+    shown = re.fullmatch(r"stored at position (\d+) \(\+(\d) derived.*\n", text)
+    position, derived = shown.groups()
+    assert stored_at(db_url, int(position)) == ("c-2", "Referred")
+    assert derived == "2"
+
+
+def stored_at(db_url, position):
+    """(customer, class name) of the event stored at a log position."""
+    with connect(db_url) as engine:
+        (notification,) = engine.app.select_notifications(position - 1, 1)
+    return str(notification.originator_id), notification.topic.rsplit(":", 1)[-1]
 
 
 def test_record_reads_stdin_and_keeps_actor(db_url):
