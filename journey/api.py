@@ -115,8 +115,9 @@ class Journey:
         )
         if outcome.rejected:
             raise RejectedInput(outcome.rejected[0].errors)
-        return Recorded(own_position(outcome, command), outcome.positions,
-                        duplicate=outcome.duplicates == 1)
+        return Recorded(
+            own_position(outcome, command), outcome.positions, duplicate=outcome.duplicates == 1
+        )
 
     def record_many(
         self,

@@ -176,8 +176,12 @@ def test_record_prints_position(db_url):
 
 def test_record_of_a_referral_that_converts_prints_the_referrals_position(db_url):
     assert run(db_url, "record", json.dumps(PURCHASE)).exit_code == 0  # c-17 buys on 1 March
-    referral = {"type": "referral", "customer_id": "c-1", "occurred_at": "2025-02-01T00:00:00Z",
-                "referred_customer_id": "c-17"}
+    referral = {
+        "type": "referral",
+        "customer_id": "c-1",
+        "occurred_at": "2025-02-01T00:00:00Z",
+        "referred_customer_id": "c-17",
+    }
     answer = json.loads(run(db_url, "record", json.dumps(referral), "--json").stdout)
     assert len(answer["positions"]) == 3  # c-1 identified, the referral, its conversion
     assert stored_at(db_url, answer["position"]) == ("c-1", "Referred")

@@ -272,9 +272,7 @@ def test_a_csv_row_with_an_unknown_column_value_is_an_extra_field(engine, tmp_pa
     assert rejected_of(outcome) == [("in.csv", 2, ["colour"])]
 
 
-def test_an_unclosed_quote_in_csv_is_a_bad_line_not_a_cell_swallowing_the_rest(
-    engine, tmp_path
-):
+def test_an_unclosed_quote_in_csv_is_a_bad_line_not_a_cell_swallowing_the_rest(engine, tmp_path):
     path = write(
         tmp_path / "in.csv",
         "type,customer_id,occurred_at,order_id,amount,category\n"  # 1
@@ -326,9 +324,7 @@ def test_a_csv_cell_over_the_size_limit_is_a_bad_line(engine, tmp_path):
         ("type,customer_id,occurred_at,personal.name,personal", "personal", "personal.name"),
     ],
 )
-def test_a_csv_header_that_names_a_field_twice_is_refused(
-    engine, tmp_path, header, field, words
-):
+def test_a_csv_header_that_names_a_field_twice_is_refused(engine, tmp_path, header, field, words):
     path = write(
         tmp_path / "in.csv",
         f"{header}\nidentified,c-1,{at(1)},a,b\nidentified,c-2,{at(1)},a,b\n",

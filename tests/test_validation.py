@@ -477,9 +477,7 @@ def test_customer_ids_at_the_limits_are_accepted(engine):
 
 def test_a_customer_cannot_refer_themselves(engine):
     refused(engine, {**FULL["referral"], "referred_customer_id": "c-1"}, "referred_customer_id")
-    refused(
-        engine, {**FULL["identified"], "referred_by": "c-1"}, "referred_by", "refer themselves"
-    )
+    refused(engine, {**FULL["identified"], "referred_by": "c-1"}, "referred_by", "refer themselves")
 
 
 # --- scores ----------------------------------------------------------------------------------
