@@ -67,8 +67,9 @@ class Outcome:
     rejected: list[Rejected] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)
     derived: int = 0
-    #: The customer of each stored event, beside ``positions``.
+    #: The customer and the type of each stored event, beside ``positions``.
     customers: list[str] = field(default_factory=list)
+    types: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -158,9 +159,9 @@ class UnitOfWork:
     def pending(self) -> int:
         return sum(len(a.pending_events) for a in self.aggregates.values())
 
-    def save(self, batch_events: int = SAVE_BATCH_EVENTS) -> list[tuple[str, int]]:
-        """Save every pending event, many per transaction; returns (customer, position)
-        for each customer event stored.
+    def save(self, batch_events: int = SAVE_BATCH_EVENTS) -> list[tuple[str, str, int]]:
+        """Save every pending event, many per transaction; returns (customer, type,
+        position) for each customer event stored.
 
         Each batch is prepared for the store while the one before it is being stored, by
         one writer thread taking them in order (the log seal chains one batch to the
@@ -174,7 +175,7 @@ class UnitOfWork:
             return []
         if len(batches) == 1:
             return self._stored(self.app.save(*batches[0]))
-        positions: list[tuple[str, int]] = []
+        positions: list[tuple[str, str, int]] = []
         with ThreadPoolExecutor(1, thread_name_prefix="journey-save") as writer:
             storing: Future[list[Any]] | None = None
             for batch in batches:
@@ -203,9 +204,9 @@ class UnitOfWork:
         return batches
 
     @staticmethod
-    def _stored(recordings: list[Any]) -> list[tuple[str, int]]:
+    def _stored(recordings: list[Any]) -> list[tuple[str, str, int]]:
         return [
-            (r.domain_event.originator_id, r.notification.id)
+            (r.domain_event.originator_id, r.domain_event.TYPE, r.notification.id)
             for r in recordings
             if isinstance(r.domain_event, CustomerEvent)
         ]
@@ -313,8 +314,9 @@ def record_batch(
             saved = uow.save()
         except IntegrityError:
             continue
-        outcome.customers = [customer for customer, _ in saved]
-        outcome.positions = [position for _, position in saved]
+        outcome.customers = [customer for customer, _, _ in saved]
+        outcome.types = [type_ for _, type_, _ in saved]
+        outcome.positions = [position for _, _, position in saved]
         outcome.stored = len(outcome.positions)
         outcome.derived = uow.derived
         return outcome

@@ -22,6 +22,8 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
+    field_validator,
 )
 from pydantic_core import PydanticKnownError
 
@@ -41,6 +43,10 @@ def check_customer_id(value: str) -> str:
     return value
 
 
+#: A fraction of a second (or of an offset's second) in an ISO 8601 time.
+FRACTION = re.compile(r"[.,](\d+)", re.ASCII)
+
+
 def parse_time(value: Any) -> datetime:
     if isinstance(value, datetime):
         parsed = value
@@ -49,6 +55,7 @@ def parse_time(value: Any) -> datetime:
             parsed = datetime.fromisoformat(value)
         except ValueError:
             raise ValueError(f"{value!r} is not an ISO 8601 time") from None
+        check_microseconds(value)
     else:
         raise ValueError("must be an ISO 8601 time string, e.g. 2025-03-01T10:00:00Z")
     if parsed.tzinfo is None or parsed.utcoffset() is None:
@@ -56,9 +63,37 @@ def parse_time(value: Any) -> datetime:
     return within_calendar(parsed)
 
 
+def check_microseconds(value: str) -> None:
+    """fromisoformat drops digits past the sixth: two instants would become one (and the
+    second a duplicate of the first)."""
+    if any(len(digits) > 6 for digits in FRACTION.findall(value)):
+        raise ValueError(f"{value!r} has more than 6 digits after the point: at most microseconds")
+
+
 def refuse_bool(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("must be a number, not true/false")
+    return value
+
+
+#: Numbers given as text: ASCII digits only. Decimal() and pydantic's int parsing also
+#: read underscores ("1_00") and other scripts' digits (fullwidth, Arabic-Indic, ...).
+#: NaN and Infinity pass here for pydantic to refuse in its own words.
+DECIMAL_TEXT = re.compile(
+    r"\s*[+-]?((\d+\.?\d*|\.\d+)(e[+-]?\d+)?|inf|infinity|s?nan\d*)\s*", re.ASCII | re.I
+)
+INTEGER_TEXT = re.compile(r"\s*[+-]?\d+(\.0*)?\s*", re.ASCII)
+
+
+def ascii_decimal(value: Any) -> Any:
+    if isinstance(value, str) and not DECIMAL_TEXT.fullmatch(value):
+        raise ValueError(f"{value!r} is not a decimal: write it with the digits 0-9, e.g. 59.90")
+    return value
+
+
+def ascii_integer(value: Any) -> Any:
+    if isinstance(value, str) and not INTEGER_TEXT.fullmatch(value):
+        raise ValueError(f"{value!r} is not an integer: write it with the digits 0-9")
     return value
 
 
@@ -96,12 +131,22 @@ def within_digits(value: Decimal) -> Decimal:
 #: The sign is checked before the digits, as pydantic's own constraints were after a
 #: BeforeValidator (a test holds the order).
 Amount = Annotated[
-    Decimal, BeforeValidator(refuse_bool), Field(gt=0), AfterValidator(within_digits)
+    Decimal,
+    BeforeValidator(refuse_bool),
+    BeforeValidator(ascii_decimal),
+    Field(gt=0),
+    AfterValidator(within_digits),
 ]
 Cost = Annotated[
-    Decimal, BeforeValidator(refuse_bool), Field(ge=0), AfterValidator(within_digits)
+    Decimal,
+    BeforeValidator(refuse_bool),
+    BeforeValidator(ascii_decimal),
+    Field(ge=0),
+    AfterValidator(within_digits),
 ]
-Score = Annotated[int, BeforeValidator(refuse_bool), Field(ge=0, le=10)]
+Score = Annotated[
+    int, BeforeValidator(refuse_bool), BeforeValidator(ascii_integer), Field(ge=0, le=10)
+]
 
 
 class Strict(BaseModel):
@@ -146,6 +191,15 @@ class Identify(Command):
     referred_by: CustomerId | None = None
     acquisition_cost: Cost | None = None
     personal: Personal | None = None
+
+    @field_validator("referred_by")
+    @classmethod
+    def not_themselves(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """As for a `referral` (the aggregate's guard): customer_id, a field of the base
+        model, is validated first, so it is in ``info.data`` if it was valid."""
+        if value is not None and value == info.data.get("customer_id"):
+            raise ValueError("a customer cannot refer themselves")
+        return value
 
 
 class Qualify(Command):

@@ -58,6 +58,15 @@ class Recorded:
     duplicate: bool
 
 
+def own_position(outcome: Outcome, command: Command) -> int | None:
+    """The position of the event the command itself recorded: the one of its customer and
+    type. What the engine derives for the same customer (an implicit `identified` before
+    it, a `referral_converted` after it) has another type."""
+    stored = zip(outcome.customers, outcome.types, outcome.positions, strict=True)
+    own = (p for c, t, p in stored if c == command.customer_id and t == command.type)
+    return next(own, None)
+
+
 class RejectedInput(InputError):
     """A single recorded event was refused; ``errors`` lists every reason."""
 
@@ -106,10 +115,9 @@ class Journey:
         )
         if outcome.rejected:
             raise RejectedInput(outcome.rejected[0].errors)
-        own = [p for c, p in zip(outcome.customers, outcome.positions, strict=True)
-               if c == command.customer_id]
-        return Recorded(max(own, default=None), outcome.positions,
-                        duplicate=outcome.duplicates == 1)
+        return Recorded(
+            own_position(outcome, command), outcome.positions, duplicate=outcome.duplicates == 1
+        )
 
     def record_many(
         self,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -87,6 +89,57 @@ def test_skip_invalid_writes_rejects(db_url, tmp_path):
     assert stored(db_url, "c-17") == ["identified", "purchase"]
 
 
+def test_skip_invalid_writes_a_deeply_nested_input_to_rejects(db_url, tmp_path):
+    """Half the recursion limit deep: json reads it, so the rejects file must write it."""
+    depth = sys.getrecursionlimit() // 2 + 100
+    nested = json.loads('{"a": ' * depth + "1" + "}" * depth)
+    identified = {**PURCHASE, "type": "identified", "personal": nested}
+    for name in ("order_id", "amount", "category"):
+        del identified[name]
+    path = write_jsonl(tmp_path / "in.jsonl", [identified, PURCHASE])
+    rejects = tmp_path / "rejects.jsonl"
+    result = run(db_url, "import", path, "--skip-invalid", "--rejects", str(rejects))
+    assert result.exit_code == 0, result.output
+    (line,) = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert line["input"]["personal"] == nested
+    assert line["errors"][0]["field"] == "personal.a"
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_an_unwritable_rejects_file_is_a_usage_error_before_anything_is_stored(
+    db_url, tmp_path, as_json
+):
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps(PURCHASE) + "\nnot json\n")
+    rejects = tmp_path / "no-such-folder" / "rejects.jsonl"
+    flags = ["--json"] if as_json else []
+    result = run(db_url, "import", str(path), "--skip-invalid", "--rejects", str(rejects), *flags)
+    assert result.exit_code == 2, result.output
+    message = json.loads(result.stderr)["error"] if as_json else result.stderr
+    assert "--rejects" in message and "No such file or directory" in message
+    assert stored(db_url, "c-17") == []
+
+
+def test_the_rejects_file_may_not_be_an_input(db_url, tmp_path):
+    path = tmp_path / "in.jsonl"
+    text = json.dumps(PURCHASE) + "\nnot json\n"
+    path.write_text(text)
+    result = run(db_url, "import", str(path), "--skip-invalid", "--rejects", str(path))
+    assert result.exit_code == 2
+    assert "one of the files to import" in result.stderr
+    assert path.read_text() == text
+    assert stored(db_url, "c-17") == []
+
+
+def test_the_rejects_file_is_emptied_when_nothing_is_rejected(db_url, tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", [PURCHASE])
+    rejects = tmp_path / "rejects.jsonl"
+    rejects.write_text("a stale line of an earlier import\n")
+    result = run(db_url, "import", path, "--skip-invalid", "--rejects", str(rejects))
+    assert result.exit_code == 0, result.output
+    assert rejects.read_text() == ""
+
+
 def test_skip_invalid_needs_rejects_file(db_url, tmp_path):
     path = write_jsonl(tmp_path / "in.jsonl", [PURCHASE])
     result = run(db_url, "import", path, "--skip-invalid")
@@ -121,6 +174,31 @@ def test_record_prints_position(db_url):
     assert again == {"position": None, "positions": [], "duplicate": True}
 
 
+def test_record_of_a_referral_that_converts_prints_the_referrals_position(db_url):
+    assert run(db_url, "record", json.dumps(PURCHASE)).exit_code == 0  # c-17 buys on 1 March
+    referral = {
+        "type": "referral",
+        "customer_id": "c-1",
+        "occurred_at": "2025-02-01T00:00:00Z",
+        "referred_customer_id": "c-17",
+    }
+    answer = json.loads(run(db_url, "record", json.dumps(referral), "--json").stdout)
+    assert len(answer["positions"]) == 3  # c-1 identified, the referral, its conversion
+    assert stored_at(db_url, answer["position"]) == ("c-1", "Referred")
+    text = run(db_url, "record", json.dumps({**referral, "customer_id": "c-2"})).stdout
+    shown = re.fullmatch(r"stored at position (\d+) \(\+(\d) derived.*\n", text)
+    position, derived = shown.groups()
+    assert stored_at(db_url, int(position)) == ("c-2", "Referred")
+    assert derived == "2"
+
+
+def stored_at(db_url, position):
+    """(customer, class name) of the event stored at a log position."""
+    with connect(db_url) as engine:
+        (notification,) = engine.app.select_notifications(position - 1, 1)
+    return str(notification.originator_id), notification.topic.rsplit(":", 1)[-1]
+
+
 def test_record_reads_stdin_and_keeps_actor(db_url):
     result = run(db_url, "record", input=json.dumps(PURCHASE))
     assert result.exit_code == 0
@@ -140,6 +218,40 @@ def test_record_rejects_with_field(db_url, text, field):
     assert result.exit_code == 1
     error = json.loads(result.stderr)
     assert field in [e["field"] for e in error["errors"]]
+    assert stored(db_url, "c-17") == []
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+LONG = "1" * 5000
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "words"),
+    [
+        (json.dumps(PURCHASE).removesuffix("}") + f', "colour": {DEEP}}}', "(event)", "deeply"),
+        (json.dumps(PURCHASE).removesuffix("}") + f', "colour": {LONG}}}', "(event)", "4300"),
+        (json.dumps(PURCHASE).removesuffix("}") + ', "amount": "1"}', "amount", "duplicate"),
+    ],
+)
+def test_record_refuses_what_json_cannot_read_with_one_error_object(db_url, text, field, words):
+    result = run(db_url, "record", text, "--json")
+    assert result.exit_code == 1, result.output
+    error = json.loads(result.stderr)  # one object, no traceback
+    assert [e["field"] for e in error["errors"]] == [field]
+    assert words in error["errors"][0]["reason"]
+    assert stored(db_url, "c-17") == []
+
+
+def test_import_refuses_a_line_json_cannot_read_with_one_error_object(db_url, tmp_path):
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps(PURCHASE) + "\n" + DEEP + "\n" + LONG + "\n")
+    result = run(db_url, "import", str(path), "--json")
+    assert result.exit_code == 1, result.output
+    error = json.loads(result.stderr)
+    assert [(e["line"], e["errors"][0]["field"]) for e in error["errors"]] == [
+        (2, "(line)"),
+        (3, "(line)"),
+    ]
     assert stored(db_url, "c-17") == []
 
 

@@ -166,6 +166,44 @@ def test_bad_lines_across_two_files_name_their_file_and_line(engine, tmp_path):
     assert engine.events("c-3") == []
 
 
+def feedback_line(score_json: str, customer: str = "c-1") -> str:
+    return json.dumps(ev("feedback", customer)).removesuffix("}") + f', "score": {score_json}}}'
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (feedback_line("1" * 5000), "more than 4300 digits"),  # int() refuses it: ValueError
+        (feedback_line("[" * 100_000 + "]" * 100_000), "nested too deeply"),  # RecursionError
+    ],
+)
+def test_a_jsonl_line_json_cannot_read_is_a_bad_line(engine, tmp_path, text, words):
+    lines = [purchase("c-1", "o-1"), text, purchase("c-2", "o-1")]
+    outcome = engine.import_files([write_jsonl(tmp_path / "in.jsonl", lines)], skip_invalid=True)
+    assert rejected_of(outcome) == [("in.jsonl", 2, ["(line)"])]
+    assert words in outcome.rejected[0].errors[0].reason
+    assert outcome.rejected[0].raw.text == text  # for the rejects file
+    assert [t for _, t, _ in stream(engine, "c-2")] == ["identified", "purchase"]
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        (feedback_line('3, "score": 9'), "score"),
+        (
+            json.dumps(ev("identified", "c-1")).removesuffix("}")
+            + ', "personal": {"name": "Ann", "name": "Bob"}}',
+            "name",
+        ),
+    ],
+)
+def test_a_key_given_twice_in_a_jsonl_line_is_refused(engine, tmp_path, text, field):
+    outcome = engine.import_files([write_jsonl(tmp_path / "in.jsonl", [text])])
+    assert rejected_of(outcome) == [("in.jsonl", 1, [field])]
+    assert f"duplicate field {field}" in outcome.rejected[0].errors[0].reason
+    assert engine.events("c-1") == []
+
+
 def test_an_empty_file_imports_nothing(engine, tmp_path):
     outcome = engine.import_files([write(tmp_path / "empty.jsonl", "\n\n")])
     assert (outcome.stored, outcome.duplicates, outcome.rejected) == (0, 0, [])
@@ -232,6 +270,69 @@ def test_a_csv_row_with_an_unknown_column_value_is_an_extra_field(engine, tmp_pa
     )
     outcome = engine.import_files([path])
     assert rejected_of(outcome) == [("in.csv", 2, ["colour"])]
+
+
+def test_an_unclosed_quote_in_csv_is_a_bad_line_not_a_cell_swallowing_the_rest(engine, tmp_path):
+    path = write(
+        tmp_path / "in.csv",
+        "type,customer_id,occurred_at,order_id,amount,category\n"  # 1
+        f"purchase,c-1,{at(1)},o-1,5,books\n"  # 2
+        f'purchase,c-1,{at(1)},o-2,5,"books\n'  # 3 the quote is never closed
+        f"purchase,c-2,{at(1)},o-3,5,toys\n"  # 4
+        f"purchase,c-3,{at(1)},o-4,5,toys\n",  # 5
+    )
+    outcome = engine.import_files([path], skip_invalid=True)
+    assert rejected_of(outcome) == [("in.csv", 3, ["(line)"])]
+    reason = outcome.rejected[0].errors[0].reason
+    assert "not valid CSV" in reason and "line 3 to line 5" in reason
+    assert [p.get("order_id") for _, _, p in stream(engine, "c-1")] == [None, "o-1"]
+    assert engine.events("c-2") == [] and engine.events("c-3") == []
+
+
+def test_a_stray_quote_in_csv_is_a_bad_line_and_the_next_lines_are_read(engine, tmp_path):
+    path = write(
+        tmp_path / "in.csv",
+        "type,customer_id,occurred_at,order_id,amount,category\n"
+        f'purchase,c-1,{at(1)},o-1,5,"books"used\n'  # 2 was read as 'booksused'
+        f"purchase,c-2,{at(1)},o-2,5,toys\n",  # 3
+    )
+    outcome = engine.import_files([path], skip_invalid=True)
+    assert rejected_of(outcome) == [("in.csv", 2, ["(line)"])]
+    assert "not valid CSV" in outcome.rejected[0].errors[0].reason
+    assert engine.events("c-1") == []
+    assert [t for _, t, _ in stream(engine, "c-2")] == ["identified", "purchase"]
+
+
+def test_a_csv_cell_over_the_size_limit_is_a_bad_line(engine, tmp_path):
+    path = write(
+        tmp_path / "in.csv",
+        "type,customer_id,occurred_at,order_id,amount,category\n"
+        f"purchase,c-1,{at(1)},o-1,5,{'x' * 200_000}\n"
+        f"purchase,c-2,{at(1)},o-2,5,toys\n",
+    )
+    outcome = engine.import_files([path])
+    assert rejected_of(outcome) == [("in.csv", 2, ["(line)"])]
+    assert "field limit" in outcome.rejected[0].errors[0].reason
+    assert engine.app.max_notification_id() == 0
+
+
+@pytest.mark.parametrize(
+    ("header", "field", "words"),
+    [
+        ("type,customer_id,occurred_at,order_id,amount,amount", "amount", "duplicate field amount"),
+        ("type,customer_id,occurred_at,personal,personal.name", "personal", "personal.name"),
+        ("type,customer_id,occurred_at,personal.name,personal", "personal", "personal.name"),
+    ],
+)
+def test_a_csv_header_that_names_a_field_twice_is_refused(engine, tmp_path, header, field, words):
+    path = write(
+        tmp_path / "in.csv",
+        f"{header}\nidentified,c-1,{at(1)},a,b\nidentified,c-2,{at(1)},a,b\n",
+    )
+    outcome = engine.import_files([path], skip_invalid=True)
+    assert rejected_of(outcome) == [("in.csv", 1, [field])]
+    assert words in outcome.rejected[0].errors[0].reason
+    assert engine.app.max_notification_id() == 0
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".CSV"])

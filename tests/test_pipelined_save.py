@@ -24,8 +24,9 @@ def applied(engine, customers=CUSTOMERS) -> UnitOfWork:
 
 def test_batches_are_stored_in_order_each_once_and_sealed(engine):
     saved = applied(engine).save(batch_events=4)  # five batches of two customers
-    assert [customer for customer, _ in saved] == [c for c in CUSTOMERS for _ in range(2)]
-    positions = [position for _, position in saved]
+    assert [customer for customer, _, _ in saved] == [c for c in CUSTOMERS for _ in range(2)]
+    assert [type_ for _, type_, _ in saved] == ["identified", "qualified"] * len(CUSTOMERS)
+    positions = [position for _, _, position in saved]
     assert positions == sorted(set(positions))
     assert engine.app.max_notification_id() == positions[-1]
     for customer in CUSTOMERS:

@@ -122,6 +122,32 @@ def test_referral_recorded_first_then_purchase(engine):
     assert converted.payload() == {"referred_customer_id": "b"}
 
 
+def stored_at(engine, position):
+    """(customer, class name) of the event stored at a log position."""
+    (notification,) = engine.app.select_notifications(position - 1, 1)
+    return str(notification.originator_id), notification.topic.rsplit(":", 1)[-1]
+
+
+@pytest.mark.parametrize("known_referrer", [False, True])
+def test_a_referral_that_converts_at_once_answers_its_own_position(engine, known_referrer):
+    """The referrer's stream gets the referral, then the conversion it makes due (and, if
+    the referrer is new, an implicit identification first): ``position`` is the referral's."""
+    if known_referrer:
+        engine.record(ev("identified", "a", at(1)))
+    engine.record(purchase("b", "o-1", day=5))
+    recorded = engine.record(referral("a", "b", day=3))
+    assert conversions(engine, "a") == [("b", when(at(5)))]
+    assert len(recorded.positions) == (2 if known_referrer else 3)
+    assert stored_at(engine, recorded.position) == ("a", "Referred")
+    assert stored_at(engine, max(recorded.positions)) == ("a", "ReferralConverted")
+
+
+def test_a_purchase_that_converts_answers_its_own_position(engine):
+    engine.record(referral("a", "b", day=1))
+    recorded = engine.record(purchase("b", "o-1", day=5))
+    assert stored_at(engine, recorded.position) == ("b", "Purchased")
+
+
 def test_purchase_recorded_first_then_a_backfilled_referral(engine):
     engine.record(purchase("b", "o-1", day=5))
     engine.record(referral("a", "b", day=1))

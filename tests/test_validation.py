@@ -269,6 +269,29 @@ def test_a_time_that_is_not_iso_8601_is_refused(engine):
 
 
 @pytest.mark.parametrize(
+    "when",
+    [
+        "2025-03-01T10:00:00.1234567Z",
+        "2025-03-01T10:00:00,123456789+01:00",
+        "20250301T100000.0000001Z",
+        "2025-03-01T10:00:00.123456+01:00:00.1234567",
+    ],
+)
+def test_a_time_finer_than_microseconds_is_refused(engine, when):
+    """fromisoformat drops the seventh digit on: two instants became one."""
+    refused(engine, {**FULL["purchase"], "occurred_at": when}, "occurred_at", "microseconds")
+
+
+def test_times_to_the_microsecond_are_accepted(engine):
+    engine.record({**FULL["purchase"], "occurred_at": "2025-03-01T10:00:00.123456Z"})
+    engine.record({**FULL["feedback"], "occurred_at": "2025-03-01T10:00:00,5+01:00"})
+    assert [e.occurred_at for e in engine.events("c-1")[1:]] == [
+        when("2025-03-01T10:00:00.123456Z"),
+        when("2025-03-01T09:00:00.5Z"),
+    ]
+
+
+@pytest.mark.parametrize(
     "when", ["1899-12-31T23:59:59Z", "3000-01-01T00:00:00Z", "0001-01-01T00:00:00+00:00"]
 )
 def test_a_time_outside_the_rules_calendar_is_refused(engine, when):
@@ -286,6 +309,8 @@ NOT_POSITIVE = [0, "0", "0.00", -5, "-0.01", "-0"]
 TOO_PRECISE = ["1.23456", "0.00001", 0.1 + 0.2]  # the float is 0.30000000000000004
 NOT_A_NUMBER = ["abc", "", "59,90", "NaN", "Infinity", None, [], {"value": 1}]
 NOT_BOOL = [True, False]
+#: Decimal() reads these as 100, 59.90 and 5; input must use ASCII digits.
+NOT_ASCII_DIGITS = ["1_00", "\uff15\uff19.90", "\u0665", "1_000.5"]
 
 
 BAD_AMOUNTS = (
@@ -293,6 +318,7 @@ BAD_AMOUNTS = (
     + [(v, ["4 decimal places"]) for v in TOO_PRECISE]
     + [(v, []) for v in NOT_A_NUMBER]
     + [(v, ["true/false"]) for v in NOT_BOOL]
+    + [(v, ["not a decimal"]) for v in NOT_ASCII_DIGITS]
 )
 
 
@@ -320,10 +346,14 @@ def test_costs_and_margins_must_be_decimals_of_at_most_4_places_not_negative(
         engine.record(prerequisite)
     for bad in ["-1", -0.5, "1.23456", "lots", True, "NaN"]:
         refused(engine, {**FULL[type_], field: bad}, field)
+    for bad in NOT_ASCII_DIGITS:
+        refused(engine, {**FULL[type_], field: bad}, field, "not a decimal")
 
 
 def test_amounts_accepted(engine):
-    for number, good in enumerate(["0.0001", "1e3", 7, 59.9, "123456789012345.1234"]):
+    for number, good in enumerate(
+        ["0.0001", "1e3", 7, 59.9, "123456789012345.1234", "+5", " 5 ", ".5", "5.", "1E+2"]
+    ):
         engine.record({**FULL["purchase"], "order_id": f"o-{number}", "amount": good})
         assert engine.events("c-1")[-1].payload()["amount"] == Decimal(str(good))
 
@@ -447,13 +477,15 @@ def test_customer_ids_at_the_limits_are_accepted(engine):
 
 def test_a_customer_cannot_refer_themselves(engine):
     refused(engine, {**FULL["referral"], "referred_customer_id": "c-1"}, "referred_customer_id")
+    refused(engine, {**FULL["identified"], "referred_by": "c-1"}, "referred_by", "refer themselves")
 
 
 # --- scores ----------------------------------------------------------------------------------
 
 
 BAD_SCORES = [(-1, ["0"]), (11, ["10"]), (100, ["10"]), (7.5, []), ("ten", []), (True, []),
-              (None, [])]
+              (None, []), ("1_0", ["not an integer"]), ("\uff17", ["not an integer"]),
+              ("\u0667", ["not an integer"])]
 
 
 def test_a_score_outside_0_to_10_is_refused(engine):
@@ -462,9 +494,9 @@ def test_a_score_outside_0_to_10_is_refused(engine):
 
 
 def test_scores_at_the_limits_are_accepted(engine):
-    for good in [0, 10, "7"]:
-        engine.record({**FULL["feedback"], "score": good})
-        assert engine.events("c-1")[-1].payload()["score"] == int(good)
+    for good, score in [(0, 0), (10, 10), ("7", 7), (" 7 ", 7), ("+7", 7), ("7.0", 7)]:
+        engine.record({**FULL["feedback"], "score": good, "event_id": repr(good)})
+        assert engine.events("c-1")[-1].payload()["score"] == score
 
 
 # --- refunds ---------------------------------------------------------------------------------

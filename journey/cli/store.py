@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, nullcontext
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TextIO
 
 import typer
 from rich.markup import escape
@@ -21,10 +21,12 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from commands.files import decode_json
 from commands.handlers import Outcome
 from journey.api import Journey, RejectedInput
 from journey.cli.app import Options, app
 from journey.cli.output import USAGE, emit_json, err, fail, out, reporting
+from journey.errors import InputError
 from journey.storage import StorageError
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output and errors.")]
@@ -64,12 +66,26 @@ def import_files(
     for path in paths:
         if path != "-" and not Path(path).is_file():
             fail(f"no such file: {path}", as_json=as_json, code=USAGE)
+    sink = open_rejects(rejects, paths, as_json) if rejects is not None else nullcontext()
     engine = open_engine(ctx, as_json)
-    with reporting(as_json), engine, progress_bar(paths) as advance:
-        outcome = engine.import_files(paths, skip_invalid=skip_invalid, on_validated=advance)
-    if rejects is not None and outcome.rejected:
-        write_rejects(rejects, outcome)
+    with sink as handle:
+        with reporting(as_json), engine, progress_bar(paths) as advance:
+            outcome = engine.import_files(paths, skip_invalid=skip_invalid, on_validated=advance)
+        if handle is not None:
+            write_rejects(handle, outcome)
     report_import(outcome, skip_invalid=skip_invalid, rejects=rejects, as_json=as_json)
+
+
+def open_rejects(path: Path, inputs: list[str], as_json: bool) -> TextIO:
+    """The rejects file, opened before anything is imported: a path that could not be
+    written failed only after the good lines were stored. Never one of the inputs, which
+    opening it would empty."""
+    if any(p != "-" and Path(p).resolve() == path.resolve() for p in inputs):
+        fail(f"--rejects {path} is one of the files to import", as_json=as_json, code=USAGE)
+    try:
+        return path.open("w", encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot write --rejects {path}: {exc.strerror}", as_json=as_json, code=USAGE)
 
 
 @contextmanager
@@ -92,29 +108,26 @@ def count_lines(path: str) -> int:
         return sum(1 for _ in handle)
 
 
-def write_rejects(path: Path, outcome: Outcome) -> None:
+def write_rejects(handle: TextIO, outcome: Outcome) -> None:
     """One JSON object a line: where the input was, why it was refused, and the input
     itself, so it can be mended and imported again."""
-    with path.open("w", encoding="utf-8") as handle:
-        for rejected in outcome.rejected:
-            raw = rejected.raw
-            record = {
-                **rejected.as_dict(),
-                "input": getattr(raw, "text", None)
-                if isinstance(raw, Exception)
-                else jsonable(raw),
-            }
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    for rejected in outcome.rejected:
+        raw = rejected.raw
+        record = {
+            **rejected.as_dict(),
+            "input": getattr(raw, "text", None) if isinstance(raw, Exception) else raw,
+        }
+        handle.write(json.dumps(record, ensure_ascii=False, default=jsonable) + "\n")
 
 
 def jsonable(value: Any) -> Any:
+    """What json cannot write itself: models and Decimals. The nesting is json's to walk
+    (in C): a Python walk of an input nested hundreds deep overflowed the stack."""
     if hasattr(value, "model_dump"):
         return value.model_dump(mode="json", exclude_none=True)
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, Decimal):
         return str(value)
-    return value
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def report_import(
@@ -168,15 +181,9 @@ def record(
     """Store one event and print its position in the log."""
     text = event if event is not None else sys.stdin.read()
     try:
-        data = json.loads(text, parse_float=Decimal)
-    except json.JSONDecodeError as exc:
-        fail(
-            f"(event): not valid JSON: {exc.msg} at column {exc.colno}",
-            as_json=as_json,
-            errors=[
-                {"field": "(event)", "reason": f"not valid JSON: {exc.msg}", "kind": "invalid"}
-            ],
-        )
+        data = decode_json(text, "(event)")
+    except InputError as exc:
+        fail(str(exc), as_json=as_json, errors=[exc.as_dict()])
     engine = open_engine(ctx, as_json)
     with reporting(as_json), engine:
         try:
