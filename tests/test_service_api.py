@@ -210,7 +210,9 @@ def test_bad_input_names_every_field_and_stores_nothing(api):
 
 
 @pytest.mark.parametrize("body,reason", [
-    (b"{not json", "is not JSON"),
+    (b"{not json", "not valid JSON"),
+    (b'{"type": "feedback", "score": 8, "score": 9}', "duplicate field score"),
+    (b"\xff\xfe", "is not UTF-8"),
     (b"[]", "holds no event"),
     (b"42", "must be a JSON object"),
     (b'"text"', "must be a JSON object"),

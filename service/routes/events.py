@@ -2,16 +2,16 @@
 from the input models themselves, which FastAPI cannot do for a raw body)."""
 
 import copy
-import json
-from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import TypeAdapter
 
+from commands.files import decode_json
 from commands.handlers import Rejected
 from commands.models import AnyCommand
+from journey.errors import InputError
 from service import schemas
 from service.auth import ServiceDep, scope
 from service.errors import Problem, error_responses, problem
@@ -129,9 +129,11 @@ def parse_events(raw: bytes) -> tuple[list[Any], bool]:
     """The events of a body and whether it was an array. Decimals stay exact; each
     event's own fields are validated by ``record_many``."""
     try:
-        body = json.loads(raw, parse_float=Decimal)
-    except (ValueError, RecursionError) as exc:
-        raise problem(422, "(body)", f"is not JSON: {exc}", "invalid") from None
+        body = decode_json(raw.decode("utf-8"), "(body)")
+    except UnicodeDecodeError:
+        raise problem(422, "(body)", "is not UTF-8", "invalid") from None
+    except InputError as exc:  # not JSON, a key given twice, a number too long, too deep
+        raise problem(422, exc.field, exc.reason, "invalid") from None
     many = isinstance(body, list)
     events = body if many else [body]
     if not events:
