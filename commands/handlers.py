@@ -12,6 +12,7 @@ from __future__ import annotations
 import getpass
 import random
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -67,6 +68,8 @@ class Outcome:
     rejected: list[Rejected] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)
     derived: int = 0
+    #: The input lines that were retries of events already stored.
+    duplicate_lines: list[int] = field(default_factory=list)
     #: The customer and the type of each stored event, beside ``positions``.
     customers: list[str] = field(default_factory=list)
     types: list[str] = field(default_factory=list)
@@ -99,6 +102,11 @@ class UnitOfWork:
         self.keys: dict[str, CustomerKey] = {}
         self.new_keys: dict[str, CustomerKey] = {}
         self.keys_looked_up: set[str] = set()
+        #: The input lines whose events each aggregate holds, and what ``save`` has
+        #: committed so far (kept if a later batch fails: see ``record_batch``).
+        self.lines: dict[str, list[int]] = defaultdict(list)
+        self.committed: list[tuple[str, str, int]] = []
+        self.committed_lines: set[int] = set()
 
     def preload(self, commands: Iterable[Command]) -> None:
         """Load every aggregate the commands may touch, in a few queries."""
@@ -150,9 +158,12 @@ class UnitOfWork:
         if new:
             self.aggregates[customer.id] = customer
             self.derived += 1
-        if recorded and isinstance(command, Referral):
+        # The policies run for a retry too: what they derive is idempotent, and an input
+        # whose own event was stored by an interrupted save may still lack its derived
+        # events (they can lie in a batch that was never stored).
+        if isinstance(command, Referral):
             self._after_referral(customer, command)
-        elif recorded and isinstance(command, Purchase):
+        elif isinstance(command, Purchase):
             self._after_purchase(customer)
         return recorded
 
@@ -174,18 +185,22 @@ class UnitOfWork:
         if not batches:
             return []
         if len(batches) == 1:
-            return self._stored(self.app.save(*batches[0]))
-        positions: list[tuple[str, str, int]] = []
+            self._committed(batches[0], self.app.save(*batches[0]))
+            return self.committed
         with ThreadPoolExecutor(1, thread_name_prefix="journey-save") as writer:
-            storing: Future[list[Any]] | None = None
+            storing: tuple[list[Any], Future[list[Any]]] | None = None
             for batch in batches:
                 pending = self.app.prepare(*batch)
                 if storing is not None:
-                    positions += self._stored(storing.result())
-                storing = writer.submit(self.app.store, pending)
+                    self._committed(storing[0], storing[1].result())
+                storing = batch, writer.submit(self.app.store, pending)
             if storing is not None:
-                positions += self._stored(storing.result())
-        return positions
+                self._committed(storing[0], storing[1].result())
+        return self.committed
+
+    def _committed(self, batch: list[Any], recordings: list[Any]) -> None:
+        self.committed += self._stored(recordings)
+        self.committed_lines.update(line for a in batch for line in self.lines.get(a.id, ()))
 
     def _batches(self, batch_events: int) -> list[list[Any]]:
         """The aggregates with events to save, about ``batch_events`` events a batch."""
@@ -303,26 +318,45 @@ def record_batch(
     fail; the whole batch is then applied again from the store, where the other writer's
     events count as already recorded.
     """
+    earlier: list[tuple[str, str, int]] = []  # stored by attempts whose save then failed
+    earlier_lines: set[int] = set()
     for attempt in range(RETRIES):
         if attempt:
             back_off(attempt)
         uow = UnitOfWork(app, actor, clock)
         outcome = apply_all(uow, commands, on_progress)
-        if outcome.rejected and not skip_invalid:
-            return outcome
+        if outcome.rejected and not skip_invalid:  # nothing more is stored
+            return settled(outcome, 0, earlier, earlier_lines)
         try:
             saved = uow.save()
         except IntegrityError:
+            earlier += uow.committed
+            earlier_lines |= uow.committed_lines
             continue
-        outcome.customers = [customer for customer, _, _ in saved]
-        outcome.types = [type_ for _, type_, _ in saved]
-        outcome.positions = [position for _, _, position in saved]
-        outcome.stored = len(outcome.positions)
-        outcome.derived = uow.derived
-        return outcome
+        recorded = sum(len(lines) for lines in uow.lines.values())
+        return settled(outcome, recorded, earlier + saved, earlier_lines)
+    stored = f" ({len(earlier)} of its events were stored before it gave up)" if earlier else ""
     raise RetryableConflict(
-        "another writer kept changing the same customers; sending the same input again is safe"
+        f"another writer kept changing the same customers{stored}; "
+        "sending the same input again is safe"
     )
+
+
+def settled(
+    outcome: Outcome, recorded: int, saved: list[tuple[str, str, int]], earlier_lines: set[int]
+) -> Outcome:
+    """The outcome of the last attempt, which stored ``saved`` (with what earlier attempts
+    stored before their save failed) and recorded ``recorded`` input lines: inputs that
+    earlier attempts stored are no duplicates, and the events stored beyond one per input
+    line stored are the engine's own."""
+    outcome.customers = [customer for customer, _, _ in saved]
+    outcome.types = [type_ for _, type_, _ in saved]
+    outcome.positions = [position for _, _, position in saved]
+    outcome.stored = len(saved)
+    ours = earlier_lines.intersection(outcome.duplicate_lines)
+    outcome.duplicates -= len(ours)
+    outcome.derived = outcome.stored - recorded - len(ours)
+    return outcome
 
 
 def back_off(attempt: int) -> None:
@@ -340,8 +374,11 @@ def apply_all(
     uow.preload(command for _, command in commands)
     for line, command in commands:
         try:
-            if not uow.handle(command):
+            if uow.handle(command):
+                uow.lines[command.customer_id].append(line)
+            else:
                 outcome.duplicates += 1
+                outcome.duplicate_lines.append(line)
         except InputError as error:
             outcome.rejected.append(Rejected(line, [error]))
         if on_progress:

@@ -9,6 +9,7 @@ from support import at, ev, stream
 
 from commands.handlers import UnitOfWork, apply_all
 from commands.models import parse_command
+from journey.application import JourneyApplication
 
 CUSTOMERS = [f"c-{i}" for i in range(10)]
 
@@ -45,6 +46,79 @@ def test_nothing_is_stored_after_a_batch_that_failed(engine):
 
     again = engine.record_many([ev("qualified", c, at(2)) for c in CUSTOMERS])
     assert again.duplicates == 5  # c-0 to c-3, and c-5's from the other writer
+    for customer in CUSTOMERS:
+        assert [t for _, t, _ in stream(engine, customer)] == ["identified", "qualified"]
+    assert engine.verify().clean
+
+
+# -- an import whose save stopped partway ----------------------------------------------------
+
+
+def referred_buyer_and_others(engine) -> list[dict]:
+    """ref-A referred ref-B (stored); the input: ref-B's first purchase (which converts
+    ref-A's referral) and a qualification for each of ten new customers."""
+    engine.record(ev("referral", "ref-A", at(1), referred_customer_id="ref-B"))
+    buy = ev("purchase", "ref-B", at(3), order_id="o-1", amount="10")
+    return [buy] + [ev("qualified", c, at(2)) for c in CUSTOMERS]
+
+
+def small_batches(monkeypatch, fail_after: int | None = None, then=None) -> None:
+    """Saves in batches of four events; after batch ``fail_after`` is stored, ``then()``."""
+    save, store = UnitOfWork.save, JourneyApplication.store
+    stored = [0]
+
+    def storing(self, pending):
+        recordings = store(self, pending)
+        stored[0] += 1
+        if stored[0] == fail_after:
+            then()
+        return recordings
+
+    monkeypatch.setattr(UnitOfWork, "save", lambda self: save(self, batch_events=4))
+    monkeypatch.setattr(JourneyApplication, "store", storing)
+
+
+def conversions(engine, customer: str) -> int:
+    return sum(t == "referral_converted" for _, t, _ in stream(engine, customer))
+
+
+def test_a_save_retried_after_a_partial_store_counts_what_it_stored(engine, monkeypatch):
+    inputs = referred_buyer_and_others(engine)
+    head = engine.app.max_notification_id()
+    other = "c-9"  # in a later batch: another writer gets to it first
+    small_batches(monkeypatch, 1, lambda: engine.record(ev("qualified", other, at(2))))
+    outcome = engine.record_many(inputs)
+    added = engine.app.count_after(head) - 2  # less the other writer's two events
+    assert outcome.stored == added
+    assert outcome.duplicates == 1  # c-9's qualification, which the other writer stored
+    assert outcome.derived == added - (len(inputs) - 1)  # identifications, the conversion
+    assert conversions(engine, "ref-A") == 1
+    assert engine.verify().clean
+
+
+class Crash(BaseException):
+    """The process dying between two batches (SIGKILL, Ctrl-C)."""
+
+
+def test_an_import_cut_off_between_batches_is_completed_by_importing_it_again(
+    engine, monkeypatch
+):
+    inputs = referred_buyer_and_others(engine)
+    head = engine.app.max_notification_id()
+
+    def crash() -> None:
+        raise Crash
+
+    small_batches(monkeypatch, 1, crash)
+    with pytest.raises(Crash):
+        engine.record_many(inputs)
+    first = engine.app.count_after(head)
+    assert first > 0 and conversions(engine, "ref-A") == 0  # the conversion was not reached
+
+    monkeypatch.undo()
+    again = engine.record_many(inputs)
+    assert conversions(engine, "ref-A") == 1  # derived though its purchase was a retry
+    assert again.stored == engine.app.count_after(head) - first
     for customer in CUSTOMERS:
         assert [t for _, t, _ in stream(engine, customer)] == ["identified", "qualified"]
     assert engine.verify().clean
