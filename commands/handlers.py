@@ -107,6 +107,10 @@ class UnitOfWork:
         self.lines: dict[str, list[int]] = defaultdict(list)
         self.committed: list[tuple[str, str, int]] = []
         self.committed_lines: set[int] = set()
+        #: The buyers and the referrals of the batch (referrer, referred): where another
+        #: writer's events could make a conversion due that this batch could not see.
+        self.buyers: set[str] = set()
+        self.referrals: set[tuple[str, str]] = set()
 
     def preload(self, commands: Iterable[Command]) -> None:
         """Load every aggregate the commands may touch, in a few queries."""
@@ -268,8 +272,10 @@ class UnitOfWork:
         else:
             index.note(referrer.id, command.occurred_at)
         self.to_convert[(referrer.id, referred_id)] = None
+        self.referrals.add((referrer.id, referred_id))
 
     def _after_purchase(self, buyer: Customer) -> None:
+        self.buyers.add(buyer.id)
         index = self._get(index_id(buyer.id))
         if index is None:
             return
@@ -283,6 +289,28 @@ class UnitOfWork:
             referred_at = index.referrers[referrer_id]
             self._convert(self._get(referrer_id), self._get(referred_id), referred_at)
         self.to_convert.clear()
+
+    def unseen(self) -> tuple[set[tuple[str, str]], set[str]]:
+        """After ``save``: the referrals (referrer, referred) and the buyers whose
+        conversions another writer may have made due meanwhile, unseen by this batch: a
+        referral and the purchase that converts it, saved at once by two writers, touch no
+        common aggregate, so neither save fails. Read from the versions stored now: a
+        referred customer not yet converted who gained events, a buyer's index of referrers
+        that gained one. Both empty unless another writer moved one of them."""
+        pending = {(a, b) for a, b in self.referrals if b not in self._get(a).converted}
+        indexes = {index_id(buyer): buyer for buyer in self.buyers}
+        watched = {b for _, b in pending} | set(indexes)
+        if not watched:
+            return set(), set()
+        stored = self.app.versions(watched)
+        moved = {i for i in watched if stored.get(i, 0) != self._version(i)}
+        return {(a, b) for a, b in pending if b in moved}, {
+            indexes[i] for i in moved & indexes.keys()
+        }
+
+    def _version(self, aggregate_id: str) -> int:
+        aggregate = self.aggregates.get(aggregate_id)
+        return aggregate.version if aggregate is not None else 0
 
     def _convert(self, referrer: Customer, referred: Customer, referred_at: datetime) -> None:
         bought_at = referred.first_purchase_since(referred_at)
@@ -334,11 +362,46 @@ def record_batch(
             earlier_lines |= uow.committed_lines
             continue
         recorded = sum(len(lines) for lines in uow.lines.values())
+        pairs, buyers = uow.unseen()
+        if pairs or buyers:
+            saved += reconcile(app, actor, clock, pairs, buyers)
         return settled(outcome, recorded, earlier + saved, earlier_lines)
     stored = f" ({len(earlier)} of its events were stored before it gave up)" if earlier else ""
     raise RetryableConflict(
         f"another writer kept changing the same customers{stored}; "
         "sending the same input again is safe"
+    )
+
+
+def reconcile(
+    app: JourneyApplication,
+    actor: str,
+    clock: Clock,
+    pairs: set[tuple[str, str]],
+    buyers: set[str],
+) -> list[tuple[str, str, int]]:
+    """Record the conversions ``UnitOfWork.unseen`` found may be due, as the store has
+    them now (each referral of ``pairs``, every referrer of each of ``buyers``): of two
+    writers that raced, the one that saved last sees the other's events and records the
+    conversion; a referrer's conversion is recorded once (``Customer.convert_referral``),
+    and two reconciling at once meet on its version."""
+    for attempt in range(RETRIES):
+        if attempt:
+            back_off(attempt)
+        uow = UnitOfWork(app, actor, clock)
+        uow._load({index_id(b) for b in buyers} | {a for a, _ in pairs} | {b for _, b in pairs})
+        for buyer in buyers:
+            index = uow._get(index_id(buyer))
+            uow.to_convert.update(dict.fromkeys((r, buyer) for r in index.referrers))
+        uow.to_convert.update(dict.fromkeys(pairs))
+        uow.convert_referrals()
+        try:
+            return uow.save()
+        except IntegrityError:
+            continue
+    raise RetryableConflict(
+        "another writer kept changing the same customers while a referral's conversion was "
+        "recorded; the input itself is stored, and sending it again is safe"
     )
 
 

@@ -127,9 +127,7 @@ class JourneyApplication(Application[str]):
                 raise StorageError(
                     f"cannot open the event store at {database.url!r}: {exc}"
                 ) from exc
-        self.tables = SideTables(
-            database, self.recorder.events_table_name, self.recorder.datastore
-        )
+        self.tables = SideTables(database, self.recorder.events_table_name, self.recorder.datastore)
         self.keyring = Keyring(self.tables)
         self.log_seal = LogSeal(self.tables)
         self.events = EventStore(OpeningMapper(self.mapper, self.keyring), self.recorder)
@@ -177,8 +175,10 @@ class JourneyApplication(Application[str]):
         if stored and not sealing.done:  # a recorder that does not seal in its transaction
             self.log_seal.seal(sealing.known(positions))
         return [
-            Recording(event, Notification(s.originator_id, s.originator_version, s.topic,
-                                          s.state, position))
+            Recording(
+                event,
+                Notification(s.originator_id, s.originator_version, s.topic, s.state, position),
+            )
             for event, s, position in zip(events, stored, positions, strict=True)
         ]
 
@@ -219,6 +219,25 @@ class JourneyApplication(Application[str]):
             for customer_id, rows in self._select_streams(chunk, up_to).items():
                 events = [self.mapper.to_domain_event(stored) for _, stored in rows]
                 found[customer_id] = Stream(events, [position for position, _ in rows])
+        return found
+
+    def versions(self, ids: Iterable[str]) -> dict[str, int]:
+        """The stored version of each aggregate among ``ids`` that has events: what a
+        writer compares with the versions it saw, to learn whether another moved them."""
+        ids = sorted(set(ids))
+        pg = self.database.is_postgres
+        table = self._qualified(self.recorder.events_table_name)
+        found: dict[str, int] = {}
+        with self.recorder.datastore.transaction(commit=False) as curs:
+            for start in range(0, len(ids), LOAD_CHUNK):
+                chunk = ids[start : start + LOAD_CHUNK]
+                among = "= ANY(%s)" if pg else f"IN ({','.join('?' * len(chunk))})"
+                curs.execute(
+                    f"SELECT originator_id, MAX(originator_version) AS version FROM {table} "
+                    f"WHERE originator_id {among} GROUP BY originator_id",
+                    [chunk] if pg else chunk,
+                )
+                found.update({row["originator_id"]: row["version"] for row in curs.fetchall()})
         return found
 
     def customer_ids(self, after: str | None = None, up_to: int | None = None) -> list[str]:

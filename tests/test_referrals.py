@@ -9,6 +9,8 @@ from decimal import Decimal
 import pytest
 from support import at, ev, purchase, referral, stream, when, write_jsonl
 
+from commands.handlers import UnitOfWork
+
 
 def conversions(engine, referrer):
     """The referrer's referral_converted events: (referred customer, occurred_at)."""
@@ -285,3 +287,29 @@ def test_a_rejected_batch_records_no_conversion(engine):
     )
     assert [r.line for r in outcome.rejected] == [3]
     assert engine.events("a") == [] and engine.events("b") == []
+
+
+@pytest.mark.parametrize("mine", ["purchase", "referral"])
+def test_a_referral_and_its_converting_purchase_saved_at_once_convert_once(
+    engine, monkeypatch, mine
+):
+    """Two writers, one with the referral, one with the purchase that converts it, each
+    reading the store before the other saves: they touch no common aggregate, so both
+    saves succeed; the later one finds the other's events and records the conversion."""
+    engine.record_many([ev("identified", "ref-A", at(1)), ev("identified", "ref-B", at(1))])
+    referral = ev("referral", "ref-A", at(2), referred_customer_id="ref-B")
+    buy = ev("purchase", "ref-B", at(3), order_id="o-1", amount="10")
+    ours, theirs = (buy, referral) if mine == "purchase" else (referral, buy)
+    save = UnitOfWork.save
+
+    def racing(self, *args, **kwargs):
+        monkeypatch.setattr(UnitOfWork, "save", save)
+        engine.record(theirs)  # another writer saves after this one read the store
+        return save(self, *args, **kwargs)
+
+    monkeypatch.setattr(UnitOfWork, "save", racing)
+    outcome = engine.record_many([ours])
+    converted = [p for _, t, p in stream(engine, "ref-A") if t == "referral_converted"]
+    assert converted == [{"referred_customer_id": "ref-B"}]
+    assert (outcome.stored, outcome.derived) == (2, 1)  # its input, and the conversion
+    assert engine.verify().clean
