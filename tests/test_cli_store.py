@@ -140,6 +140,20 @@ def test_the_rejects_file_is_emptied_when_nothing_is_rejected(db_url, tmp_path):
     assert rejects.read_text() == ""
 
 
+def test_an_interrupted_import_says_what_it_leaves(db_url, tmp_path, monkeypatch):
+    """Ctrl-C during a save: exit 130 with a message (one JSON object with --json)."""
+    from commands.handlers import UnitOfWork
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(UnitOfWork, "save", interrupted)
+    path = write_jsonl(tmp_path / "in.jsonl", [PURCHASE])
+    result = run(db_url, "import", path, "--json")
+    assert result.exit_code == 130
+    assert "importing the same input again" in json.loads(result.stderr)["error"]
+
+
 def test_skip_invalid_needs_rejects_file(db_url, tmp_path):
     path = write_jsonl(tmp_path / "in.jsonl", [PURCHASE])
     result = run(db_url, "import", path, "--skip-invalid")

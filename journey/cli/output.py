@@ -18,6 +18,8 @@ from rich.markup import escape
 from journey.errors import InputError, JourneyError
 
 OK, REJECTED, USAGE = 0, 1, 2
+#: What a shell reports for a program stopped by SIGINT (128 + 2).
+INTERRUPTED = 130
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -35,6 +37,21 @@ def fail(message: str, *, as_json: bool, code: int = REJECTED, **details: Any) -
     else:
         err.print(f"[red]error:[/red] {escape(message)}", markup=True)
     raise typer.Exit(code)
+
+
+@contextmanager
+def interruptible(as_json: bool) -> Iterator[None]:
+    """Ctrl-C while storing: say what it leaves behind (an import over one batch is not
+    one transaction) rather than end in silence."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        fail(
+            "interrupted: the batches stored before it stay stored; importing the same "
+            "input again stores the rest, and is safe",
+            as_json=as_json,
+            code=INTERRUPTED,
+        )
 
 
 @contextmanager

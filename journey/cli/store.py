@@ -25,7 +25,7 @@ from commands.files import decode_json
 from commands.handlers import Outcome
 from journey.api import Journey, RejectedInput
 from journey.cli.app import Options, app
-from journey.cli.output import USAGE, emit_json, err, fail, out, reporting
+from journey.cli.output import USAGE, emit_json, err, fail, interruptible, out, reporting
 from journey.errors import InputError
 from journey.storage import StorageError
 
@@ -69,7 +69,7 @@ def import_files(
     sink = open_rejects(rejects, paths, as_json) if rejects is not None else nullcontext()
     engine = open_engine(ctx, as_json)
     with sink as handle:
-        with reporting(as_json), engine, progress_bar(paths) as advance:
+        with reporting(as_json), interruptible(as_json), engine, progress_bar(paths) as advance:
             outcome = engine.import_files(paths, skip_invalid=skip_invalid, on_validated=advance)
         if handle is not None:
             write_rejects(handle, outcome)
