@@ -53,7 +53,15 @@ for _transcoding in (UUIDAsHex(), DecimalAsStr(), DatetimeAsISO()):
 _dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 #: The mapper's JSON (eventsourcing's JSONTranscoder) for a state already in stored form.
 _stored_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-_loads = json.loads
+
+
+def refuse_constant(name: str) -> Any:
+    """NaN and Infinity: JSON has neither and the store never writes them, but Python's
+    parser reads them, and they would hash as the null orjson writes for them."""
+    raise ValueError(f"{name} is not JSON")
+
+
+_loads = functools.partial(json.loads, parse_constant=refuse_constant)
 _sha256 = hashlib.sha256
 _AS_IS = frozenset({str, int, bool})
 _MISSING = object()
@@ -294,9 +302,9 @@ class LogSeal:
         """The hash of an unsealed event if it belongs where it stands, else None."""
         try:
             state = _loads(raw)
-        except ValueError:
+            event_hash = hash_state(topic, customer_id, version, state)
+        except ValueError:  # not JSON the store writes (a UnicodeError is one too)
             return None
-        event_hash = hash_state(topic, customer_id, version, state)
         if state.get("content_hash") != event_hash:
             return None
         tail = tails.get(customer_id)
@@ -452,10 +460,11 @@ class Checker:
         self.customers.add(customer_id)
         try:
             state = _loads(bytes(raw))
-        except ValueError:
-            self.add(customer_id, position, version, "payload changed", "state is not JSON")
+            event_hash = hash_state(topic, customer_id, version, state)
+        except ValueError as exc:  # not JSON the store writes (a UnicodeError is one too)
+            self.add(customer_id, position, version, "payload changed",
+                     f"the state is not JSON the store writes: {exc}")
             return
-        event_hash = hash_state(topic, customer_id, version, state)
         claimed = state.get("content_hash")
         if seal is None:  # not part of the log: it takes no place in the chain either
             self.add(customer_id, position, version, "event inserted",

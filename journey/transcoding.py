@@ -17,13 +17,17 @@ from typing import Any
 
 from eventsourcing.persistence import JSONTranscoder
 
+from journey.integrity import refuse_constant
+
 _CONTAINERS = (dict, list)
 
 
 class FastJSONTranscoder(JSONTranscoder):
     def __init__(self) -> None:
         super().__init__()
-        self.plain_decoder = json.JSONDecoder()
+        # NaN and Infinity are not JSON, and the store never writes them: a stored state
+        # holding one was altered (journey/integrity.py), and is not read as a number.
+        self.plain_decoder = json.JSONDecoder(parse_constant=refuse_constant)
 
     def decode(self, data: bytes) -> Any:
         value = self.plain_decoder.decode(data.decode("utf8"))

@@ -80,6 +80,21 @@ def test_a_changed_payload_is_detected(store, db_url):
     assert json.loads(result.stdout)["breaks"][0]["kind"] == "payload changed"
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), "\ud800"])
+def test_a_value_the_store_never_writes_is_a_changed_payload(store, value):
+    """NaN and Infinity hash as null (orjson writes them so) and a lone surrogate cannot
+    be encoded at all: neither may pass as the null or text it replaced, nor crash verify."""
+    engine, raw = store
+    position, _, _, state = raw.rows("c-1")[1]
+    field = next(k for k, v in state.items() if v is None)
+    state[field] = value
+    raw.set_state(position, state)
+    assert kinds(engine.verify()) == [("c-1", 2, "payload changed")]
+    if isinstance(value, float):  # nor is it read as a number
+        with pytest.raises(ValueError, match="is not JSON"):
+            engine.app.customer_events("c-1")
+
+
 def test_a_changed_payload_with_its_hash_recomputed_is_detected(store):
     engine, raw = store
     position, version, topic, state = raw.rows("c-1")[1]
