@@ -7,6 +7,7 @@ projections. Deciding what to record is the command handlers' job (commands/hand
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -131,6 +132,16 @@ class JourneyApplication(Application[str]):
         self.keyring = Keyring(self.tables)
         self.log_seal = LogSeal(self.tables)
         self.events = EventStore(OpeningMapper(self.mapper, self.keyring), self.recorder)
+        #: The same events with personal data left sealed: for what keeps events a while
+        #: (an opened copy kept would outlive an erasure), opening it when shown (``opened``).
+        self.sealed_events = EventStore(self.mapper, self.recorder)
+
+    def opened(self, event: Any) -> Any:
+        """``event`` with its personal data opened, if it holds any sealed."""
+        personal = vars(event).get("personal")
+        if not is_sealed(personal):
+            return event
+        return dataclasses.replace(event, personal=self.keyring.open(event.originator_id, personal))
 
     def construct_transcoder(self) -> Transcoder:
         """The library's JSON transcoder, decoding faster (journey/transcoding.py)."""

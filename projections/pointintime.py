@@ -49,7 +49,9 @@ class PointInTime:
 
     It keeps the decoded streams of recently asked customers and reads only events newer
     than those it holds: streams are append-only, so what it holds never goes stale, and a
-    repeated question costs one small query instead of decoding the whole stream.
+    repeated question costs one small query instead of decoding the whole stream. It keeps
+    personal data sealed, opening it only for what it shows (a history), so that an
+    erasure is honoured however long it lives.
     """
 
     def __init__(
@@ -67,7 +69,7 @@ class PointInTime:
         """Every stored event of the customer, in recording order."""
         held = self._streams.pop(customer_id, [])
         after = held[-1].originator_version if held else None
-        fresh = self.app.events.get(customer_id, gt=after)
+        fresh = self.app.sealed_events.get(customer_id, gt=after)
         stream = held + [e for e in fresh if isinstance(e, CustomerEvent)]
         if stream:
             self._streams[customer_id] = stream
@@ -121,7 +123,8 @@ class PointInTime:
         counted = known(stream, known_at)
         if not counted:
             raise NotFound(customer_id, f"was not yet known at {iso(known_at)}")
-        return replay(counted, self.settings, until or known_at)
+        opened = [self.app.opened(event) for event in counted]  # now: not once erased
+        return replay(opened, self.settings, until or known_at)
 
     def population(self, as_of: datetime, known_at: datetime) -> Population:
         """RFM inputs of every customer with a purchase at ``as_of``, from the whole log."""

@@ -96,6 +96,20 @@ def test_erasure_keeps_every_fact_projection_and_hash(engine, db_url):
     assert [e.TYPE for e in engine.events("c-1")].count("erased") == 1
 
 
+def test_a_long_lived_reader_shows_erased_data_as_erased(engine, db_url, monkeypatch):
+    """A PointInTime (one per worker of the HTTP service) keeps streams for ever: it keeps
+    them sealed, so an erasure in another process reads as one once its key cache lapses
+    (made to lapse at once here)."""
+    monkeypatch.setattr("journey.personal.CACHE_SECONDS", 0)
+    populate(engine)
+    reader = PointInTime(engine)
+    assert NAME in json.dumps([s.as_dict(n) for n, s in enumerate(reader.history("c-1"))])
+    with opened(db_url) as other:  # another process
+        other.erase("c-1", "subject asked")
+    shown = json.dumps([s.as_dict(n) for n, s in enumerate(reader.history("c-1"))])
+    assert NAME not in shown and shown.count(ERASED) == 3
+
+
 def test_read_models_compute_the_same_after_erasure(engine, db_url):
     populate(engine)
     models = ReadModels.open(db_url, DEFAULT)
