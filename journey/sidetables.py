@@ -48,6 +48,10 @@ class SideTables:
                     self.database.sqlite_path, timeout=30, isolation_level=None,
                     check_same_thread=False,
                 )
+                # Keys are written here: every page this connection frees is zeroed, so no
+                # copy of a key left by the B-tree's rebalancing outlives its erasure
+                # (SQLite's own default is off; some builds turn it on).
+                self._conn.execute("PRAGMA secure_delete=ON")
         return self._conn
 
     @contextmanager

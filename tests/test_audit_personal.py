@@ -110,6 +110,13 @@ def test_a_long_lived_reader_shows_erased_data_as_erased(engine, db_url, monkeyp
     assert NAME not in shown and shown.count(ERASED) == 3
 
 
+def test_sqlite_zeroes_every_page_its_key_connection_frees(sqlite_url):
+    """Not only at erasure: a B-tree page freed while keys were added held copies of them."""
+    with opened(sqlite_url) as engine:
+        connection = engine.app.tables.connection()
+        assert connection.execute("PRAGMA secure_delete").fetchone() == (1,)
+
+
 def test_read_models_compute_the_same_after_erasure(engine, db_url):
     populate(engine)
     models = ReadModels.open(db_url, DEFAULT)
