@@ -188,3 +188,27 @@ def test_a_customer_whose_first_event_is_in_the_future_does_not_break_the_runner
         ]
         rebuild(m.runner, "summary")
         assert {row[0] for row in view_rows(m.store, "summary")} == {"f-1", "f-2"}
+
+
+def test_a_schema_named_at_postgresql_s_limit_has_a_feed(pg_url):
+    """A NOTIFY channel name may not reach 64 bytes; a schema name of 63 may."""
+    import psycopg
+    from conftest import PG_URL, _conninfo
+    from psycopg import sql
+
+    schema = pg_url.rsplit("=", 1)[1].ljust(63, "x")
+    try:
+        with models(f"{PG_URL}?schema={schema}") as m:
+            record_all(m.journey, [purchase("c-9", "o1", 5)])
+            catch_up(m)
+            assert changes(Feed(m.store).read()) == [
+                ("c-9", kind, None, value)
+                for kind, value in (
+                    ("loyalty_stage", "first_time"),
+                    ("status", "active"),
+                    ("relationship_level", "basic"),
+                )
+            ]
+    finally:
+        with psycopg.connect(_conninfo(PG_URL), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))

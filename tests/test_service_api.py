@@ -352,8 +352,11 @@ def test_sse_resumes_after_last_event_id_and_filters(api):
     assert resumed == everything[3:]
     stages = read_sse(api, {"kinds": "loyalty_stage"}, {}, 2)
     assert stages == [e for e in everything if e["kind"] == "loyalty_stage"]
-    bad = api.client.get("/v1/feed", headers={**api.as_(api.all), "Last-Event-ID": "x"})
-    assert bad.status_code == 422
+    for bad_id in ("x", "\u00b2".encode("latin-1"), "9" * 5000):  # letter, superscript 2, long
+        headers = {**api.as_(api.all), "Last-Event-ID": bad_id}
+        bad = api.client.get("/v1/feed", headers=headers)
+        assert bad.status_code == 422
+        assert bad.json()["errors"][0]["field"] == "Last-Event-ID"
 
 
 def test_sse_delivers_entries_written_after_it_opened(api):

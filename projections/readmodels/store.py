@@ -348,7 +348,11 @@ class ReadModelStore:
 
     @property
     def feed_channel(self) -> str:
-        return f"journey_feed_{self.database.schema}"
+        """The NOTIFY channel of this schema's feed: named by a digest of the schema, as a
+        channel name may not reach 64 bytes and a schema name may (pg_notify refused it,
+        and no feed entry could be written)."""
+        digest = hashlib.sha256(self.database.schema.encode()).hexdigest()[:16]
+        return f"journey_feed_{digest}"
 
     def due_for_refresh(self, generation: int, now: datetime, limit: int) -> list[str]:
         table = self.table("summary", generation)

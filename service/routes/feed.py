@@ -1,5 +1,6 @@
 """The change feed: Server-Sent Events (``service.feedstream``) and plain JSON pages."""
 
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query
@@ -99,7 +100,9 @@ def resume_position(after: int, last_event_id: str | None) -> int:
     if last_event_id is None:
         return after
     position = last_event_id.strip()
-    if not position.isdigit() or int(position) > MAX_POSITION:
+    # ASCII digits only, and few: isdigit() takes "²" (headers are read as latin-1) and
+    # int() refuses more than 4,300 digits; either was a 500.
+    if not re.fullmatch(r"[0-9]{1,19}", position) or int(position) > MAX_POSITION:
         raise problem(422, "Last-Event-ID", "must be a feed position (a whole number)", "invalid")
     return int(position)
 
