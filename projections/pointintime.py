@@ -124,7 +124,8 @@ class PointInTime:
         if not counted:
             raise NotFound(customer_id, f"was not yet known at {iso(known_at)}")
         opened = [self.app.opened(event) for event in counted]  # now: not once erased
-        return replay(opened, self.settings, until or known_at)
+        steps = replay(opened, self.settings, until or known_at)
+        return [replace(s, answer=replace(s.answer, known_at=known_at)) for s in steps]
 
     def population(self, as_of: datetime, known_at: datetime) -> Population:
         """RFM inputs of every customer with a purchase at ``as_of``, from the whole log."""

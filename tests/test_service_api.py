@@ -268,6 +268,12 @@ def test_history_and_funnel(api):
     assert [s["event"]["type"] for s in history["steps"] if s["event"]] == [
         "identified", "purchase"]
     assert api.get("/v1/customers/nobody/history").status_code == 404
+    from service.schemas import History  # the OpenAPI document's own model of it
+
+    History.model_validate(history)
+    asked = api.get("/v1/customers/c-1/history", params={"known_at": "2030-01-01T02:00+02:00"})
+    assert History.model_validate(asked.json()).known_at == "2030-01-01T00:00:00Z"
+    assert {s["state"]["known_at"] for s in asked.json()["steps"]} == {"2030-01-01T00:00:00Z"}
     funnel = api.get("/v1/funnel", params={"as_of": "2025-03-02"}).json()
     assert funnel["stages"]["first_time"] == 1 and sum(funnel["statuses"].values()) == 1
     assert api.get("/v1/funnel", params={"as_of": "2025-01-01"}).json()["stages"][

@@ -10,6 +10,7 @@ from commands.models import check_customer_id
 from journey.moments import parse_moment
 from projections.pointintime import NotFound
 from projections.readmodels.queries import funnel
+from projections.rules.window import iso
 from service import schemas
 from service.auth import ServiceDep, scope
 from service.errors import error_responses, problem
@@ -77,7 +78,7 @@ def customer_history(
     return JSONResponse(
         {
             "customer_id": customer_id,
-            "known_at": known.isoformat() if known else None,
+            "known_at": iso(known),
             "steps": [step.as_dict(n) for n, step in enumerate(steps, start=1)],
         }
     )
