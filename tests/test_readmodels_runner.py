@@ -241,7 +241,10 @@ def test_one_writer_per_read_model(db_url):
                 assert result.exit_code == 1, result.output
                 assert "another runner" in result.stderr
                 assert "Traceback" not in result.output
-                continuous = cli("--db", db_url, "projections", "run", "summary", timeout=60)
+                continuous = cli(
+                    "--db", db_url, "projections", "run", "summary", "--lock-wait", "1",
+                    timeout=60,
+                )
                 assert continuous.returncode == 1, continuous.stderr
                 assert "another process holds the lock" in continuous.stderr
                 assert "Traceback" not in continuous.stderr
@@ -249,6 +252,36 @@ def test_one_writer_per_read_model(db_url):
                 pass
         finally:
             other.close()
+
+
+def test_a_runner_waits_for_a_reader_catching_the_model_up(db_url):
+    """A read (the service, ``journey funnel``) holds the runner's lock while it catches a
+    model up: a runner starting then waits for it, rather than take it for another
+    runner's and exit."""
+    with models(db_url) as m:
+        record_all(m.journey, records(5, seed=1))
+        reader = ReadModelStore(Database.parse(db_url))
+        passes: list[dict] = []
+        stop = threading.Event()
+        try:
+            with reader.lock("run:summary"):
+                runner = threading.Thread(
+                    target=run_supervised,
+                    args=(db_url, DEFAULT, ["summary"], stop),
+                    kwargs={"on_pass": passes.append, "lock_wait": 30},
+                )
+                runner.start()
+                time.sleep(1.5)  # the reader is still catching up
+                assert not passes
+            deadline = time.monotonic() + 30
+            while not passes and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert passes and passes[0]["summary"] > 0  # it ran once the lock was free
+        finally:
+            stop.set()
+            runner.join(timeout=30)
+            reader.close()
+        assert not runner.is_alive()
 
 
 def test_run_once_catches_up_when_no_runner_holds_the_lock(db_url):

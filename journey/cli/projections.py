@@ -22,7 +22,12 @@ from journey.cli.app import Options, app
 from journey.cli.output import USAGE, emit_json, err, fail, out, reporting
 from journey.cli.query import SettingsPath, moments
 from journey.storage import StorageError
-from projections.readmodels.operate import ReadModels, model_names, run_supervised
+from projections.readmodels.operate import (
+    LOCK_WAIT,
+    ReadModels,
+    model_names,
+    run_supervised,
+)
 from projections.readmodels.queries import flow, funnel
 from projections.readmodels.rebuild import rebuild_many
 from projections.readmodels.store import MODELS, Generation, LockBusy
@@ -79,6 +84,16 @@ def run(
             help="How often to look for new events (SQLite; PostgreSQL is woken).",
         ),
     ] = 0.25,
+    lock_wait: Annotated[
+        float,
+        typer.Option(
+            "--lock-wait",
+            min=0,
+            metavar="SECONDS",
+            help="How long to wait for a read model's lock (a reader may be catching it up) "
+            "before giving up: another runner has it.",
+        ),
+    ] = LOCK_WAIT,
 ) -> None:
     """Keep read models up to date: LISTEN/NOTIFY on PostgreSQL, polling on SQLite."""
     chosen = names_or_fail(names, False)
@@ -103,7 +118,15 @@ def run(
             err.print(", ".join(f"{name} +{count}" for name, count in done.items() if count))
 
     try:
-        run_supervised(options.db, rules, chosen, stop, on_pass=report, poll_seconds=poll)
+        run_supervised(
+            options.db,
+            rules,
+            chosen,
+            stop,
+            on_pass=report,
+            poll_seconds=poll,
+            lock_wait=lock_wait,
+        )
     except LockBusy as exc:
         fail(str(exc), as_json=False)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,11 @@ from projections.rules.window import iso
 from projections.settings import Settings
 
 log = logging.getLogger("journey.projections")
+
+#: How long a runner starting waits for a read model's lock (then: another runner has
+#: it): a reader catching the model up (``ReadModels.refresh``: the HTTP service,
+#: ``journey funnel``) holds it for a while. Checked every ``LOCK_RETRY`` seconds.
+LOCK_WAIT, LOCK_RETRY = 30.0, 0.5
 
 
 @dataclass
@@ -131,18 +137,21 @@ def run_supervised(
     on_pass: Callable[[dict[str, int]], None] | None = None,
     retry_seconds: float = 2.0,
     poll_seconds: float = 0.25,
+    lock_wait: float = LOCK_WAIT,
 ) -> None:
     """Run until ``stop``; after a lost database connection, reconnect and go on (the
     position lives in the database, so nothing is lost or repeated). ``poll_seconds`` is
     how long it waits for new events before looking again (on PostgreSQL a NOTIFY ends
-    the wait at once)."""
+    the wait at once). A busy lock is waited for (``runner_locks``): ``lock_wait``
+    seconds at the start, then LockBusy (another runner has it); after a reconnection, as
+    long as it takes."""
+    waiting: float | None = lock_wait  # after it has run: as long as it takes
     while not stop.is_set():
         try:
             models = ReadModels.open(url, settings)
             try:
-                with ExitStack() as locks:
-                    for name in names:
-                        locks.enter_context(models.store.lock(f"run:{name}"))
+                with runner_locks(models.store, names, stop, waiting):
+                    waiting = None
                     with waiter(models) as wait:
                         models.runner.run(
                             names, stop, wait=wait, on_pass=on_pass, poll_seconds=poll_seconds
@@ -150,12 +159,37 @@ def run_supervised(
             finally:
                 models.close()
         except LockBusy:
+            if stop.is_set():
+                return
             raise
         except Exception as exc:  # a dropped connection surfaces as many driver errors
             if stop.is_set():
                 return
             log.warning("read-model runner lost its database (%s); reconnecting", exc)
             stop.wait(retry_seconds)
+
+
+@contextmanager
+def runner_locks(
+    store: ReadModelStore, names: Sequence[str], stop: threading.Event, wait: float | None
+) -> Iterator[None]:
+    """The runner locks of ``names``, waited for while busy: for ``wait`` seconds, then
+    LockBusy (None: until they are free, or ``stop``)."""
+    deadline = None if wait is None else time.monotonic() + wait
+    while True:
+        locks = ExitStack()
+        try:
+            for name in names:
+                locks.enter_context(store.lock(f"run:{name}"))
+        except LockBusy:
+            locks.close()
+            if stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
+                raise
+            stop.wait(LOCK_RETRY)
+            continue
+        with locks:
+            yield
+        return
 
 
 @contextmanager
