@@ -7,7 +7,9 @@ transcoded value (``{"_type_": ..., "_data_": ...}``), bottom-up, with the libra
 ``_decode_obj``: the same values and errors for any JSON the library writes. (Text it
 cannot write may differ: of an object with a repeated key the C decoder keeps only the last
 value, unchecked, and this revival recurses in Python, so about half the library's
-nesting depth.) Encoding is the library's.
+nesting depth; and NaN and Infinity, which the library reads though they are not JSON, are
+refused: the store holds no floats, so one in a stored state was put there by hand.)
+Encoding is the library's.
 """
 
 from __future__ import annotations
