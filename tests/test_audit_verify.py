@@ -292,8 +292,10 @@ STATE_LEAVES = (
     | st.datetimes(timezones=st.just(UTC))
 )
 STATE_VALUES = st.recursive(STATE_LEAVES, containers, max_leaves=8)
-#: ... and what the mapper can store besides.
-JSON_VALUES = st.recursive(STATE_LEAVES | st.floats(allow_nan=False), containers, max_leaves=8)
+#: ... and what the mapper can store besides (but infinities, which are not JSON: refused).
+JSON_VALUES = st.recursive(
+    STATE_LEAVES | st.floats(allow_nan=False, allow_infinity=False), containers, max_leaves=8
+)
 
 
 @given(JSON_VALUES)
