@@ -284,6 +284,7 @@ def test_funnel_cli_flow_between_two_moments(sampled):
     [
         ["funnel", "--from", "2024-01-01"],
         ["funnel", "--to", "2024-01-01"],
+        ["funnel", "--from", "2024-06-01", "--to", "2024-01-01"],  # backwards
         ["funnel", "--as-of", "2024-01-01", "--from", "2023-01-01", "--to", "2024-01-01"],
         ["funnel", "--as-of", "yesterday"],
         ["funnel", "--as-of", "2024-01-01T10:00:00"],  # no zone

@@ -255,6 +255,7 @@ def test_show_is_the_cli_json_and_404_before_the_first_event(api):
     ("/v1/feed/page", {"after": "-1"}, "after"),
     ("/v1/feed/page", {"limit": "0"}, "limit"),
     ("/v1/feed/page", {"kinds": "stage"}, "kinds"),
+    ("/v1/feed/page", {"customer_id": ""}, "customer_id"),
 ])
 def test_bad_query_parameters_get_field_errors(api, path, params, field):
     response = api.get(path, params=params)

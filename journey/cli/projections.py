@@ -221,6 +221,8 @@ def funnel_command(
     if (start is None) != (end is None) or (as_of is not None and start is not None):
         fail("give --as-of TIME, or both --from T1 and --to T2", as_json=as_json, code=USAGE)
     moment, first, last = moments(as_json, as_of or ("now" if start is None else None), start, end)
+    if first is not None and last is not None and first > last:
+        fail("--from must not be later than --to", as_json=as_json, code=USAGE)
     rules = settings_or_fail(settings, as_json)
     with closing(open_models(ctx, rules, as_json)) as models, reporting(as_json):
         models.refresh(["timeline"])

@@ -24,7 +24,9 @@ Kinds = Annotated[
         "`relationship_level`; repeat the parameter or separate with commas."
     ),
 ]
-FeedCustomer = Annotated[str | None, Query(description="Only this customer's changes.")]
+FeedCustomer = Annotated[
+    str | None, Query(min_length=1, description="Only this customer's changes.")
+]
 LastEventId = Annotated[
     str | None,
     Header(
