@@ -106,6 +106,12 @@ class Service:
             while len(self._populations) > POPULATIONS:
                 del self._populations[next(iter(self._populations))]
 
+    def rebuild_states(self) -> dict[str, dict[str, Any]]:
+        """A copy of every rebuild's state: their threads update them while a request
+        writes them out (iterating one that changes size fails)."""
+        with self._rebuild_lock:
+            return {name: dict(state) for name, state in self.rebuilds.items()}
+
     def claim_rebuild(self, name: str) -> dict[str, Any] | None:
         """The state of a new rebuild of ``name`` (shown by ``GET /v1/projections``), or
         None while this process is already rebuilding it."""

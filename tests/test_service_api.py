@@ -295,6 +295,19 @@ def test_projections_status_and_rebuild(api):
     assert unknown.status_code == 404
 
 
+def test_a_rebuild_that_fails_answers_in_the_error_shape(api, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("the disk is full")
+
+    monkeypatch.setattr("service.routes.projections.rebuild", broken)
+    failed = api.client.post("/v1/projections/timeline/rebuild", params={"wait": True},
+                             headers=api.as_(api.all))
+    assert failed.status_code == 500
+    (error,) = failed.json()["errors"]
+    assert error["kind"] == "error" and "the disk is full" in error["reason"]
+    assert api.get("/v1/projections").json()["rebuilds"]["timeline"]["state"] == "failed"
+
+
 # -- the feed ------------------------------------------------------------------------------
 
 

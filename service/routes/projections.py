@@ -32,7 +32,7 @@ def projections_status(_key: Admin, service: ServiceDep) -> Any:
     """Each read model's generation, position, the log head, lag and staleness, any
     generation being built, and the rebuilds this process started."""
     return JSONResponse(
-        {"read_models": service.models.status(), "rebuilds": dict(service.rebuilds)}
+        {"read_models": service.models.status(), "rebuilds": service.rebuild_states()}
     )
 
 
@@ -69,8 +69,8 @@ def rebuild_projection(
     failure = run_rebuild(service, name, state)
     if state.get("busy"):
         raise problem(409, "name", state["error"], "busy")
-    if failure is not None:
-        raise failure  # a server error: 500, and the state says what it was
+    if failure is not None:  # a server error: logged, and the state says what it was
+        raise problem(500, "name", f"the rebuild failed: {state['error']}", "error")
     return JSONResponse(answer_of(state), 200)
 
 
