@@ -200,15 +200,17 @@ class Journey:
             raise InputError("reason", "is required")
         if len(reason) > MAX_REASON:
             raise InputError("reason", f"must be at most {MAX_REASON} characters")
+        destroyed = False  # by any attempt: a retry finds the key gone
         for attempt in range(RETRIES):
             if attempt:
                 back_off(attempt)
             customer = self.app.load_many({customer_id}).get(customer_id)
             if not isinstance(customer, Customer):
                 raise JourneyError(f"customer {customer_id!r} is unknown")
-            destroyed = self.app.keyring.destroy(customer_id)
-            if not destroyed and customer.erased:
-                return Erasure(customer_id, key_destroyed=False, position=None)
+            destroyed_now = self.app.keyring.destroy(customer_id)
+            destroyed = destroyed or destroyed_now
+            if not destroyed_now and customer.erased:
+                return Erasure(customer_id, key_destroyed=destroyed, position=None)
             now = self.clock()
             customer.erase(reason, occurred_at=now, actor=self.actor, timestamp=now)
             try:

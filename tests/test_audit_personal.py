@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from audit_support import Raw, populate
+from eventsourcing.persistence import IntegrityError
 from support import at, ev, opened, refused
 from typer.testing import CliRunner
 
@@ -150,6 +151,24 @@ def test_show_never_prints_personal_data_and_export_opens_it(engine, db_url):
     assert dossier["events"][0]["payload"]["personal"] == {"name": ERASED, "email": ERASED}
     assert NAME not in json.dumps(dossier)
     assert cli(db_url, "export", "nobody").exit_code == 1
+
+
+def test_an_erasure_retried_after_a_conflict_says_the_key_was_destroyed(engine, monkeypatch):
+    populate(engine)
+    save = type(engine.app).save
+    calls = []
+
+    def conflicting(app, *aggregates):
+        calls.append(1)
+        if len(calls) == 1:  # another writer got to the customer first
+            engine.record(ev("feedback", "c-1", at(9), score=8))
+            raise IntegrityError("version taken")
+        return save(app, *aggregates)
+
+    monkeypatch.setattr(type(engine.app), "save", conflicting)
+    done = engine.erase("c-1", "subject asked")
+    assert done.key_destroyed and done.position is not None
+    assert [e.TYPE for e in engine.events("c-1")][-2:] == ["feedback", "erased"]
 
 
 def test_the_erased_type_is_refused_as_input(engine):
