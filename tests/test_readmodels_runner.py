@@ -38,7 +38,7 @@ from journey.cli import app
 from journey.storage import Database
 from projections.feed import Feed
 from projections.pointintime import PointInTime
-from projections.readmodels.operate import run_supervised
+from projections.readmodels.operate import ReadModels, run_supervised
 from projections.readmodels.queries import view
 from projections.readmodels.rebuild import rebuild
 from projections.readmodels.store import LockBusy, ReadModelStore
@@ -394,3 +394,28 @@ def test_supervised_runner_listens_and_reconnects_after_its_connections_are_kill
         assert summary_counts(m.store) == log_counts(m.journey, done)
         assert "c-listen" in customer_ids(m.journey)
         assert building(m.store, "summary") is None
+
+
+def test_refreshes_of_one_process_take_turns(db_url, monkeypatch):
+    """Two requests of the HTTP service asking at once: the second waits for the first's
+    catch-up instead of answering from a model not caught up yet."""
+    with models(db_url) as m:
+        record_all(m.journey, records(5, seed=2))
+        read_models = ReadModels(m.journey, m.store, m.runner)
+        catch_up = m.runner.catch_up
+
+        def slow(*args, **kwargs):
+            time.sleep(0.5)
+            return catch_up(*args, **kwargs)
+
+        monkeypatch.setattr(m.runner, "catch_up", slow)
+        answers: list[bool] = []
+        threads = [
+            threading.Thread(target=lambda: answers.append(read_models.refresh(["timeline"])))
+            for _ in range(2)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert answers == [True, True]

@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,6 +38,10 @@ class ReadModels:
     engine: Journey
     store: ReadModelStore
     runner: Runner
+    #: Refreshes of this process take turns: a second one (another request of the HTTP
+    #: service) would find the lock the first holds and answer from a model not yet
+    #: caught up; waiting for the first, it finds the model current.
+    refreshing: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def open(cls, url: str | None, settings: Settings) -> ReadModels:
@@ -53,7 +57,7 @@ class ReadModels:
         """Catch ``names`` up now unless a runner already keeps them (holds their lock);
         True when this call brought them up to date."""
         try:
-            with ExitStack() as locks:
+            with self.refreshing, ExitStack() as locks:
                 for name in names:
                     locks.enter_context(self.store.lock(f"run:{name}"))
                 for name in names:
