@@ -16,7 +16,7 @@ import tempfile
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -91,14 +91,19 @@ def purchases(
             }
 
 
+MICROSECOND = timedelta(microseconds=1)
+
+
 def quarter_ends(first: datetime, last: datetime) -> list[tuple[str, datetime]]:
-    """Each quarter from ``first``'s to ``last``'s, named (1997-Q1) with the moment it ends
-    (00:00 UTC of the next quarter's first day)."""
+    """Each quarter from ``first``'s to ``last``'s, named (1997-Q1) with the moment it ends:
+    the last microsecond before the next quarter's first day (an as_of counts the events
+    at it, and every CDNOW purchase lies at 00:00 UTC of its day: the next quarter's first
+    day's purchases belong to the next quarter)."""
     ends = []
     year, quarter = first.year, (first.month - 1) // 3
     while (year, quarter) <= (last.year, (last.month - 1) // 3):
         following = (year + 1, 0) if quarter == 3 else (year, quarter + 1)
-        end = datetime(following[0], 3 * following[1] + 1, 1, tzinfo=UTC)
+        end = datetime(following[0], 3 * following[1] + 1, 1, tzinfo=UTC) - MICROSECOND
         ends.append((f"{year}-Q{quarter + 1}", end))
         year, quarter = following
     return ends

@@ -50,6 +50,18 @@ def test_loading_again_stores_nothing_new(db_url):
     assert load(db_url)["stored"] == 0
 
 
+def test_a_quarter_ends_at_its_last_microsecond():
+    """An as_of counts the events at it, and CDNOW's purchases lie at 00:00 UTC: the next
+    quarter's first day must not count in this one."""
+    quarters = quarter_ends(datetime(1997, 1, 1, tzinfo=UTC), datetime(1997, 12, 31, tzinfo=UTC))
+    assert [(label, end.isoformat()) for label, end in quarters] == [
+        ("1997-Q1", "1997-03-31T23:59:59.999999+00:00"),
+        ("1997-Q2", "1997-06-30T23:59:59.999999+00:00"),
+        ("1997-Q3", "1997-09-30T23:59:59.999999+00:00"),
+        ("1997-Q4", "1997-12-31T23:59:59.999999+00:00"),
+    ]
+
+
 def test_quarterly_funnel_and_rfm_agree_with_show(db_url):
     answer = load(db_url)
     with connect(db_url) as engine:
