@@ -93,7 +93,6 @@ class UnitOfWork:
         self.clock = clock
         self.aggregates: dict[str, Any] = {}
         self.looked_up: set[str] = set()
-        self.derived = 0
         #: (referrer, referred) pairs to check once the whole batch is applied, so a
         #: conversion lands on the first purchase however the batch is ordered.
         self.to_convert: dict[tuple[str, str], None] = {}
@@ -161,7 +160,6 @@ class UnitOfWork:
         )
         if new:
             self.aggregates[customer.id] = customer
-            self.derived += 1
         # The policies run for a retry too: what they derive is idempotent, and an input
         # whose own event was stored by an interrupted save may still lack its derived
         # events (they can lie in a batch that was never stored).
@@ -264,7 +262,6 @@ class UnitOfWork:
                 referred_id, command.occurred_at, source="referral", referred_by=referrer.id
             )
             self.aggregates[referred_id] = referred
-            self.derived += 1
         index = self._get(index_id(referred_id))
         if index is None:
             index = Referrers.open(referred_id, referrer.id, command.occurred_at)
@@ -308,16 +305,27 @@ class UnitOfWork:
             indexes[i] for i in moved & indexes.keys()
         }
 
+    def convert_again(self, pairs: set[tuple[str, str]], buyers: set[str]) -> None:
+        """The conversions ``unseen`` found may be due, as the store has them now: each
+        referral of ``pairs``, every referrer of each of ``buyers``."""
+        self._load({index_id(b) for b in buyers} | {a for a, _ in pairs} | {b for _, b in pairs})
+        for buyer in buyers:
+            self.to_convert.update(
+                dict.fromkeys((r, buyer) for r in self._get(index_id(buyer)).referrers)
+            )
+        self.to_convert.update(dict.fromkeys(pairs))
+        self.convert_referrals()
+
     def _version(self, aggregate_id: str) -> int:
         aggregate = self.aggregates.get(aggregate_id)
         return aggregate.version if aggregate is not None else 0
 
     def _convert(self, referrer: Customer, referred: Customer, referred_at: datetime) -> None:
         bought_at = referred.first_purchase_since(referred_at)
-        if bought_at is not None and referrer.convert_referral(
-            referred.id, occurred_at=bought_at, actor=self.actor, timestamp=self.clock()
-        ):
-            self.derived += 1
+        if bought_at is not None:
+            referrer.convert_referral(
+                referred.id, occurred_at=bought_at, actor=self.actor, timestamp=self.clock()
+            )
 
     def _get(self, aggregate_id: str) -> Any:
         if aggregate_id not in self.looked_up:
@@ -380,21 +388,15 @@ def reconcile(
     pairs: set[tuple[str, str]],
     buyers: set[str],
 ) -> list[tuple[str, str, int]]:
-    """Record the conversions ``UnitOfWork.unseen`` found may be due, as the store has
-    them now (each referral of ``pairs``, every referrer of each of ``buyers``): of two
-    writers that raced, the one that saved last sees the other's events and records the
-    conversion; a referrer's conversion is recorded once (``Customer.convert_referral``),
-    and two reconciling at once meet on its version."""
+    """Record the conversions ``UnitOfWork.unseen`` found may be due
+    (``UnitOfWork.convert_again``): of two writers that raced, the one that saved last sees
+    the other's events and records the conversion; a referrer's conversion is recorded
+    once (``Customer.convert_referral``), and two reconciling at once meet on its version."""
     for attempt in range(RETRIES):
         if attempt:
             back_off(attempt)
         uow = UnitOfWork(app, actor, clock)
-        uow._load({index_id(b) for b in buyers} | {a for a, _ in pairs} | {b for _, b in pairs})
-        for buyer in buyers:
-            index = uow._get(index_id(buyer))
-            uow.to_convert.update(dict.fromkeys((r, buyer) for r in index.referrers))
-        uow.to_convert.update(dict.fromkeys(pairs))
-        uow.convert_referrals()
+        uow.convert_again(pairs, buyers)
         try:
             return uow.save()
         except IntegrityError:

@@ -269,16 +269,10 @@ class ReadModelStore:
 
     @staticmethod
     def _computed_at(conn: Connection, table: Table, customers: list[str]) -> dict[str, Any]:
-        found: dict[str, Any] = {}
-        for start in range(0, len(customers), 500):
-            chunk = customers[start : start + 500]
-            rows = conn.execute(
-                select(table.c.customer_id, table.c.computed_at).where(
-                    table.c.customer_id.in_(chunk)
-                )
-            )
-            found.update({r.customer_id: r.computed_at for r in rows})
-        return found
+        return {
+            r.customer_id: r.computed_at
+            for r in by_customer(conn, table, customers, table.c.computed_at)
+        }
 
     def prepare(self, name: str, rows: Sequence[Mapping[str, Any]]) -> Prepared:
         """Rows of read model ``name`` as this database's driver takes them (bulk.py): what
@@ -294,24 +288,18 @@ class ReadModelStore:
     def previous_summaries(self, generation: int, customers: Sequence[str]) -> dict[str, Any]:
         """The summary rows of ``customers`` as they stand (what a change is measured from)."""
         table = self.table("summary", generation)
-        found: dict[str, Any] = {}
+        columns = (
+            "applied_events",
+            "last_position",
+            "loyalty_stage",
+            "status",
+            "relationship_level",
+            "refresh_at",
+            "computed_at",
+        )
         with self.engine.connect() as conn:
-            for start in range(0, len(customers), 500):
-                chunk = customers[start : start + 500]
-                rows = conn.execute(
-                    select(
-                        table.c.customer_id,
-                        table.c.applied_events,
-                        table.c.last_position,
-                        table.c.loyalty_stage,
-                        table.c.status,
-                        table.c.relationship_level,
-                        table.c.refresh_at,
-                        table.c.computed_at,
-                    ).where(table.c.customer_id.in_(chunk))
-                )
-                found.update({r.customer_id: r for r in rows})
-        return found
+            rows = by_customer(conn, table, customers, *(table.c[c] for c in columns))
+            return {r.customer_id: r for r in rows}
 
     def _generations(self, conn: Connection, name: str) -> list[Generation]:
         rows = conn.execute(select(generations).where(generations.c.name == name))
@@ -502,3 +490,14 @@ def make_engine(database: Database) -> Engine:
         conn.exec_driver_sql("BEGIN")
 
     return engine
+
+
+def by_customer(
+    conn: Connection, table: Table, customers: Sequence[str], *columns: Any
+) -> Iterator[Any]:
+    """``columns`` (and the id) of the rows of ``customers``, 500 ids a query."""
+    for start in range(0, len(customers), 500):
+        chunk = list(customers[start : start + 500])
+        yield from conn.execute(
+            select(table.c.customer_id, *columns).where(table.c.customer_id.in_(chunk))
+        )
