@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from journey.events import CustomerEvent
@@ -19,6 +19,9 @@ from projections.rules.changes import next_change
 from projections.rules.scores import DAY_COUNTERS
 from projections.rules.window import iso, ordered
 from projections.settings import DEFAULT, Settings
+
+#: The finest step of time: the last moment before an event is one microsecond earlier.
+MICROSECOND = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,11 @@ def replay(
     for index, event in enumerate(stream):
         prefix = stream[: index + 1]
         if previous is not None:
-            steps += time_steps(stream[:index], previous, event.occurred_at, settings)
+            # Up to the moment before the event: a change at its very moment is part of
+            # the state as of that moment, which holds the event too (DOMAIN: occurred_at
+            # <= T), so it belongs to the event's step, never to a state shown without it.
+            before = event.occurred_at - MICROSECOND
+            steps += time_steps(stream[:index], previous, before, settings)
             previous = steps[-1].answer if steps else previous
         answer = evaluate(prefix, event.occurred_at, settings)
         assert answer is not None  # the prefix holds the event itself

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 from rules_builders import Story, at, client_story
 
+from journey.events import Purchased
 from projections.history import replay
 from projections.rules import evaluate, next_change
 from projections.settings import DEFAULT
@@ -77,3 +79,17 @@ def test_history_steps_at_ties_count_only_the_events_before():
     story.purchase(5)
     steps = replay(story.events, DEFAULT)
     assert [s.answer.loyalty_stage.value for s in steps] == ["suspect", "first_time", "repeat"]
+
+
+def test_a_change_due_at_an_events_moment_belongs_to_that_events_step():
+    # the lapse is due one microsecond after day 365; a purchase at that very moment
+    # means the customer never shows lapsed: as of that moment the purchase counts too
+    story = Story(first=-10)  # no two events at one moment
+    story.purchase(0)
+    story.add(Purchased, at(365) + TICK, order_id="o-2", amount=Decimal("10"))
+    steps = replay(story.events, DEFAULT)
+    assert [s.answer.status.value for s in steps] == ["active"] * len(steps)
+    for step in steps:  # every step is what show answers at its moment
+        assert step.answer.as_dict() == evaluate(story.events, step.at).as_dict()
+    event_step = next(s for s in steps if s.event is not None and s.at == at(365) + TICK)
+    assert event_step.changes["scores"]["frequency_365d"] == {"from": 0, "to": 1}
