@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -177,10 +177,13 @@ def dossier(
 ) -> dict[str, Any]:
     """One customer's file: every event with both times, its actor and payload (personal
     data as the events were read: opened, or ``[erased]``), the history replay with its
-    reasons, and the answer now."""
+    reasons, and the answer now; every answer in it was made from what was known ``now``."""
     stream = list(events)
     steps = replay(stream, settings, now)
+    steps = [replace(s, answer=replace(s.answer, known_at=now)) for s in steps]
     current = evaluate(stream, now, settings)
+    if current is not None:
+        current = replace(current, known_at=now)
     return {
         "customer_id": customer_id,
         "generated_at": iso(now),

@@ -140,6 +140,8 @@ def test_export_is_the_whole_dossier(story, db_url):
     assert len(dossier["history"]) >= len([s for s in history if s.event is not None])
     assert all(step["state"]["reasons"] for step in dossier["history"])
     assert dossier["current"]["loyalty_stage"] == PointInTime(engine).show("a").loyalty_stage.value
+    known = {dossier["current"]["known_at"], *(s["state"]["known_at"] for s in dossier["history"])}
+    assert known == {dossier["generated_at"]}
 
 
 def test_diff_shows_personal_data_by_field_name_only(story):
