@@ -8,7 +8,7 @@ customer data anyway, so it is refused at the boundary with the field named.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 EARLIEST_YEAR, LATEST_YEAR = 1900, 2999
 TIME_FORMS = "ISO 8601 with a time zone, a date (start of that day UTC) or 'now'"
@@ -31,8 +31,16 @@ def parse_moment(text: str | None) -> datetime | None:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(f"{text!r} is not a time: {TIME_FORMS}") from None
-    if len(text) == 10:  # a bare date
+    if is_date(text):  # a bare date, in any ISO 8601 form (2025-01-15, 20250115)
         moment = moment.replace(tzinfo=UTC)
     elif moment.tzinfo is None:
         raise ValueError(f"{text!r} has no time zone (add Z or an offset such as +01:00)")
     return within_calendar(moment)
+
+
+def is_date(text: str) -> bool:
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True

@@ -66,7 +66,10 @@ def test_time_arguments(db):
     assert now.exit_code == 0
     too_early = run(db, "show", "c-1", "--known-at", "2000-01-01", "--json")
     assert too_early.exit_code == 1
-    for bad in ("2025-01-15T12:00:00", "yesterday"):
+    for day in ("2025-01-15", "20250115"):  # a bare date, extended or basic: 00:00 UTC
+        as_of = lines(run(db, "show", "c-1", "--as-of", day, "--json").stdout)[0]["as_of"]
+        assert as_of == "2025-01-15T00:00:00Z"
+    for bad in ("2025-01-15T12:00:00", "20250115T1200", "yesterday"):
         assert run(db, "show", "c-1", "--as-of", bad).exit_code == 2
 
 
