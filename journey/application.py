@@ -25,6 +25,7 @@ from eventsourcing.persistence import (
 )
 from psycopg.rows import tuple_row
 
+from journey.chunks import chunks
 from journey.customer import Customer
 from journey.events import CustomerEvent
 from journey.integrity import LogSeal, topic_of
@@ -33,8 +34,6 @@ from journey.referrals import Referrers
 from journey.sidetables import SideTables
 from journey.storage import Database, StorageError
 from journey.transcoding import FastJSONTranscoder
-
-LOAD_CHUNK = 500
 
 
 class Sealing:
@@ -214,8 +213,8 @@ class JourneyApplication(Application[str]):
         """Reconstruct every stored aggregate among ``ids``, a chunk of ids per query."""
         ids = sorted(set(ids))
         found: dict[str, Any] = {}
-        for start in range(0, len(ids), LOAD_CHUNK):
-            rows = self._select_streams(ids[start : start + LOAD_CHUNK])
+        for chunk in chunks(ids):
+            rows = self._select_streams(list(chunk))
             for aggregate_id, stored in rows.items():
                 found[aggregate_id] = self._reconstruct([s for _, s in stored])
         return found
@@ -225,9 +224,8 @@ class JourneyApplication(Application[str]):
         only those at or before that position of the log."""
         ids = sorted(set(ids))
         found: dict[str, Stream] = {}
-        for start in range(0, len(ids), LOAD_CHUNK):
-            chunk = ids[start : start + LOAD_CHUNK]
-            for customer_id, rows in self._select_streams(chunk, up_to).items():
+        for chunk in chunks(ids):
+            for customer_id, rows in self._select_streams(list(chunk), up_to).items():
                 events = [self.mapper.to_domain_event(stored) for _, stored in rows]
                 found[customer_id] = Stream(events, [position for position, _ in rows])
         return found
@@ -240,8 +238,7 @@ class JourneyApplication(Application[str]):
         table = self._qualified(self.recorder.events_table_name)
         found: dict[str, int] = {}
         with self.recorder.datastore.transaction(commit=False) as curs:
-            for start in range(0, len(ids), LOAD_CHUNK):
-                chunk = ids[start : start + LOAD_CHUNK]
+            for chunk in chunks(ids):
                 among = "= ANY(%s)" if pg else f"IN ({','.join('?' * len(chunk))})"
                 curs.execute(
                     f"SELECT originator_id, MAX(originator_version) AS version FROM {table} "

@@ -38,6 +38,7 @@ import orjson
 from eventsourcing.persistence import DatetimeAsISO, DecimalAsStr, JSONTranscoder, UUIDAsHex
 from eventsourcing.utils import get_topic
 
+from journey.chunks import chunks
 from journey.sidetables import SideTables
 
 SEAL_TABLE = "journey_log_seal"
@@ -279,8 +280,7 @@ class LogSeal:
     def _states(self, cur: Any, positions: list[int]) -> dict[int, tuple[str, bytes]]:
         found: dict[int, tuple[str, bytes]] = {}
         pos = self.tables.position
-        for start in range(0, len(positions), 500):
-            chunk = positions[start : start + 500]
+        for chunk in chunks(positions):
             marks = ",".join("?" * len(chunk))
             for row in cur.execute(
                 f"SELECT {pos}, topic, state FROM {self.tables.events_table} "
@@ -371,8 +371,7 @@ class LogSeal:
         columns = f"{pos}, originator_id, originator_version, topic, state"
         if ids is not None:  # a few customers: read them whole, then in log order
             rows: list[tuple] = []
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
+            for chunk in chunks(ids):
                 rows += cur.execute(
                     f"SELECT {columns} FROM {self.tables.events_table} "
                     f"WHERE originator_id IN ({','.join('?' * len(chunk))})",

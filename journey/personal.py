@@ -28,6 +28,7 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import IntegrityError
 
+from journey.chunks import chunks
 from journey.integrity import canonical_json
 from journey.sidetables import SideTables
 
@@ -38,8 +39,6 @@ KEYS_TABLE = "journey_keys"
 #: How long a reading process trusts a key it fetched (erasure elsewhere wins after that).
 CACHE_SECONDS = 5.0
 CACHE_SIZE = 4096
-#: Customers looked up per statement (under the 999 parameters of old SQLite versions).
-LOOKUP_CHUNK = 500
 
 
 def b64(data: bytes) -> str:
@@ -164,8 +163,7 @@ class Keyring:
     def _select(self, cur: Any, columns: str, ids: list[str]) -> list[Any]:
         """``columns`` of the keys of ``ids``, a chunk of ids per statement."""
         rows: list[Any] = []
-        for start in range(0, len(ids), LOOKUP_CHUNK):
-            chunk = ids[start : start + LOOKUP_CHUNK]
+        for chunk in chunks(ids):
             marks = ",".join("?" * len(chunk))
             rows += cur.execute(
                 f"SELECT {columns} FROM {self.table} WHERE customer_id IN ({marks})", chunk

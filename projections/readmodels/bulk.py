@@ -21,6 +21,7 @@ from psycopg.abc import AdaptContext
 from psycopg.adapt import Transformer
 from sqlalchemy import Connection, Dialect, Table
 
+from journey.chunks import chunks
 from projections.readmodels.tables import UTCDateTime
 
 try:  # what Copy.write_row formats a row with: private, so a psycopg that moves it
@@ -104,8 +105,9 @@ def insert_rows(
 
 def delete_rows(conn: Connection, table: Table, customers: Sequence[str]) -> None:
     """Delete the rows of ``customers`` from ``table`` within ``conn``'s transaction: one
-    array parameter on PostgreSQL, 500 ids a statement on SQLite, in plain SQL (compiling
-    ``delete().where(in_(...))`` cost the writer more than the database's delete)."""
+    array parameter on PostgreSQL, a chunk of ids a statement on SQLite, in plain SQL
+    (compiling ``delete().where(in_(...))`` cost the writer more than the database's
+    delete)."""
     if not customers:
         return
     preparer = conn.dialect.identifier_preparer
@@ -114,10 +116,9 @@ def delete_rows(conn: Connection, table: Table, customers: Sequence[str]) -> Non
         statement = f"DELETE FROM {target} WHERE {column} = ANY(%s)"
         conn.exec_driver_sql(statement, (list(customers),))
         return
-    for start in range(0, len(customers), 500):
-        chunk = tuple(customers[start : start + 500])
+    for chunk in chunks(customers):
         marks = ", ".join("?" * len(chunk))
-        conn.exec_driver_sql(f"DELETE FROM {target} WHERE {column} IN ({marks})", chunk)
+        conn.exec_driver_sql(f"DELETE FROM {target} WHERE {column} IN ({marks})", tuple(chunk))
 
 
 def processors(dialect: Dialect, table: Table, names: Sequence[str]) -> list[Processor]:

@@ -33,6 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.schema import CreateTable
 
 from journey.application import first_use_lock
+from journey.chunks import chunks
 from journey.errors import JourneyError
 from journey.storage import Database
 from projections.readmodels.announce import append_rebuild_changes
@@ -495,9 +496,8 @@ def make_engine(database: Database) -> Engine:
 def by_customer(
     conn: Connection, table: Table, customers: Sequence[str], *columns: Any
 ) -> Iterator[Any]:
-    """``columns`` (and the id) of the rows of ``customers``, 500 ids a query."""
-    for start in range(0, len(customers), 500):
-        chunk = list(customers[start : start + 500])
+    """``columns`` (and the id) of the rows of ``customers``, a chunk of ids a query."""
+    for chunk in chunks(customers):
         yield from conn.execute(
-            select(table.c.customer_id, *columns).where(table.c.customer_id.in_(chunk))
+            select(table.c.customer_id, *columns).where(table.c.customer_id.in_(list(chunk)))
         )
