@@ -176,10 +176,10 @@ class UnitOfWork:
         """Save every pending event, many per transaction; returns (customer, type,
         position) for each customer event stored.
 
-        Each batch is prepared for the store while the one before it is being stored, by
-        one writer thread taking them in order (the log seal chains one batch to the
-        next): the database's work and Python's overlap. After a failed batch nothing
-        more is stored."""
+        Each batch is stamped with the time it is recorded, chained and encoded (``prepare``)
+        while the one before it is being stored, by one writer thread taking them in order
+        (the log seal chains one batch to the next): the database's work and Python's
+        overlap. After a failed batch nothing more is stored."""
         self.app.keyring.store(list(self.new_keys.values()))
         self.keys.update(self.new_keys)
         self.new_keys.clear()
@@ -187,12 +187,13 @@ class UnitOfWork:
         if not batches:
             return []
         if len(batches) == 1:
-            self._committed(batches[0], self.app.save(*batches[0]))
+            pending = self.app.prepare(*batches[0], recorded_at=self.clock())
+            self._committed(batches[0], self.app.store(pending))
             return self.committed
         with ThreadPoolExecutor(1, thread_name_prefix="journey-save") as writer:
             storing: tuple[list[Any], Future[list[Any]]] | None = None
             for batch in batches:
-                pending = self.app.prepare(*batch)
+                pending = self.app.prepare(*batch, recorded_at=self.clock())
                 if storing is not None:
                     self._committed(storing[0], storing[1].result())
                 storing = batch, writer.submit(self.app.store, pending)

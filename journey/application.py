@@ -12,6 +12,7 @@ import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from eventsourcing.application import Application
@@ -154,18 +155,19 @@ class JourneyApplication(Application[str]):
 
         The library's ``save`` less what this application never uses (snapshots, an
         aggregate cache, followers), and storing each customer event with the state its
-        hash was computed from (``Customer.take_encoded``): encoding it again was a fifth
+        hash was computed from (``Customer.chain_pending``): encoding it again was a fifth
         of an import.
         """
         return self.store(self.prepare(*aggregates))
 
-    def prepare(self, *aggregates: Any) -> Pending:
-        """The aggregates' new events, taken from them and encoded: the half of ``save``
-        that needs no database, so that a bulk load can prepare one batch while the
-        previous one is being stored (commands/handlers.py)."""
+    def prepare(self, *aggregates: Any, recorded_at: datetime | None = None) -> Pending:
+        """The aggregates' new events, taken from them, stamped ``recorded_at`` (if given),
+        chained and encoded: the half of ``save`` that needs no database, so that a bulk
+        load can prepare one batch while the previous one is being stored
+        (commands/handlers.py)."""
         events, stored = [], []
         for aggregate in aggregates:
-            encoded = self._encoded(aggregate)
+            encoded = self._encoded(aggregate, recorded_at)
             for event in aggregate.collect_events():
                 state = encoded.get(event.originator_version)
                 events.append(event)
@@ -192,11 +194,14 @@ class JourneyApplication(Application[str]):
             for event, s, position in zip(events, stored, positions, strict=True)
         ]
 
-    def _encoded(self, aggregate: Any) -> dict[int, bytes]:
-        """A customer's new events as already encoded, if the store would keep them so
-        (no compression or encryption configured)."""
+    def _encoded(self, aggregate: Any, recorded_at: datetime | None) -> dict[int, bytes]:
+        """A customer's new events chained, and encoded as the store keeps them unless it
+        would compress or encrypt them (the mapper encodes them then)."""
+        if not isinstance(aggregate, Customer):
+            return {}
+        encoded = aggregate.chain_pending(recorded_at)
         plain = self.mapper.compressor is None and self.mapper.cipher is None
-        return aggregate.take_encoded() if plain and isinstance(aggregate, Customer) else {}
+        return encoded if plain else {}
 
     def analyze(self) -> None:
         """Refresh PostgreSQL's statistics of the log and its seal after a bulk load, as

@@ -12,7 +12,6 @@ from decimal import Decimal
 from typing import Any
 
 from eventsourcing.domain import BaseAggregate
-from eventsourcing.utils import get_topic
 
 from journey.errors import ConflictError, InputError
 from journey.events import (
@@ -76,13 +75,11 @@ class Customer(BaseAggregate[str]):
         self.complaints: dict[str, datetime] = {}
         self.seen: dict[Key, Key] = {}
         self.converted: set[str] = set()
-        #: The content hash of the last event: the next one's ``previous_hash``.
+        #: The content hash of the last event linked into the chain (stored, or prepared
+        #: for the store by ``chain_pending``): the next one's ``previous_hash``.
         self.last_hash: str | None = None
         #: Whether an ``erased`` event is stored (personal data may have come since).
         self.erased = False
-        #: The stored state of each new event by version, encoded once with its hash
-        #: (see ``take_encoded``).
-        self.encoded: dict[int, bytes] = {}
         #: The idempotency key and content ``record`` worked out for the event it is
         #: about to trigger, so that ``remember`` need not work them out again.
         self.next_seen: tuple[Key, Key] | None = None
@@ -90,27 +87,33 @@ class Customer(BaseAggregate[str]):
     @classmethod
     def identify(cls, customer_id: str, **fields: Any) -> Customer:
         """A new customer; personal data in ``fields`` must already be sealed."""
-        state = {**fields, "originator_topic": get_topic(cls), "previous_hash": None}
-        version = cls.INITIAL_VERSION
-        content_hash, encoded = encode_new_event(Identified, customer_id, version, state)
-        customer = cls._create(
-            Identified, id=customer_id, previous_hash=None, content_hash=content_hash, **fields
-        )
-        customer.encoded[version] = encoded
-        return customer
+        return cls._create(Identified, id=customer_id, **fields)
 
-    def trigger_event(self, event_class: type[Any], **kwargs: Any) -> None:
-        """Every event links to the one before: ``previous_hash`` and its own hash."""
-        kwargs["previous_hash"] = self.last_hash
-        version = self.version + 1
-        kwargs["content_hash"], encoded = encode_new_event(event_class, self.id, version, kwargs)
-        super().trigger_event(event_class, **kwargs)
-        self.encoded[version] = encoded
+    def chain_pending(self, recorded_at: datetime | None = None) -> dict[int, bytes]:
+        """Complete the events not yet saved for the store: each stamped with the time the
+        store records it (``recorded_at``; without it, the time it was triggered) and linked
+        into the customer's hash chain (``previous_hash``, ``content_hash``). Returns each
+        one's stored state by version, encoded once with its hash.
 
-    def take_encoded(self) -> dict[int, bytes]:
-        """The stored state of each event not yet saved, by version: what the hash was
-        computed from, so the store need not encode the event again."""
-        encoded, self.encoded = self.encoded, {}
+        Done as a batch is prepared for the store rather than as each event is triggered:
+        an import validates every line before it stores any, so a recorded time taken then
+        would say the event was known long before it was (``known_at`` answers would change
+        after the fact), and the encoding now overlaps the database's work on the batch
+        before. The events are not yet anyone's record, so they are completed in place.
+        """
+        encoded: dict[int, bytes] = {}
+        for event in self.pending_events:
+            completed = {**vars(event), "previous_hash": self.last_hash}
+            if recorded_at is not None:
+                completed["timestamp"] = recorded_at
+            version = event.originator_version
+            content_hash, encoded[version] = encode_new_event(
+                type(event), self.id, version, completed
+            )
+            for name in ("timestamp", "previous_hash"):
+                object.__setattr__(event, name, completed[name])
+            object.__setattr__(event, "content_hash", content_hash)
+            self.last_hash = content_hash
         return encoded
 
     def remember(self, event: CustomerEvent) -> None:
@@ -122,7 +125,8 @@ class Customer(BaseAggregate[str]):
             content = content_of(event.TYPE, event.occurred_at, payload)
             key = idempotency_key(event.TYPE, event.event_id, payload, content)
         self.seen[key] = content
-        self.last_hash = event.content_hash
+        if event.content_hash is not None:  # stored; a new event is linked when prepared
+            self.last_hash = event.content_hash
 
     def record(
         self,

@@ -57,7 +57,8 @@ class CustomerEvent(CanMutateAggregate[str], CanCreateTimestamp, metaclass=MetaD
     occurred_at: datetime
     actor: str
     event_id: str | None
-    #: The hash chain (journey/integrity.py): set by the aggregate when it triggers the event.
+    #: The hash chain (journey/integrity.py): set by the aggregate as its batch is prepared
+    #: for the store (``Customer.chain_pending``), with the recorded time.
     content_hash: str | None = field(default=None, kw_only=True)
     previous_hash: str | None = field(default=None, kw_only=True)
 

@@ -4,7 +4,8 @@
 canonical content — topic, customer, version and the whole stored state but that hash
 (both times, actor, event_id, the payload with personal data as stored, i.e. sealed, and
 ``previous_hash``) — and ``previous_hash``, the ``content_hash`` of the customer's previous
-event. The aggregate computes both when it triggers the event. The canonical content is the
+event. The aggregate computes both as a batch is prepared for the store, with the time the
+store records it (``Customer.chain_pending``). The canonical content is the
 stored JSON itself, re-serialised with sorted keys: so a class upgrade (upcasting) never
 changes the hash of an old event, and erasure (which only deletes a key) never touches it.
 

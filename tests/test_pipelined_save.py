@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from eventsourcing.persistence import IntegrityError
-from support import at, ev, stream
+from support import StepClock, at, ev, opened, stream
 
 from commands.handlers import UnitOfWork, apply_all
 from commands.models import parse_command
@@ -34,6 +34,22 @@ def test_batches_are_stored_in_order_each_once_and_sealed(engine):
         assert [t for _, t, _ in stream(engine, customer)] == ["identified", "qualified"]
     report = engine.verify()
     assert report.clean and report.sealed_now == 0 and report.events == len(CUSTOMERS) * 2
+
+
+def test_each_batch_is_recorded_when_it_is_stored_not_when_validated(db_url):
+    clock = StepClock()
+    with opened(db_url, clock=clock) as engine:
+        uow = applied(engine)
+        last_applied = clock.readings[-1]  # every line is applied before any is stored
+        uow.save(batch_events=4)
+        streams = [engine.events(customer) for customer in CUSTOMERS]
+        report = engine.verify()
+    stamps = [{e.recorded_at for e in events} for events in streams]
+    assert all(len(one) == 1 for one in stamps)  # a customer's events: one batch, one moment
+    by_batch = [stamps[i].pop() for i in range(0, len(CUSTOMERS), 2)]
+    assert by_batch == [stamps[i + 1].pop() for i in range(0, len(CUSTOMERS), 2)]
+    assert last_applied < by_batch[0] and by_batch == sorted(set(by_batch))
+    assert report.clean  # each hash covers the time the store recorded
 
 
 def test_nothing_is_stored_after_a_batch_that_failed(engine):
