@@ -5,8 +5,9 @@ eventsourcing mapper stores as JSON; their ``TYPE`` is the public name used in i
 projections and reports, so a class may be renamed but a ``TYPE`` never changes.
 
 Two clocks ride on every event: ``occurred_at`` (valid time, given by the caller) and
-``timestamp`` (record time, set by the store when the event is recorded), exposed as
-``recorded_at``. ``actor`` says who recorded it.
+``timestamp`` (record time, set as the event's batch is prepared for the store, just before
+it is stored: ``Customer.chain_pending``), exposed as ``recorded_at``. ``actor`` says who
+recorded it.
 
 Each event also carries ``content_hash`` and ``previous_hash``, the links of its
 customer's hash chain (journey/integrity.py); events stored before the chain existed read
