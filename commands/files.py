@@ -97,29 +97,69 @@ def read_csv_file(path: Path) -> Iterator[Record]:
 def read_csv(handle: TextIO) -> Iterator[Record]:
     """CSV with a header of field names; an empty cell is an absent field, and
     ``personal.name``-style columns fill the ``personal`` object."""
-    # csv.reader rather than DictReader: DictReader skips blank lines silently, which
-    # would shift every later line number. A row starts on the line after the last one read.
-    # strict: an unclosed or stray quote is an error, not a cell that swallows the lines
-    # after it (or a quote quietly dropped).
-    reader = csv.reader(handle, strict=True)
+    lines = Lines(handle)
     try:
-        yield from csv_rows(reader)
+        yield from csv_rows(lines)
     except UnicodeDecodeError:
         # Text is decoded a block at a time, so the fault is at or a little after here.
         yield (
-            reader.line_num + 1,
+            lines.number + 1,
             InputError("(file)", "is not UTF-8 text from about this line on; save it as UTF-8"),
         )
 
 
-def csv_rows(reader: Any) -> Iterator[Record]:
+class Lines:
+    """A file's lines as the csv module reads them, counted (a row starts on the line after
+    the last one read), keeping the lines of the row being read so that the lines after
+    the first of a row it could not read can be read again, as rows of their own."""
+
+    def __init__(self, handle: Iterable[str]):
+        self.source = iter(handle)
+        self.again: list[str] = []  # lines put back, the next one last
+        self.number = 0
+        self.row: list[str] = []
+
+    def __iter__(self) -> Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = self.again.pop() if self.again else next(self.source)
+        self.number += 1
+        self.row.append(line)
+        return line
+
+    def read_again_after_first(self) -> None:
+        rest = self.row[1:]
+        self.again.extend(reversed(rest))
+        self.number -= len(rest)
+
+
+def csv_rows(lines: Lines) -> Iterator[Record]:
+    """Each row as a record, or why it is a bad line. csv.reader rather than DictReader:
+    DictReader skips blank lines silently, which would shift every later line number.
+    Strict: a quote not closed or out of place is an error, not a cell that swallows the
+    lines after it (or a quote quietly dropped); its first line is the bad line and the
+    reading goes on with the line after it, with a new reader (the old one is mid-cell)."""
     header: list[str] | None = None
-    start = 1
-    for cells in csv_cells(reader):
-        if isinstance(cells, csv.Error):
-            yield start, not_csv(cells, start, reader.line_num)
-        elif not cells:
-            pass
+    reader = csv.reader(lines, strict=True)
+    while True:
+        start, lines.row = lines.number + 1, []
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield start, bad_row(f"is not valid CSV: {exc}", lines, start)
+            lines.read_again_after_first()
+            reader = csv.reader(lines, strict=True)
+            continue
+        if not cells:
+            continue
+        if stray_quote(lines.row):
+            reason = "is not valid CSV: a quote inside a cell that does not begin with one"
+            yield start, bad_row(reason + " (quote the whole cell, doubling its quotes)", lines)
+            if header is None:  # a header not read is no header: no row of it is read
+                return
         elif header is None:
             header = cells
             if problem := header_problem(header):
@@ -130,7 +170,41 @@ def csv_rows(reader: Any) -> Iterator[Record]:
         else:
             missing = [None] * (len(header) - len(cells))  # absent, like an empty cell
             yield start, unflatten(dict(zip(header, cells + missing, strict=True)))
-        start = reader.line_num + 1
+
+
+def bad_row(reason: str, lines: Lines, start: int | None = None) -> InputError:
+    """A row that is no record, with its first line's text for a rejects file; ``start``
+    given, a row the csv module gave up on, which is only that first line."""
+    if start is not None and lines.number > start:
+        reason += (
+            f" (a quote opened on line {start} is not closed by line {lines.number}; the lines "
+            "after it were read as rows of their own)"
+        )
+    error = InputError("(line)", reason)
+    error.text = lines.row[0].rstrip("\r\n") if lines.row else ""
+    return error
+
+
+def stray_quote(row: list[str]) -> bool:
+    """Whether the text of a row holds a quote inside a cell that does not begin with one,
+    which the csv module keeps as text: RFC 4180 allows quotes only around a whole cell,
+    doubled inside it."""
+    text = "".join(row)
+    if '"' not in text:
+        return False
+    inside = quoted = False  # within a quoted cell's quotes; the cell began with a quote
+    at_start = True
+    for char in text:
+        if inside:
+            inside = char != '"'
+        elif char == '"':
+            if not (at_start or quoted):
+                return True
+            inside = quoted = True  # opening, or a doubled quote going on with the cell
+        elif char in ",\r\n":
+            quoted = False
+        at_start = char in ",\r\n"
+    return False
 
 
 def header_problem(header: list[str]) -> InputError | None:
@@ -149,29 +223,6 @@ def header_problem(header: list[str]) -> InputError | None:
                 outer, f"is a column and so is {name}: use one or the other (no row was read)"
             )
     return None
-
-
-def csv_cells(reader: Any) -> Iterator[list[str] | csv.Error]:
-    """Each row's cells, or the error of a row the csv module cannot read (a quote not
-    closed or out of place, a cell over its size limit): one bad row, not a crash.
-    The reader goes on with the line after the one it stopped at."""
-    while True:
-        try:
-            yield next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            yield exc
-
-
-def not_csv(exc: csv.Error, start: int, end: int) -> InputError:
-    if end <= start:
-        return InputError("(line)", f"is not valid CSV: {exc}")
-    return InputError(
-        "(line)",
-        f"is not valid CSV: {exc} (the row runs from line {start} to line {end}; "
-        "is a closing quote missing?)",
-    )
 
 
 def unflatten(row: dict[str, str | None]) -> dict[str, Any]:

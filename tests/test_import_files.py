@@ -3,12 +3,18 @@ first; every bad line reported with its file, line number, field and reason."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from support import at, ev, purchase, referral, refund, snapshot, stream, when, write_jsonl
+
+from commands.files import read_csv
 
 
 def rejected_of(outcome):
@@ -284,9 +290,53 @@ def test_an_unclosed_quote_in_csv_is_a_bad_line_not_a_cell_swallowing_the_rest(e
     outcome = engine.import_files([path], skip_invalid=True)
     assert rejected_of(outcome) == [("in.csv", 3, ["(line)"])]
     reason = outcome.rejected[0].errors[0].reason
-    assert "not valid CSV" in reason and "line 3 to line 5" in reason
+    assert "not valid CSV" in reason and "opened on line 3 is not closed by line 5" in reason
+    assert outcome.rejected[0].raw.text == f'purchase,c-1,{at(1)},o-2,5,"books'  # to mend
     assert [p.get("order_id") for _, _, p in stream(engine, "c-1")] == [None, "o-1"]
-    assert engine.events("c-2") == [] and engine.events("c-3") == []
+    for customer, order in (("c-2", "o-3"), ("c-3", "o-4")):  # read on their own lines
+        assert [p.get("order_id") for _, _, p in stream(engine, customer)] == [None, order]
+
+
+def test_a_quote_inside_an_unquoted_csv_cell_is_a_bad_line(engine, tmp_path):
+    path = write(
+        tmp_path / "in.csv",
+        "type,customer_id,occurred_at,order_id,amount,category\n"  # 1
+        f'purchase,c-1,{at(1)},o"1,5,books\n'  # 2 was stored with order_id o"1
+        f'purchase,c-2,{at(1)},"o""2",5,"toys, ""new"""\n'  # 3 quoted cells: quotes doubled
+        f'purchase,c-3,{at(1)},o-3,5,"multi\nline"\n',  # 4 a quoted cell over two lines
+    )
+    outcome = engine.import_files([path], skip_invalid=True)
+    assert rejected_of(outcome) == [("in.csv", 2, ["(line)"])]
+    reason = outcome.rejected[0].errors[0].reason
+    assert "quote inside a cell that does not begin with one" in reason
+    assert engine.events("c-1") == []
+    (purchase,) = [p for _, t, p in stream(engine, "c-2") if t == "purchase"]
+    assert (purchase["order_id"], purchase["category"]) == ('o"2', 'toys, "new"')
+    assert [p.get("category") for _, _, p in stream(engine, "c-3")] == [None, "multi\nline"]
+
+
+CELLS = st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), max_size=6)
+
+
+@given(st.lists(st.lists(CELLS, min_size=3, max_size=3), min_size=1, max_size=5))
+def test_every_row_a_csv_writer_makes_is_read_back_cell_for_cell(rows):
+    header = ["a", "b", "c"]
+    text = io.StringIO(newline="")
+    csv.writer(text).writerows([header, *rows])
+    text.seek(0)
+    records = [record for _, record in read_csv(text)]
+    assert records == [{k: v for k, v in zip(header, row, strict=True) if v} for row in rows]
+
+
+def test_a_csv_header_with_a_stray_quote_reads_no_row(engine, tmp_path):
+    path = write(
+        tmp_path / "in.csv",
+        'type,customer_id,occurred_at,order"id,amount\n'
+        f"purchase,c-1,{at(1)},o-1,5\n",
+    )
+    outcome = engine.import_files([path], skip_invalid=True)
+    assert rejected_of(outcome) == [("in.csv", 1, ["(line)"])]
+    assert engine.events("c-1") == []
 
 
 def test_a_stray_quote_in_csv_is_a_bad_line_and_the_next_lines_are_read(engine, tmp_path):
