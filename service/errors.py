@@ -23,6 +23,7 @@ MEANINGS = {
     409: "Conflict: an id sent again with other content, or the work is already running.",
     413: "The body is too large.",
     422: "Bad input: every field at fault and why.",
+    500: "The work failed on the server (logged there); the error says what failed.",
     503: "The database is unreachable or busy; retry.",
 }
 

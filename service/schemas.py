@@ -21,11 +21,19 @@ class ErrorItem(BaseModel):
     field: str = Field(description="The field at fault, e.g. `amount`, `as_of`, `authorization`.")
     reason: str = Field(description="Why it was refused, in words.")
     kind: Literal[
-        "invalid", "conflict", "not_found", "unauthorized", "forbidden", "busy", "unavailable"
+        "invalid",
+        "conflict",
+        "not_found",
+        "unauthorized",
+        "forbidden",
+        "busy",
+        "unavailable",
+        "error",
     ] = Field(
         description="`invalid`: bad input; `conflict`: an id sent again with other content; "
         "`not_found`; `unauthorized`: no, bad or revoked key; `forbidden`: outside the key's "
-        "scopes; `busy`: another process is doing it; `unavailable`: try again."
+        "scopes; `busy`: another process is doing it; `unavailable`: try again; `error`: the "
+        "work failed on the server (logged there)."
     )
     index: int | None = Field(
         None, description="For an array of events: the 0-based index of the event at fault."
@@ -124,7 +132,7 @@ class HistoryStep(BaseModel):
 
 class History(BaseModel):
     customer_id: str
-    known_at: str | None = Field(description="The record time asked for (null: now).")
+    known_at: str = Field(description="The record time replayed as of (now, if not asked).")
     steps: list[HistoryStep]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Iterator
+from datetime import datetime
 
 import pytest
 from typer.testing import CliRunner
@@ -245,6 +246,18 @@ def test_show_is_the_cli_json_and_404_before_the_first_event(api):
     assert not_yet_known.status_code == 404
 
 
+def test_known_at_now_counts_an_event_recorded_an_instant_before(api):
+    assert api.post(purchase("c-9", "o-9")).status_code == 201
+    for path in ("/v1/customers/c-9", "/v1/customers/c-9/history"):
+        for params in ({"known_at": "now"}, {}):
+            response = api.get(path, params=params)
+            assert response.status_code == 200, (path, params, response.json())
+            known_at = datetime.fromisoformat(response.json()["known_at"])
+            steps = api.get("/v1/customers/c-9/history").json()["steps"]
+            last = [step["event"] for step in steps if step["event"]][-1]
+            assert known_at >= datetime.fromisoformat(last["recorded_at"])
+
+
 @pytest.mark.parametrize("path,params,field", [
     ("/v1/customers/c-1", {"as_of": "yesterday"}, "as_of"),
     ("/v1/customers/c-1", {"known_at": "2025-03-01T10:00:00"}, "known_at"),
@@ -305,6 +318,11 @@ def test_a_rebuild_that_fails_answers_in_the_error_shape(api, monkeypatch):
     assert failed.status_code == 500
     (error,) = failed.json()["errors"]
     assert error["kind"] == "error" and "the disk is full" in error["reason"]
+    from service.schemas import Errors  # the OpenAPI document's own model of it
+
+    Errors.model_validate(failed.json())
+    documented = api.get("/openapi.json").json()["paths"]["/v1/projections/{name}/rebuild"]
+    assert "500" in documented["post"]["responses"]
     assert api.get("/v1/projections").json()["rebuilds"]["timeline"]["state"] == "failed"
 
 

@@ -70,7 +70,7 @@ def customer_history(
     """Every event of the customer in valid-time order, with time-driven steps, and
     what each changed and why, as known at `known_at` (`journey history --json`)."""
     valid_id(customer_id)
-    (known,) = moments(known_at=known_at)
+    (known,) = moments(known_at=known_at or "now")
     try:
         steps = service.queries().history(customer_id, known)
     except NotFound as exc:
@@ -105,15 +105,16 @@ def valid_id(customer_id: str) -> None:
 
 
 def moments(**texts: str | None) -> list[datetime | None]:
-    """Each time parameter; "now" is the current whole second (so that answers asked in
-    the same second share RFM's population)."""
+    """Each time parameter. "now" as ``as_of`` is the current whole second (answers asked
+    in the same second share RFM's population); as ``known_at`` it is this very moment, so
+    that an event recorded an instant before counts."""
     found = []
     for field, value in texts.items():
         try:
             moment = parse_moment(value)
         except ValueError as exc:
             raise problem(422, field, str(exc), "invalid") from None
-        if value == "now" and moment is not None:
+        if value == "now" and field == "as_of" and moment is not None:
             moment = moment.replace(microsecond=0)
         found.append(moment)
     return found

@@ -42,7 +42,7 @@ def projections_status(_key: Admin, service: ServiceDep) -> Any:
     response_model=schemas.RebuildAnswer,
     responses={
         200: {"model": schemas.RebuildAnswer, "description": "Rebuilt (`wait=true`)."},
-        **error_responses(404, 409, 422),
+        **error_responses(404, 409, 422, 500),
     },
 )
 def rebuild_projection(
