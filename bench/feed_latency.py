@@ -413,8 +413,10 @@ def latency_rows(r: Result) -> list[Row]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=FULL)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=FULL, help="events recorded")
     parser.add_argument(
         "--interval",
         type=float,

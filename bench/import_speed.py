@@ -289,12 +289,14 @@ def verdict(ratio: float, target: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--customers", type=int, default=20_000)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=100_000, help="events to import")
+    parser.add_argument("--customers", type=int, default=20_000, help="over this many customers")
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--slice", type=int, default=5000, help="events for the per-event run")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="of the sample")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each; the best counts")
     parser.add_argument("--json-out", help="append the figures as JSON lines (bench/results.py)")
     args = parser.parse_args(argv)

@@ -66,10 +66,12 @@ def p99(samples: list[float]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--db", help="database URL (default: a temporary SQLite file)")
-    parser.add_argument("--events", type=int, default=10_000)
-    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--events", type=int, default=10_000, help="events of the one customer")
+    parser.add_argument("--queries", type=int, default=100, help="as_of queries timed")
     parser.add_argument("--json-out", help="append the figures as JSON lines (bench/results.py)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

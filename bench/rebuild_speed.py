@@ -324,12 +324,14 @@ def memory(size: int, limit: int | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--customers", type=int, default=100_000)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=1_000_000, help="events in the log")
+    parser.add_argument("--customers", type=int, default=100_000, help="over this many customers")
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--slice", type=int, default=20_000, help="events for the stock runner")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="of the sample")
     kinds = ["rebuild", "ceiling", "stock"]
     parser.add_argument("--measure", choices=kinds, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)

@@ -76,8 +76,10 @@ def decode_all(engine: Journey) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=1_000_000)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=1_000_000, help="events in the log")
     parser.add_argument("--quick", action="store_true", help="100,000 events")
     parser.add_argument("--db", help="database URL (default: a new SQLite file)")
     parser.add_argument("--json-out", help="append the figures as JSON lines (bench/results.py)")
