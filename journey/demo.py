@@ -51,6 +51,8 @@ class DemoSummary:
     resolved_satisfied: int = 0
     resolved_unsatisfied: int = 0
     examples: dict[str, CustomerEvent] = field(default_factory=dict)
+    #: The customer with the most events this run recorded: one worth showing.
+    busiest: str | None = None
 
     @property
     def conversions(self) -> int:
@@ -99,8 +101,10 @@ def stored_events(engine: Journey, after: int = 0) -> list[CustomerEvent]:
 def _tally(summary: DemoSummary, events: list[CustomerEvent]) -> None:
     latest: dict[str, datetime] = {}
     paid: dict[tuple[str, str], Decimal] = {}
+    per_customer: Counter[str] = Counter()
     for event in events:
         summary.by_type[event.TYPE] += 1
+        per_customer[event.customer_id] += 1
         seen = latest.get(event.customer_id)
         if seen is not None and event.occurred_at < seen:
             summary.backfilled += 1
@@ -123,6 +127,7 @@ def _tally(summary: DemoSummary, events: list[CustomerEvent]) -> None:
         elif event.TYPE in ("referral", "referral_converted", "left"):
             summary.examples.setdefault(event.TYPE, event)
     summary.customers = len(latest)
+    summary.busiest = per_customer.most_common(1)[0][0] if per_customer else None
 
 
 def print_demo_summary(summary: DemoSummary, console: Console) -> None:

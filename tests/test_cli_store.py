@@ -161,6 +161,13 @@ def test_skip_invalid_needs_rejects_file(db_url, tmp_path):
     assert stored(db_url, "c-17") == []
 
 
+def test_a_rejects_file_without_skip_invalid_is_a_usage_error(db_url, tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", [PURCHASE])
+    result = run(db_url, "import", path, "--rejects", str(tmp_path / "bad.jsonl"))
+    assert result.exit_code == 2 and "--skip-invalid" in result.stderr
+    assert stored(db_url, "c-17") == [] and not (tmp_path / "bad.jsonl").exists()
+
+
 def test_csv_import(db_url, tmp_path):
     path = tmp_path / "in.csv"
     path.write_text(
@@ -293,3 +300,5 @@ def test_demo_records_a_sample_and_shows_the_funnel(db_url):
     assert f"{stored} events stored" in result.stdout
     status = json.loads(run(db_url, "projections", "status", "--json").stdout)
     assert {row["position"] for row in status["read_models"]} == {head}
+    suggested = re.search(r"Try: journey show (\S+)", result.stdout).group(1)
+    assert run(db_url, "show", suggested).exit_code == 0  # a customer of this store

@@ -36,6 +36,7 @@ def test_the_summary_counts_what_the_store_holds(demo):
     assert summary.duplicates == 0
     assert summary.by_type == Counter(e.TYPE for e in events)
     assert summary.customers == sum(1 for history in stored.values() if history)
+    assert len(stored[summary.busiest]) == max(len(history) for history in stored.values())
 
 
 def test_every_referral_followed_by_a_purchase_is_converted_once(demo):

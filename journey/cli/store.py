@@ -62,6 +62,13 @@ def import_files(
             as_json=as_json,
             code=USAGE,
         )
+    if rejects is not None and not skip_invalid:
+        fail(
+            "--rejects goes with --skip-invalid (without it a bad line stores nothing, and "
+            "every bad line is listed here)",
+            as_json=as_json,
+            code=USAGE,
+        )
     paths = [str(f) for f in files]
     for path in paths:
         if path != "-" and not Path(path).is_file():
@@ -230,7 +237,8 @@ def demo(
         models.refresh(["summary", "timeline", "purchases"])
         out.print()
         print_funnel(funnel(models.store, datetime.now(UTC)))
+    one = f"journey show {summary.busiest} · journey history {summary.busiest} · "
     out.print(
-        "\nTry: journey show c-000084 · journey history c-000084 · "
+        f"\nTry: {one if summary.busiest else ''}"
         "journey funnel --from 2024-01-01 --to 2025-01-01 · journey projections status"
     )
