@@ -19,7 +19,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer
 
 from journey.errors import JourneyError
 
@@ -93,6 +93,14 @@ class Settings(BaseModel):
     involvement_max_feedback: int = Field(3, ge=0)
     involvement_per_referral: int = Field(15, ge=0)
     involvement_max_referrals: int = Field(2, ge=0)
+
+    @field_serializer("default_margin_rate", when_used="json")
+    def one_spelling(self, rate: Decimal) -> str:
+        """One text for one number, so that equal settings get one version (0.3, "0.30"
+        and 0.300 alike): its digits without trailing zeros, but at least two decimals,
+        as the default has always been written."""
+        exact = rate.normalize()
+        return f"{exact:f}" if int(exact.as_tuple().exponent) < -2 else f"{rate:.2f}"
 
     @cached_property
     def version(self) -> str:

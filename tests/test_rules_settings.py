@@ -10,6 +10,10 @@ from rules_builders import Story
 
 from projections.settings import Settings, SettingsError, load_settings
 
+#: The default settings' version: what every read model built with the defaults names, so
+#: a change of how settings are written must not move it (they would all turn stale).
+DEFAULT_VERSION = "a3b14ec8499b"
+
 
 def test_defaults_are_domain_md():
     s = Settings()
@@ -54,6 +58,13 @@ def test_invalid_settings_are_refused_with_the_field(tmp_path, content, named):
 def test_the_version_names_the_content():
     assert Settings().version == Settings().version
     assert Settings(lapsed_after_days=30).version != Settings().version
+    # one number written several ways is one setting; the default's version never moved
+    assert Settings().version == DEFAULT_VERSION
+    for rate in ("0.3", 0.3, "0.300", Decimal("0.30")):
+        assert Settings(default_margin_rate=rate).version == Settings().version
+    assert Settings(default_margin_rate="0.305").version != Settings().version
+    one, also_one = Settings(default_margin_rate="1"), Settings(default_margin_rate="1.000")
+    assert one.version == also_one.version
     story = Story()
     story.purchase(0)
     assert story.answer(0).settings_version == Settings().version
