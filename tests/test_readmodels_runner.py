@@ -34,6 +34,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
+from journey.api import Journey
 from journey.cli import app
 from journey.storage import Database
 from projections.feed import Feed
@@ -41,7 +42,8 @@ from projections.pointintime import PointInTime
 from projections.readmodels.operate import ReadModels, run_supervised
 from projections.readmodels.queries import view
 from projections.readmodels.rebuild import rebuild
-from projections.readmodels.store import LockBusy, ReadModelStore
+from projections.readmodels.runner import Runner
+from projections.readmodels.store import LockBusy, LockLost, ReadModelStore
 from projections.settings import DEFAULT
 
 KILLS = 10
@@ -235,12 +237,19 @@ def test_one_writer_per_read_model(db_url):
                     pass
                 with other.lock("run:timeline"):  # another read model: its own lock
                     pass
-                result = CliRunner().invoke(
-                    app, ["--db", db_url, "projections", "run", "--once", "summary"]
-                )
+                once = ["--db", db_url, "projections", "run", "--once", "--lock-wait", "0.5"]
+                result = CliRunner().invoke(app, [*once, "summary"])
                 assert result.exit_code == 1, result.output
                 assert "another runner" in result.stderr
                 assert "Traceback" not in result.output
+                # a model a runner keeps does not stop the others being caught up
+                record_all(m.journey, records(3, seed=4))
+                result = CliRunner().invoke(app, [*once, "summary", "timeline"])
+                assert result.exit_code == 0, result.output
+                assert "caught up: timeline" in result.stdout
+                assert "another runner holds summary" in result.stderr
+                head = m.journey.app.max_notification_id()
+                assert m.runner.serving("timeline").position == head
                 continuous = cli(
                     "--db", db_url, "projections", "run", "summary", "--lock-wait", "1",
                     timeout=60,
@@ -252,6 +261,35 @@ def test_one_writer_per_read_model(db_url):
                 pass
         finally:
             other.close()
+
+
+@pytest.mark.postgres
+def test_a_lock_whose_session_ended_is_found_lost_before_the_next_pass(pg_url):
+    """A PostgreSQL advisory lock lives in one session; a server that ends it (a restart,
+    an operator's pg_terminate_backend) frees the lock for another runner, so the holder
+    must learn of it before it writes again, not go on beside the new holder."""
+    store = ReadModelStore(Database.parse(pg_url))
+    try:
+        with store.lock("run:summary") as still_held:
+            still_held()
+            with psycopg.connect(_conninfo(pg_url), autocommit=True) as admin:
+                ended = admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = "
+                    "'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = "
+                    "current_database()) AND pid <> pg_backend_pid()"
+                ).fetchall()
+            assert ended
+            with store.lock("run:summary"):  # free now: another runner would take it
+                pass
+            with pytest.raises(LockLost):
+                still_held()
+            stop = threading.Event()
+            with pytest.raises(LockLost):  # the runner stops before its next pass
+                Runner(Journey(pg_url).app, store, DEFAULT).run(
+                    ["summary"], stop, check=still_held
+                )
+    finally:
+        store.close()
 
 
 def test_a_runner_waits_for_a_reader_catching_the_model_up(db_url):

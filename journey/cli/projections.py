@@ -101,12 +101,15 @@ def run(
     options: Options = ctx.obj
     if once:
         with closing(open_models(ctx, rules, False)) as models, reporting(False):
-            if not models.refresh(chosen):
-                fail(
-                    "another runner holds these read models; it keeps them up to date",
-                    as_json=False,
-                )
-            out.print(f"caught up: {', '.join(chosen)}")
+            others = models.catch_up_each(chosen, lock_wait)
+        done = [name for name in chosen if name not in others]
+        if done:
+            out.print(f"caught up: {', '.join(done)}")
+        if others:
+            held = f"another runner holds {', '.join(others)}; it keeps them up to date"
+            if not done:
+                fail(held, as_json=False)
+            err.print(held)
         return
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

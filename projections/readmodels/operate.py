@@ -69,6 +69,22 @@ class ReadModels:
         except LockBusy:
             return False
 
+    def catch_up_each(self, names: Sequence[str], lock_wait: float = LOCK_WAIT) -> list[str]:
+        """Catch each of ``names`` up in turn, waiting up to ``lock_wait`` seconds for its
+        lock (a reader may be catching it up); the names whose lock stayed busy, which
+        another runner keeps. What ``projections run --once`` does: a model kept by a
+        runner does not stop the others being caught up."""
+        kept_by_others = []
+        for name in names:
+            try:
+                with runner_locks(self.store, [name], threading.Event(), lock_wait):
+                    self.runner.catch_up(name)
+                    while name == "summary" and self.runner.refresh_due():
+                        pass
+            except LockBusy:
+                kept_by_others.append(name)
+        return kept_by_others
+
     def population(self, as_of: datetime) -> Population | None:
         """RFM's population at ``as_of`` as known now, from the purchases read model; None
         when it is not up to date and cannot be brought up to date here."""
@@ -154,11 +170,16 @@ def run_supervised(
         try:
             models = ReadModels.open(url, settings)
             try:
-                with runner_locks(models.store, names, stop, waiting):
+                with runner_locks(models.store, names, stop, waiting) as still_held:
                     waiting = None
                     with waiter(models) as wait:
                         models.runner.run(
-                            names, stop, wait=wait, on_pass=on_pass, poll_seconds=poll_seconds
+                            names,
+                            stop,
+                            wait=wait,
+                            on_pass=on_pass,
+                            poll_seconds=poll_seconds,
+                            check=still_held,
                         )
             finally:
                 models.close()
@@ -176,24 +197,38 @@ def run_supervised(
 @contextmanager
 def runner_locks(
     store: ReadModelStore, names: Sequence[str], stop: threading.Event, wait: float | None
-) -> Iterator[None]:
+) -> Iterator[Callable[[], None]]:
     """The runner locks of ``names``, waited for while busy: for ``wait`` seconds, then
-    LockBusy (None: until they are free, or ``stop``)."""
+    LockBusy (None: until they are free, or ``stop``, saying so in the log once). Yields a
+    check that raises if any of them was lost (see ``ReadModelStore.lock``)."""
     deadline = None if wait is None else time.monotonic() + wait
+    said = False
     while True:
         locks = ExitStack()
         try:
-            for name in names:
-                locks.enter_context(store.lock(f"run:{name}"))
-        except LockBusy:
+            checks = [locks.enter_context(store.lock(f"run:{name}")) for name in names]
+        except LockBusy as busy:
             locks.close()
             if stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
                 raise
+            if deadline is None and not said:
+                log.warning("waiting for the read models' locks (%s): %s", ", ".join(names), busy)
+                said = True
             stop.wait(LOCK_RETRY)
             continue
         with locks:
-            yield
+            yield every(checks)
         return
+
+
+def every(checks: list[Callable[[], None]]) -> Callable[[], None]:
+    """One check that runs each of ``checks``."""
+
+    def check() -> None:
+        for one in checks:
+            one()
+
+    return check
 
 
 @contextmanager

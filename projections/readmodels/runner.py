@@ -160,11 +160,15 @@ class Runner:
         wait: Callable[[float], None] | None = None,
         poll_seconds: float = 1.0,
         on_pass: Callable[[dict[str, int]], None] | None = None,
+        check: Callable[[], None] | None = None,
     ) -> None:
         """Keep ``names`` up to date until ``stop`` is set; ``wait`` blocks until the log
-        may have grown (LISTEN/NOTIFY) or the poll interval passes."""
+        may have grown (LISTEN/NOTIFY) or the poll interval passes. ``check`` runs before
+        each pass and raises if this runner lost its right to write (its locks)."""
         pause = wait or stop.wait
         while not stop.is_set():
+            if check:
+                check()
             done = {name: self.catch_up(name) for name in names}
             if "summary" in names:
                 while refreshed := self.refresh_due():

@@ -10,8 +10,8 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +30,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.schema import CreateTable
 
 from journey.application import first_use_lock
@@ -53,6 +54,10 @@ from projections.settings import Settings
 
 class LockBusy(JourneyError):
     """Another process already writes this read model."""
+
+
+class LockLost(JourneyError):
+    """A lock held was released behind its holder's back (its database session ended)."""
 
 
 class PositionMoved(JourneyError):
@@ -364,18 +369,23 @@ class ReadModelStore:
     # -- locks ---------------------------------------------------------------------------
 
     @contextmanager
-    def lock(self, key: str) -> Iterator[None]:
+    def lock(self, key: str) -> Iterator[Callable[[], None]]:
         """Hold the one-writer lock ``key`` (a PostgreSQL advisory lock, or a lock file
-        beside the SQLite database); raise LockBusy if another process holds it."""
+        beside the SQLite database); raise LockBusy if another process holds it. Yields a
+        check to call before writing, which raises if the lock was lost meanwhile."""
         if self.database.is_postgres:
-            with self._advisory_lock(key):
-                yield
+            with self._advisory_lock(key) as check:
+                yield check
         else:
             with self._file_lock(key):
-                yield
+                yield lambda: None  # held by this process's open file, until it closes it
 
     @contextmanager
-    def _advisory_lock(self, key: str) -> Iterator[None]:
+    def _advisory_lock(self, key: str) -> Iterator[Callable[[], None]]:
+        """The lock lives in the session of one connection, idle while its holder works
+        through others: if the server ends that session (a restart, an operator's
+        ``pg_terminate_backend``), the lock goes with it, and only using the connection
+        tells. The check does."""
         number = int.from_bytes(
             hashlib.sha256(f"{self.database.schema}:{key}".encode()).digest()[:8],
             "big",
@@ -385,11 +395,20 @@ class ReadModelStore:
             if not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": number}).scalar():
                 raise LockBusy(f"another process holds the lock {key!r}")
             conn.commit()
+
+            def check() -> None:
+                try:
+                    conn.execute(text("SELECT 1"))
+                    conn.commit()
+                except SQLAlchemyError as exc:
+                    raise LockLost(f"the lock {key!r} was lost with its session: {exc}") from exc
+
             try:
-                yield
+                yield check
             finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": number})
-                conn.commit()
+                with suppress(SQLAlchemyError):  # a session that ended took the lock with it
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": number})
+                    conn.commit()
 
     @contextmanager
     def _file_lock(self, key: str) -> Iterator[None]:
