@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from journey.errors import InputError
 
@@ -74,7 +75,7 @@ def read_jsonl(lines: Iterable[bytes]) -> Iterator[Record]:
         try:
             line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
         except UnicodeDecodeError as exc:
-            yield number, not_utf8(exc)
+            yield number, not_utf8(exc, raw)
             continue
         if not line.strip():
             continue
@@ -85,39 +86,58 @@ def read_jsonl(lines: Iterable[bytes]) -> Iterator[Record]:
             yield number, error
 
 
-def not_utf8(exc: UnicodeDecodeError) -> InputError:
-    return InputError("(line)", f"is not UTF-8 text (byte {exc.start + 1} of the line)")
+def not_utf8(exc: UnicodeDecodeError, raw: bytes) -> InputError:
+    """A line that is not UTF-8, with its text for a rejects file: what is UTF-8 in it as
+    it is, the rest as ``\\xe9``-style escapes to mend."""
+    error = InputError("(line)", f"is not UTF-8 text (byte {exc.start + 1} of the line)")
+    error.text = raw.decode("utf-8", "backslashreplace").rstrip("\r\n")
+    return error
 
 
 def read_csv_file(path: Path) -> Iterator[Record]:
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        yield from read_csv(handle)
+    with path.open("rb") as handle:
+        yield from read_csv(utf8_lines(handle))
 
 
-def read_csv(handle: TextIO) -> Iterator[Record]:
+def utf8_lines(handle: Iterable[bytes]) -> Iterator[str | InputError]:
+    """Each line of a file as text, or why it is not UTF-8 text: one bad line, where
+    decoding the file as a whole lost every line after it. Lines end where the csv module
+    ends them when it reads a file itself: at a line feed, or a carriage return not
+    followed by one."""
+    for number, raw in enumerate(handle, start=1):
+        try:
+            text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            yield not_utf8(exc, raw)
+            continue
+        if "\r" in text.rstrip("\r\n"):
+            yield from LINE.findall(text)
+        else:
+            yield text
+
+
+LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
+
+
+def read_csv(lines: Iterable[str | InputError]) -> Iterator[Record]:
     """CSV with a header of field names; an empty cell is an absent field, and
-    ``personal.name``-style columns fill the ``personal`` object."""
-    lines = Lines(handle)
-    try:
-        yield from csv_rows(lines)
-    except UnicodeDecodeError:
-        # Text is decoded a block at a time, so the fault is at or a little after here.
-        yield (
-            lines.number + 1,
-            InputError("(file)", "is not UTF-8 text from about this line on; save it as UTF-8"),
-        )
+    ``personal.name``-style columns fill the ``personal`` object. ``lines`` are text, or
+    the error of a line that could not be read as text."""
+    yield from csv_rows(Lines(lines))
 
 
 class Lines:
     """A file's lines as the csv module reads them, counted (a row starts on the line after
     the last one read), keeping the lines of the row being read so that the lines after
-    the first of a row it could not read can be read again, as rows of their own."""
+    the first of a row it could not read can be read again, as rows of their own. A line
+    that is no text reads as an empty one, its error kept in ``unreadable``."""
 
-    def __init__(self, handle: Iterable[str]):
-        self.source = iter(handle)
-        self.again: list[str] = []  # lines put back, the next one last
+    def __init__(self, lines: Iterable[str | InputError]):
+        self.source = iter(lines)
+        self.again: list[str | InputError] = []  # lines put back, the next one last
         self.number = 0
-        self.row: list[str] = []
+        self.row: list[str | InputError] = []
+        self.unreadable: list[tuple[int, InputError]] = []
 
     def __iter__(self) -> Lines:
         return self
@@ -126,7 +146,14 @@ class Lines:
         line = self.again.pop() if self.again else next(self.source)
         self.number += 1
         self.row.append(line)
+        if isinstance(line, InputError):
+            self.unreadable.append((self.number, line))
+            return "\n"
         return line
+
+    def start_row(self) -> int:
+        self.row, self.unreadable = [], []
+        return self.number + 1
 
     def read_again_after_first(self) -> None:
         rest = self.row[1:]
@@ -139,26 +166,39 @@ def csv_rows(lines: Lines) -> Iterator[Record]:
     DictReader skips blank lines silently, which would shift every later line number.
     Strict: a quote not closed or out of place is an error, not a cell that swallows the
     lines after it (or a quote quietly dropped); its first line is the bad line and the
-    reading goes on with the line after it, with a new reader (the old one is mid-cell)."""
+    reading goes on with the line after it, with a new reader (the old one is mid-cell).
+    A line that is not text is a bad line, and so is a row that runs on into one."""
     header: list[str] | None = None
     reader = csv.reader(lines, strict=True)
     while True:
-        start, lines.row = lines.number + 1, []
+        start = lines.start_row()
         try:
             cells = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            yield start, bad_row(f"is not valid CSV: {exc}", lines, start)
+            first = lines.row[0]
+            bad = first if isinstance(first, InputError) else None
+            yield start, bad or bad_row(f"is not valid CSV: {exc}", lines, start)
             lines.read_again_after_first()
             reader = csv.reader(lines, strict=True)
+            if header is None:
+                return
+            continue
+        if lines.unreadable:
+            yield from lines.unreadable
+            if cells and lines.unreadable[0][0] != start:
+                reason = f"runs on into line {lines.unreadable[0][0]}, which is not UTF-8 text"
+                yield start, InputError("(line)", reason)
+            if header is None:  # a header not read is no header: no row of it is read
+                return
             continue
         if not cells:
             continue
         if stray_quote(lines.row):
             reason = "is not valid CSV: a quote inside a cell that does not begin with one"
             yield start, bad_row(reason + " (quote the whole cell, doubling its quotes)", lines)
-            if header is None:  # a header not read is no header: no row of it is read
+            if header is None:
                 return
         elif header is None:
             header = cells

@@ -105,6 +105,18 @@ def test_skip_invalid_writes_a_deeply_nested_input_to_rejects(db_url, tmp_path):
     assert line["errors"][0]["field"] == "personal.a"
 
 
+def test_a_rejected_line_holding_half_a_surrogate_pair_is_written_escaped(db_url, tmp_path):
+    path = tmp_path / "in.jsonl"  # JSON may escape a lone surrogate; UTF-8 cannot hold it
+    bad = '{"type": "qualified", "customer_id": "c-2", "occurred_at": "2025-03-01T10:00:00Z", '
+    path.write_text(json.dumps(PURCHASE) + "\n" + bad + '"note": "x\\udc80"}\n')
+    rejects = tmp_path / "rejects.jsonl"
+    result = run(db_url, "import", str(path), "--skip-invalid", "--rejects", str(rejects))
+    assert result.exit_code == 0, result.output
+    (line,) = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert line["line"] == 2 and line["input"]["note"] == "x\udc80"
+    assert stored(db_url, "c-17") and not stored(db_url, "c-2")
+
+
 @pytest.mark.parametrize("as_json", [False, True])
 def test_an_unwritable_rejects_file_is_a_usage_error_before_anything_is_stored(
     db_url, tmp_path, as_json

@@ -455,13 +455,34 @@ def test_a_jsonl_line_that_is_not_utf8_is_a_bad_line(engine, tmp_path):
     assert snapshot(engine, {"c-1", "c-2"}) == before
 
 
-def test_a_csv_file_that_is_not_utf8_is_refused(engine, tmp_path):
+def test_a_csv_line_that_is_not_utf8_is_a_bad_line_and_the_rest_is_read(engine, tmp_path):
+    path = tmp_path / "in.csv"
+    rows = [f"qualified,c-{n},{at(1)}\n".encode() for n in range(2, 3001)]
+    rows[1498] = f"qualified,c-1500,{at(1)},caf\xe9\n".encode("latin-1")  # line 1500
+    path.write_bytes(b"type,customer_id,occurred_at,note\n" + b"".join(rows))
+    outcome = engine.import_files([str(path)], skip_invalid=True)
+    assert rejected_of(outcome) == [("in.csv", 1500, ["(line)"])]
+    assert "UTF-8" in outcome.rejected[0].errors[0].reason
+    assert outcome.rejected[0].raw.text == f"qualified,c-1500,{at(1)},caf\\xe9"  # to mend
+    assert outcome.stored == 2 * 2998  # every other line: an identification and its event
+    assert engine.events("c-1500") == [] and engine.events("c-3000")
+
+
+def test_a_csv_header_that_is_not_utf8_reads_no_row(engine, tmp_path):
     path = tmp_path / "in.csv"
     path.write_bytes(
-        f"type,customer_id,occurred_at,order_id,amount,category\n"
-        f"purchase,c-1,{at(1)},o-1,5,caf\xe9\n".encode("latin-1")
+        "type,customer_id,occurred_at,order_id,amount,caté\n".encode("latin-1")
+        + f"purchase,c-1,{at(1)},o-1,5,x\n".encode()
     )
-    outcome = engine.import_files([str(path)])
-    assert [e.field for r in outcome.rejected for e in r.errors] == ["(file)"]
-    assert "UTF-8" in outcome.rejected[0].errors[0].reason
+    outcome = engine.import_files([str(path)], skip_invalid=True)
+    assert rejected_of(outcome) == [("in.csv", 1, ["(line)"])]
     assert engine.events("c-1") == []
+
+
+def test_csv_lines_may_end_in_a_lone_carriage_return(engine, tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes(f"type,customer_id,occurred_at\rqualified,c-1,{at(1)}\r".encode())
+    outcome = engine.import_files([str(path)])
+    assert outcome.rejected == [] and outcome.stored == 2
+
+

@@ -124,7 +124,18 @@ def write_rejects(handle: TextIO, outcome: Outcome) -> None:
             **rejected.as_dict(),
             "input": getattr(raw, "text", None) if isinstance(raw, Exception) else raw,
         }
-        handle.write(json.dumps(record, ensure_ascii=False, default=jsonable) + "\n")
+        handle.write(rejects_line(record) + "\n")
+
+
+def rejects_line(record: dict[str, Any]) -> str:
+    """``record`` as JSON, readable where it can be: a string holding half of a UTF-16
+    pair (JSON's escapes allow it) has no UTF-8 form, so that line escapes all it holds."""
+    text = json.dumps(record, ensure_ascii=False, default=jsonable)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(record, default=jsonable)
+    return text
 
 
 def jsonable(value: Any) -> Any:
