@@ -86,6 +86,12 @@ def test_status_lag_and_staleness_follow_the_log_and_the_settings(db_url, tmp_pa
         back = status(db_url)  # under the default settings again
         assert all(row["stale"] for name, row in back.items() if name != "purchases")
         assert back["purchases"]["stale"] is False
+        # the funnel counts from the timeline, by its rules: it says so when asked by others
+        counted = invoke("--db", db_url, "funnel", "--json")
+        assert counted.exit_code == 0 and "stale" in counted.stderr
+        assert set(json.loads(counted.stdout)) == {"as_of", "stages", "statuses", "levels"}
+        same_rules = invoke("--db", db_url, "funnel", "--json", "--settings", str(path))
+        assert same_rules.exit_code == 0 and "stale" not in same_rules.stderr
 
         summary = view(m.store, "summary")
         with m.store.engine.connect() as conn:

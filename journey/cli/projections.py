@@ -27,6 +27,7 @@ from projections.readmodels.operate import (
     ReadModels,
     model_names,
     run_supervised,
+    stale_reasons,
 )
 from projections.readmodels.queries import flow, funnel
 from projections.readmodels.rebuild import rebuild_many
@@ -230,6 +231,12 @@ def funnel_command(
     with closing(open_models(ctx, rules, as_json)) as models, reporting(as_json):
         models.refresh(["timeline"])
         answer = funnel(models.store, moment) if start is None else flow(models.store, first, last)
+        stale = stale_reasons(models.runner.serving("timeline"), rules)
+    if stale:  # the counts are the timeline's, by the rules it was built with
+        err.print(
+            f"note: the timeline read model these counts come from is stale ({'; '.join(stale)}): "
+            "they follow its rules until `journey projections rebuild timeline`"
+        )
     if as_json:
         emit_json(answer)
     elif start is None:
