@@ -92,6 +92,8 @@ def test_status_lag_and_staleness_follow_the_log_and_the_settings(db_url, tmp_pa
         assert set(json.loads(counted.stdout)) == {"as_of", "stages", "statuses", "levels"}
         same_rules = invoke("--db", db_url, "funnel", "--json", "--settings", str(path))
         assert same_rules.exit_code == 0 and "stale" not in same_rules.stderr
+        text = invoke("--db", db_url, "projections", "status")  # 80 columns, not a terminal
+        assert new_version in text.stdout  # whole, not cut short
 
         summary = view(m.store, "summary")
         with m.store.engine.connect() as conn:

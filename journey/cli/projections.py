@@ -145,6 +145,10 @@ def status(ctx: typer.Context, settings: SettingsPath = None, as_json: JsonFlag 
         emit_json({"read_models": rows})
         return
     table = Table("read model", "gen", "position", "head", "lag", "lag s", "settings", "state")
+    for column in table.columns[:-1]:  # whole, however narrow the output: the state wraps
+        column.no_wrap, column.min_width = True, len(str(column.header))
+    table.columns[6].min_width = 12  # a settings version
+    table.columns[-1].overflow = "fold"  # a long word (a version in a reason) goes on whole
     for row in rows:
         state = "stale: " + "; ".join(row["stale_reasons"]) if row["stale"] else "current"
         if row["building"]:
