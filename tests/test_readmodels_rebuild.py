@@ -31,7 +31,7 @@ from journey.sample import sample
 from projections.pointintime import PointInTime
 from projections.readmodels import parallel
 from projections.readmodels.queries import view
-from projections.readmodels.rebuild import fold, rebuild, rebuild_many
+from projections.readmodels.rebuild import Walks, fold, rebuild, rebuild_many
 from projections.readmodels.store import ReadModelStore
 from projections.settings import Settings
 
@@ -249,3 +249,15 @@ def test_a_generation_gets_the_indexes_its_build_did_without_when_it_serves(db_u
         for name in NAMES:
             assert serving(m.store, name).generation == 2
             assert index_names(m.store, name, 2) == every[name]
+
+
+def test_progress_over_walks_that_resume_apart_never_goes_back():
+    # builds resumed from other points walk the log apart, one after the other
+    seen: list[tuple[int, int]] = []
+    walks = Walks(lambda done, total: seen.append((done, total)))
+    for done in (0, 6, 10):
+        walks(done, 10)
+    walks.next()
+    for done in (4, 8):  # this walk resumed: 4 of its 8 were done before
+        walks(done, 8)
+    assert seen == [(0, 10), (6, 10), (10, 10), (14, 18), (18, 18)]

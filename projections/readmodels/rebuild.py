@@ -66,11 +66,30 @@ def rebuild_many(
             or store.start_build(name, head=head, settings=runner.settings)
             for name in names
         ]
+        walks = Walks(on_progress) if on_progress else None
         for together in alike(builds):
-            fold_together(runner, together, chunk, on_progress, workers)
+            fold_together(runner, together, chunk, walks, workers)
+            if walks:
+                walks.next()
         for generation in builds:
             switch_when_caught_up(runner, generation.name, generation)
     return {name: runner.serving(name) for name in names}
+
+
+class Walks:
+    """One progress count over several walks through the log (builds resumed from other
+    points walk apart): each walk's count goes on from those before it, never back."""
+
+    def __init__(self, on_progress: Progress):
+        self.on_progress = on_progress
+        self.before = self.total = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        self.total = total
+        self.on_progress(self.before + done, self.before + total)
+
+    def next(self) -> None:
+        self.before, self.total = self.before + self.total, 0
 
 
 def alike(builds: Sequence[Generation]) -> list[list[Generation]]:
@@ -146,6 +165,8 @@ def fold_together(
         else 0
     )
     chunks = [ids[start : start + chunk] for start in range(0, len(ids), chunk)]
+    if on_progress:  # the total at once, while the workers start
+        on_progress(done, total)
     fold = Fold(tuple(g.name for g in builds), head, runner.clock(), runner.settings)
     with closing(folded(fold, app, runner.store, chunks, workers)) as results:  # stops any workers
         for index, (rows, events) in enumerate(results):
