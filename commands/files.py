@@ -75,7 +75,7 @@ def read_jsonl(lines: Iterable[bytes]) -> Iterator[Record]:
         try:
             line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
         except UnicodeDecodeError as exc:
-            yield number, not_utf8(exc, raw)
+            yield number, not_utf8(exc, raw, number == 1)
             continue
         if not line.strip():
             continue
@@ -86,11 +86,13 @@ def read_jsonl(lines: Iterable[bytes]) -> Iterator[Record]:
             yield number, error
 
 
-def not_utf8(exc: UnicodeDecodeError, raw: bytes) -> InputError:
+def not_utf8(exc: UnicodeDecodeError, raw: bytes, first: bool = False) -> InputError:
     """A line that is not UTF-8, with its text for a rejects file: what is UTF-8 in it as
-    it is, the rest as ``\\xe9``-style escapes to mend."""
+    it is, the rest as ``\\xe9``-style escapes to mend (a first line without the byte-order
+    mark, which the position counts past, as the decoder did)."""
     error = InputError("(line)", f"is not UTF-8 text (byte {exc.start + 1} of the line)")
-    error.text = raw.decode("utf-8", "backslashreplace").rstrip("\r\n")
+    text = raw.decode("utf-8", "backslashreplace").rstrip("\r\n")
+    error.text = text.removeprefix("\ufeff") if first else text
     return error
 
 
@@ -103,20 +105,18 @@ def utf8_lines(handle: Iterable[bytes]) -> Iterator[str | InputError]:
     """Each line of a file as text, or why it is not UTF-8 text: one bad line, where
     decoding the file as a whole lost every line after it. Lines end where the csv module
     ends them when it reads a file itself: at a line feed, or a carriage return not
-    followed by one."""
-    for number, raw in enumerate(handle, start=1):
-        try:
-            text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-        except UnicodeDecodeError as exc:
-            yield not_utf8(exc, raw)
-            continue
-        if "\r" in text.rstrip("\r\n"):
-            yield from LINE.findall(text)
-        else:
-            yield text
+    followed by one (files saved with carriage returns alone, or ``\\r\\r\\n``)."""
+    first = True
+    for raw in handle:
+        for line in LINE.findall(raw) if raw.count(b"\r") > raw.endswith(b"\r\n") else (raw,):
+            try:
+                yield line.decode("utf-8-sig" if first else "utf-8")
+            except UnicodeDecodeError as exc:
+                yield not_utf8(exc, line, first)
+            first = False
 
 
-LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
+LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 
 
 def read_csv(lines: Iterable[str | InputError]) -> Iterator[Record]:
@@ -177,51 +177,70 @@ def csv_rows(lines: Lines) -> Iterator[Record]:
         except StopIteration:
             return
         except csv.Error as exc:
-            first = lines.row[0]
-            bad = first if isinstance(first, InputError) else None
-            yield start, bad or bad_row(f"is not valid CSV: {exc}", lines, start)
-            lines.read_again_after_first()
-            reader = csv.reader(lines, strict=True)
-            if header is None:
-                return
-            continue
-        if lines.unreadable:
-            yield from lines.unreadable
-            if cells and lines.unreadable[0][0] != start:
-                reason = f"runs on into line {lines.unreadable[0][0]}, which is not UTF-8 text"
-                yield start, InputError("(line)", reason)
-            if header is None:  # a header not read is no header: no row of it is read
-                return
-            continue
-        if not cells:
-            continue
-        if stray_quote(lines.row):
-            reason = "is not valid CSV: a quote inside a cell that does not begin with one"
-            yield start, bad_row(reason + " (quote the whole cell, doubling its quotes)", lines)
-            if header is None:
-                return
-        elif header is None:
-            header = cells
-            if problem := header_problem(header):
-                yield start, problem
-                return
-        elif len(cells) > len(header):
-            yield start, InputError("(line)", "has more cells than the header has names")
+            spans = lines.number > start
+            quote = f"a quote opened on line {start} is not closed by line {lines.number}"
+            yield start, bad_start(f"is not valid CSV: {exc}", lines, spans and quote, header)
         else:
-            missing = [None] * (len(header) - len(cells))  # absent, like an empty cell
-            yield start, unflatten(dict(zip(header, cells + missing, strict=True)))
+            if lines.unreadable and len(lines.row) > 1:
+                into = f"it runs on into line {lines.unreadable[0][0]}, which is not UTF-8 text"
+                yield start, bad_start("is not a row", lines, into, header)
+            elif lines.unreadable:  # a line that is no text, read alone (as a blank row)
+                yield from lines.unreadable
+                if header is None:
+                    return  # a header not read is no header: no row of it is read
+                continue
+            elif not cells:
+                continue
+            elif header is None:
+                if problem := stray_quote_error(lines) or header_problem(cells):
+                    yield start, problem
+                    return
+                header = cells
+                continue
+            else:
+                yield start, row_of(cells, lines, header)
+                continue
+        if header is None:
+            return
+        lines.read_again_after_first()  # the lines after the first, as rows of their own
+        reader = csv.reader(lines, strict=True)  # the old one is mid-cell
 
 
-def bad_row(reason: str, lines: Lines, start: int | None = None) -> InputError:
-    """A row that is no record, with its first line's text for a rejects file; ``start``
-    given, a row the csv module gave up on, which is only that first line."""
-    if start is not None and lines.number > start:
-        reason += (
-            f" (a quote opened on line {start} is not closed by line {lines.number}; the lines "
-            "after it were read as rows of their own)"
-        )
+def bad_start(reason: str, lines: Lines, why: str | bool, header: list[str] | None) -> InputError:
+    """The first line of a row that could not be read whole: the bad line (its own error,
+    if it is no text), with its text for a rejects file; the lines after it are read again,
+    as rows of their own, unless it was the header."""
+    first = lines.row[0]
+    if isinstance(first, InputError):
+        return first
+    if why:
+        after = "the lines after it were read as rows of their own" if header else "no row was read"
+        reason += f" ({why}; {after})"
+    return bad_row(reason, lines)
+
+
+def row_of(cells: list[str], lines: Lines, header: list[str]) -> dict[str, Any] | InputError:
+    """A row read whole, as a record, or why it is a bad line."""
+    if problem := stray_quote_error(lines):
+        return problem
+    if len(cells) > len(header):
+        return InputError("(line)", "has more cells than the header has names")
+    missing = [None] * (len(header) - len(cells))  # absent, like an empty cell
+    return unflatten(dict(zip(header, cells + missing, strict=True)))
+
+
+def stray_quote_error(lines: Lines) -> InputError | None:
+    if not stray_quote(lines.row):
+        return None
+    reason = "is not valid CSV: a quote inside a cell that does not begin with one"
+    return bad_row(reason + " (quote the whole cell, doubling its quotes)", lines)
+
+
+def bad_row(reason: str, lines: Lines) -> InputError:
+    """A row that is no record, with its first line's text for a rejects file."""
     error = InputError("(line)", reason)
-    error.text = lines.row[0].rstrip("\r\n") if lines.row else ""
+    first = lines.row[0] if lines.row else ""
+    error.text = first.rstrip("\r\n") if isinstance(first, str) else first.text
     return error
 
 

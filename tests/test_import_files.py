@@ -14,7 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from support import at, ev, purchase, referral, refund, snapshot, stream, when, write_jsonl
 
-from commands.files import read_csv
+from commands.files import read_csv, utf8_lines
+from journey.errors import InputError
 
 
 def rejected_of(outcome):
@@ -477,6 +478,44 @@ def test_a_csv_header_that_is_not_utf8_reads_no_row(engine, tmp_path):
     outcome = engine.import_files([str(path)], skip_invalid=True)
     assert rejected_of(outcome) == [("in.csv", 1, ["(line)"])]
     assert engine.events("c-1") == []
+
+
+def read_bytes(data: bytes) -> list[tuple[int, object]]:
+    """(line, record or the reason it is bad) of each row of CSV bytes."""
+    rows = read_csv(utf8_lines(io.BytesIO(data)))
+    return [(n, r.reason if isinstance(r, InputError) else r) for n, r in rows]
+
+
+def test_csv_line_numbers_count_every_line_ending_as_the_csv_module_does():
+    # \r\r\n (csv.writer on Windows, file opened without newline="") ends two lines
+    assert read_bytes(b"a,b\n1,x\r\r\n2,y\n") == [(2, {"a": "1", "b": "x"}),
+                                                  (4, {"a": "2", "b": "y"})]
+    assert read_bytes(b"a,b\r1,x\r\n2,y\r") == [(2, {"a": "1", "b": "x"}),
+                                               (3, {"a": "2", "b": "y"})]
+
+
+def test_a_byte_that_is_not_utf8_spoils_only_its_line_whatever_the_line_endings():
+    for end in (b"\r", b"\n", b"\r\n"):
+        data = end.join([b"a,b", b"1,x", b"2,caf\xe9", b"3,z"]) + end
+        found = read_bytes(data)
+        assert [n for n, _ in found] == [2, 3, 4], end
+        assert found[0][1] == {"a": "1", "b": "x"} and found[2][1] == {"a": "3", "b": "z"}
+        assert "not UTF-8" in found[1][1]
+
+
+def test_a_row_running_on_into_a_line_that_is_not_utf8_is_bad_from_its_first_line():
+    data = b'a,b\n1,"x\ny\xe9\nz",q\n2,w\n'
+    rows = list(read_csv(utf8_lines(io.BytesIO(data))))
+    assert [n for n, _ in rows] == [2, 3, 4, 5]  # in line order, each line accounted for
+    first, bad = rows[0][1], rows[1][1]
+    assert "runs on into line 3" in first.reason and first.text == '1,"x'  # to mend
+    assert "not UTF-8" in bad.reason and bad.text == "y\\xe9"
+    assert rows[3] == (5, {"a": "2", "b": "w"})
+
+
+def test_a_header_with_an_unclosed_quote_says_no_row_was_read():
+    (only,) = read_bytes(b'a,"b\n1,2\n3,4\n')
+    assert only[0] == 1 and "no row was read" in only[1]
 
 
 def test_csv_lines_may_end_in_a_lone_carriage_return(engine, tmp_path):
