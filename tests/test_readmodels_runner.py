@@ -272,13 +272,15 @@ def test_a_lock_whose_session_ended_is_found_lost_before_the_next_pass(pg_url):
     try:
         with store.lock("run:summary") as still_held:
             still_held()
+            key = store.advisory_key("run:summary") & (2**64 - 1)  # pg_locks: two halves
             with psycopg.connect(_conninfo(pg_url), autocommit=True) as admin:
                 ended = admin.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = "
-                    "'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = "
-                    "current_database()) AND pid <> pg_backend_pid()"
+                    "'advisory' AND classid::bigint = %s AND objid::bigint = %s AND "
+                    "objsubid = 1 AND pid <> pg_backend_pid()",
+                    [key >> 32, key & (2**32 - 1)],
                 ).fetchall()
-            assert ended
+            assert ended == [(True,)]  # this lock's session, and no other
             with store.lock("run:summary"):  # free now: another runner would take it
                 pass
             with pytest.raises(LockLost):
@@ -290,6 +292,23 @@ def test_a_lock_whose_session_ended_is_found_lost_before_the_next_pass(pg_url):
                 )
     finally:
         store.close()
+
+
+def test_a_runner_checks_its_locks_before_every_page_it_writes(db_url):
+    with models(db_url) as m:
+        record_all(m.journey, records(20, seed=9))
+        runner = Runner(m.journey.app, m.store, DEFAULT, page=5)
+        checked = []
+
+        def check() -> None:  # the lock is lost after two pages
+            checked.append(True)
+            if len(checked) > 2:
+                raise LockLost("the session ended")
+
+        with pytest.raises(LockLost):
+            runner.run(["summary"], threading.Event(), check=check)
+        two_pages = m.journey.app.select_notifications(0, 10)[-1].id
+        assert runner.serving("summary").position == two_pages
 
 
 def test_a_runner_waits_for_a_reader_catching_the_model_up(db_url):

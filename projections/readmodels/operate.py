@@ -190,7 +190,7 @@ def run_supervised(
         except Exception as exc:  # a dropped connection surfaces as many driver errors
             if stop.is_set():
                 return
-            log.warning("read-model runner lost its database (%s); reconnecting", exc)
+            log.warning("read-model runner lost its database or a lock (%s); reconnecting", exc)
             stop.wait(retry_seconds)
 
 

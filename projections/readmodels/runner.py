@@ -59,11 +59,18 @@ class Runner:
         return generation
 
     def catch_up(
-        self, name: str, generation: Generation | None = None, on_progress: Progress | None = None
+        self,
+        name: str,
+        generation: Generation | None = None,
+        on_progress: Progress | None = None,
+        check: Callable[[], None] | None = None,
     ) -> int:
-        """Apply every notification after the generation's position; returns how many."""
+        """Apply every notification after the generation's position; returns how many.
+        ``check`` runs before each page is written (see ``run``)."""
         applied = 0
         while True:
+            if check:
+                check()
             current = generation or self.serving(name)
             if generation is not None:
                 current = self.reload(generation)
@@ -164,15 +171,17 @@ class Runner:
     ) -> None:
         """Keep ``names`` up to date until ``stop`` is set; ``wait`` blocks until the log
         may have grown (LISTEN/NOTIFY) or the poll interval passes. ``check`` runs before
-        each pass and raises if this runner lost its right to write (its locks)."""
+        each page and each batch of refreshes is written, and raises if this runner lost
+        its right to write (its locks): a backlog is many pages."""
         pause = wait or stop.wait
         while not stop.is_set():
-            if check:
-                check()
-            done = {name: self.catch_up(name) for name in names}
-            if "summary" in names:
-                while refreshed := self.refresh_due():
-                    done["refreshed"] = done.get("refreshed", 0) + refreshed
+            done = {name: self.catch_up(name, check=check) for name in names}
+            while "summary" in names:
+                if check:
+                    check()
+                if not (refreshed := self.refresh_due()):
+                    break
+                done["refreshed"] = done.get("refreshed", 0) + refreshed
             if on_pass:
                 on_pass(done)
             if not any(done.values()):

@@ -380,17 +380,18 @@ class ReadModelStore:
             with self._file_lock(key):
                 yield lambda: None  # held by this process's open file, until it closes it
 
+    def advisory_key(self, key: str) -> int:
+        """The PostgreSQL advisory lock number of ``key`` in this store's schema."""
+        digest = hashlib.sha256(f"{self.database.schema}:{key}".encode()).digest()
+        return int.from_bytes(digest[:8], "big", signed=True)
+
     @contextmanager
     def _advisory_lock(self, key: str) -> Iterator[Callable[[], None]]:
         """The lock lives in the session of one connection, idle while its holder works
         through others: if the server ends that session (a restart, an operator's
         ``pg_terminate_backend``), the lock goes with it, and only using the connection
         tells. The check does."""
-        number = int.from_bytes(
-            hashlib.sha256(f"{self.database.schema}:{key}".encode()).digest()[:8],
-            "big",
-            signed=True,
-        )
+        number = self.advisory_key(key)
         with self.engine.connect() as conn:
             if not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": number}).scalar():
                 raise LockBusy(f"another process holds the lock {key!r}")
