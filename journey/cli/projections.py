@@ -9,6 +9,7 @@ from contextlib import closing
 from typing import Annotated
 
 import typer
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -35,6 +36,8 @@ from projections.readmodels.store import MODELS, Generation, LockBusy
 from projections.settings import Settings, SettingsError, load_settings
 
 CORES = os.cpu_count() or 1
+#: The width a table is laid out in when it is not shown on a terminal (piped, redirected).
+PIPED_WIDTH = 200
 
 projections = typer.Typer(
     help="Read models: keep them up to date, watch them, rebuild them.", no_args_is_help=True
@@ -107,7 +110,8 @@ def run(
         if done:
             out.print(f"caught up: {', '.join(done)}")
         if others:
-            held = f"another runner holds {', '.join(others)}; it keeps them up to date"
+            them = "them" if len(others) > 1 else "it"
+            held = f"another runner holds {', '.join(others)}; it keeps {them} up to date"
             if not done:
                 fail(held, as_json=False)
             err.print(held)
@@ -145,10 +149,6 @@ def status(ctx: typer.Context, settings: SettingsPath = None, as_json: JsonFlag 
         emit_json({"read_models": rows})
         return
     table = Table("read model", "gen", "position", "head", "lag", "lag s", "settings", "state")
-    for column in table.columns[:-1]:  # whole, however narrow the output: the state wraps
-        column.no_wrap, column.min_width = True, len(str(column.header))
-    table.columns[6].min_width = 12  # a settings version
-    table.columns[-1].overflow = "fold"  # a long word (a version in a reason) goes on whole
     for row in rows:
         state = "stale: " + "; ".join(row["stale_reasons"]) if row["stale"] else "current"
         if row["building"]:
@@ -163,7 +163,8 @@ def status(ctx: typer.Context, settings: SettingsPath = None, as_json: JsonFlag 
             row["settings_version"],
             state,
         )
-    out.print(table)
+    # Piped or redirected, no terminal's width to keep to: nothing is cut short.
+    (out if out.is_terminal else Console(highlight=False, width=PIPED_WIDTH)).print(table)
 
 
 @projections.command("rebuild")
