@@ -99,8 +99,8 @@ class Settings(BaseModel):
         """One text for one number, so that equal settings get one version (0.3, "0.30"
         and 0.300 alike): its digits without trailing zeros, but at least two decimals,
         as the default has always been written."""
-        exact = rate.normalize()
-        return f"{exact:f}" if int(exact.as_tuple().exponent) < -2 else f"{rate:.2f}"
+        whole, _, fraction = f"{rate.copy_abs():f}".partition(".")  # -0 is 0 (ge=0 holds)
+        return f"{whole}.{fraction.rstrip('0').ljust(2, '0')}"
 
     @cached_property
     def version(self) -> str:

@@ -65,6 +65,9 @@ def test_the_version_names_the_content():
     assert Settings(default_margin_rate="0.305").version != Settings().version
     one, also_one = Settings(default_margin_rate="1"), Settings(default_margin_rate="1.000")
     assert one.version == also_one.version
+    assert Settings(default_margin_rate="-0").version == Settings(default_margin_rate=0).version
+    close = Settings(default_margin_rate="0.30000000000000000000000000001")  # past 28 digits
+    assert close.version != Settings().version
     story = Story()
     story.purchase(0)
     assert story.answer(0).settings_version == Settings().version
