@@ -9,6 +9,7 @@ from rules_builders import Story, at, client_story
 
 from journey.events import Purchased
 from projections.history import replay
+from projections.readmodels.rows import summary_row
 from projections.rules import evaluate, next_change
 from projections.settings import DEFAULT
 
@@ -93,3 +94,32 @@ def test_a_change_due_at_an_events_moment_belongs_to_that_events_step():
         assert step.answer.as_dict() == evaluate(story.events, step.at).as_dict()
     event_step = next(s for s in steps if s.event is not None and s.at == at(365) + TICK)
     assert event_step.changes["scores"]["frequency_365d"] == {"from": 0, "to": 1}
+
+
+def test_a_summary_row_is_due_again_when_a_reason_changes_though_the_value_holds():
+    # proactive holds by offers in three months, then by two: the level stays, its reason
+    # (the months counted, the events) changes when the first offer leaves the window
+    story = Story()
+    story.purchase(0)
+    first = story.contact(at(10) - timedelta(hours=6), "outbound", "offer")
+    story.contact(40, "outbound", "offer")
+    story.contact(70, "outbound", "offer")
+    now = at(375) - timedelta(hours=10)
+    row = summary_row("c-1", story.events, now, DEFAULT)
+    leaves = first.occurred_at + DEFAULT.days("proactive_days")
+    assert row["refresh_at"] <= leaves
+    stored = row["reasons"]["relationship_level"]
+    later = evaluate(story.events, leaves).relationship_level
+    assert later.value == stored["value"] and later.as_dict() != stored
+
+
+def test_the_at_risk_reason_says_what_it_compares():
+    story = Story()
+    story.purchase(0)
+    story.purchase(10)
+    verdict = story.answer(at(100) + TICK).status
+    assert verdict.value == "at_risk"
+    assert verdict.rule == (
+        "the last purchase is more than 90 days and more than 2x the mean gap over P "
+        "(10 days) before T (90 whole days)"
+    )

@@ -88,7 +88,7 @@ def answer_columns(answer: Answer) -> dict[str, Any]:
 
 
 def refresh_at(answer: Answer, facts: Facts) -> datetime:
-    later = moment_of_change(facts, answer)
+    later = moment_of_change(facts, answer, reasons=True)  # the row shows the reasons
     moments = [later] if later is not None else []
     scores = answer.scores
     for since, days in (("last_purchase_at", "recency_days"), ("first_purchase_at", "tenure_days")):

@@ -119,17 +119,21 @@ def change_after(facts: Facts, now: Answer | None, until: datetime | None = None
 
 
 def moment_of_change(
-    facts: Facts, now: Answer | None, until: datetime | None = None
+    facts: Facts, now: Answer | None, until: datetime | None = None, reasons: bool = False
 ) -> datetime | None:
-    """When ``change_after`` finds its answer (the summary row needs only that): the
-    candidates are compared by ``moving_state``, not by whole answers."""
+    """When ``change_after`` finds its answer: the candidates are compared by
+    ``moving_state``, not by whole answers. With ``reasons``, a classification whose
+    reason changes (its rule's words or its events, as when an event leaves a window and
+    the value holds by others) changes too: what a stored summary row shows."""
     if now is None:
         return None
-    current = (*(v.value for v in now.verdicts().values()), *(now.scores[k] for k in TIMED))
+    verdicts = tuple(now.verdicts().values())
+    classified = verdicts if reasons else tuple(v.value for v in verdicts)
+    current = (*classified, *(now.scores[k] for k in TIMED))
     for moment in candidates(facts):
         if until is not None and moment > until:
             return None
-        if moving_state(facts.at(moment)) != current:
+        if moving_state(facts.at(moment), reasons) != current:
             return moment
     return None
 
@@ -138,16 +142,15 @@ def moment_of_change(
 TIMED = ("frequency_365d", "monetary_365d", "trust", "commitment", "involvement")
 
 
-def moving_state(facts: Facts) -> tuple[Any, ...]:
+def moving_state(facts: Facts, reasons: bool = False) -> tuple[Any, ...]:
     """The part of ``Answer.state()`` that can differ between ``facts`` and
     ``facts.at(later)``: the classifications and the ``TIMED`` scores. Every other score
     it compares depends on the events alone, which ``at`` keeps, so two moments' states
     differ exactly when these do (tests/test_rows_equivalence.py checks ``next_change``
-    against whole answers compared)."""
+    against whole answers compared). With ``reasons``, the classifications' whole verdicts."""
+    verdicts = (loyalty_stage(facts), status(facts), relationship_level(facts))
     return (
-        loyalty_stage(facts).value,
-        status(facts).value,
-        relationship_level(facts).value,
+        *(verdicts if reasons else (v.value for v in verdicts)),
         *recent_sales(facts),
         trust(facts),
         commitment(facts),

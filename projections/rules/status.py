@@ -96,12 +96,14 @@ def at_risk(facts: Facts) -> Verdict | None:
     last = facts.last_purchase
     if limit is None or last is None or facts.as_of - last.occurred_at <= limit:
         return None
-    s = facts.settings
+    s, first = facts.settings, facts.purchases[0]
+    mean_gap = (last.occurred_at - first.occurred_at) / (facts.n - 1) / timedelta(days=1)
     return Verdict(
         "at_risk",
-        f"{whole_days(facts.as_of - last.occurred_at)} days since the last purchase exceed both "
-        f"{s.at_risk_min_days} days and {s.at_risk_gap_factor:g}x the mean gap over P",
-        ids([facts.purchases[0], last]),
+        f"the last purchase is more than {s.at_risk_min_days} days and more than "
+        f"{s.at_risk_gap_factor:g}x the mean gap over P ({mean_gap:g} days) before T "
+        f"({whole_days(facts.as_of - last.occurred_at)} whole days)",
+        ids([first, last]),
     )
 
 
