@@ -114,3 +114,14 @@ def test_status_shows_an_unfinished_build(db_url):
         assert rows["timeline"]["building"]["head"] == head
         assert rows["summary"]["building"] is None
         assert rows["timeline"]["lag_events"] == head
+
+
+def test_a_read_model_built_by_other_projection_code_is_stale(db_url, monkeypatch):
+    with models(db_url) as m:
+        record_all(m.journey, records(3, seed=2))
+        assert invoke("--db", db_url, "projections", "run", "--once").exit_code == 0
+        built_by = status(db_url)["summary"]["code_version"]
+        monkeypatch.setattr("projections.readmodels.operate.CODE_VERSION", built_by + "-next")
+        for row in status(db_url).values():
+            assert row["stale"] is True
+            assert any("projection code" in reason for reason in row["stale_reasons"])
