@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from rules_builders import Story, at, client_story
 
@@ -123,3 +124,12 @@ def test_the_at_risk_reason_says_what_it_compares():
         "the last purchase is more than 90 days and more than 2x the mean gap over P "
         "(10 days) before T (90 whole days)"
     )
+
+
+def test_windows_are_elapsed_time_whatever_zone_as_of_is_given_in():
+    story = Story(first=datetime(2024, 3, 1, tzinfo=UTC))
+    story.purchase(datetime(2024, 3, 30, 10, 30, tzinfo=UTC))
+    later = datetime(2025, 3, 30, 10, 0, tzinfo=UTC)  # 364 days 23.5 hours on: in the window
+    warsaw = later.astimezone(ZoneInfo("Europe/Warsaw"))  # its clocks moved on 2025-03-30
+    assert story.answer(warsaw).scores["frequency_365d"] == 1
+    assert story.answer(warsaw).as_dict() == story.answer(later).as_dict()

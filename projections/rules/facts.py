@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -65,6 +65,9 @@ class Facts:
 
     @classmethod
     def of(cls, events: Iterable[CustomerEvent], as_of: datetime, settings: Settings) -> Facts:
+        # In UTC: "T - D days" in a zone with daylight saving is wall-clock arithmetic,
+        # an hour off across a change of clocks.
+        as_of = as_of if as_of.tzinfo is UTC else as_of.astimezone(UTC)
         counted = [e for e in ordered(events) if e.occurred_at <= as_of]
         return cls.of_ordered(counted, as_of, settings)
 
