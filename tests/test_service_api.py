@@ -288,10 +288,23 @@ def test_history_and_funnel(api):
     asked = api.get("/v1/customers/c-1/history", params={"known_at": "2030-01-01T02:00+02:00"})
     assert History.model_validate(asked.json()).known_at == "2030-01-01T00:00:00Z"
     assert {s["state"]["known_at"] for s in asked.json()["steps"]} == {"2030-01-01T00:00:00Z"}
-    funnel = api.get("/v1/funnel", params={"as_of": "2025-03-02"}).json()
+    counted = api.get("/v1/funnel", params={"as_of": "2025-03-02"})
+    assert "journey-stale" not in counted.headers  # built with the service's own settings
+    funnel = counted.json()
     assert funnel["stages"]["first_time"] == 1 and sum(funnel["statuses"].values()) == 1
     assert api.get("/v1/funnel", params={"as_of": "2025-01-01"}).json()["stages"][
         "first_time"] == 0
+
+
+def test_a_funnel_counted_by_other_rules_says_so(api, sqlite_url, tmp_path):
+    rules = tmp_path / "rules.json"
+    rules.write_text('{"lapsed_after_days": 30}')
+    rebuilt = CliRunner().invoke(
+        cli, ["--db", sqlite_url, "projections", "rebuild", "timeline", "--settings", str(rules)]
+    )
+    assert rebuilt.exit_code == 0, rebuilt.output
+    counted = api.get("/v1/funnel")
+    assert counted.status_code == 200 and "settings" in counted.headers["journey-stale"]
 
 
 def test_projections_status_and_rebuild(api):

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from commands.models import check_customer_id
 from journey.moments import parse_moment
 from projections.pointintime import NotFound
+from projections.readmodels.operate import stale_reasons
 from projections.readmodels.queries import funnel
 from projections.rules.window import iso
 from service import schemas
@@ -91,10 +92,13 @@ def get_funnel(
     as_of: AsOf = None,
 ) -> Any:
     """Customers per stage, status and level at `as_of`, from the timeline read model
-    (caught up first unless a runner keeps it)."""
+    (caught up first unless a runner keeps it). Counted by the rules the timeline was built
+    with: when those are not the service's, the `Journey-Stale` header says why."""
     (moment,) = moments(as_of=as_of or "now")
     service.models.refresh(["timeline"])
-    return JSONResponse(funnel(service.models.store, moment))
+    stale = stale_reasons(service.models.runner.serving("timeline"), service.settings)
+    headers = {"Journey-Stale": "; ".join(stale)} if stale else None
+    return JSONResponse(funnel(service.models.store, moment), headers=headers)
 
 
 def valid_id(customer_id: str) -> None:
