@@ -8,7 +8,10 @@ the value before it, with its cause (the expected moments are asked of ``show``)
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from readmodel_support import NOW, assert_feed_consistent, models, record_all
@@ -65,6 +68,17 @@ def first_moment(m, kind: str, value: str, start, end):
     return end
 
 
+@contextmanager
+def bought_300_days_ago(db_url) -> Iterator[tuple[Any, list[datetime]]]:
+    """Read models of one customer whose one purchase lies 300 days before NOW, the summary
+    caught up at NOW; the clock is the list's one moment, for a test to move."""
+    clock = [NOW]
+    with models(db_url, clock=lambda: clock[0]) as m:
+        record_all(m.journey, [purchase("o1", NOW - DAY * 300)])
+        m.runner.catch_up("summary")
+        yield m, clock
+
+
 def test_every_change_by_itself_while_the_runner_was_stopped(db_url):
     clock = [NOW]
     with models(db_url, clock=lambda: clock[0]) as m:
@@ -82,10 +96,7 @@ def test_every_change_by_itself_while_the_runner_was_stopped(db_url):
 
 
 def test_a_change_by_itself_noticed_with_a_new_event_is_not_that_events_doing(db_url):
-    clock = [NOW]
-    with models(db_url, clock=lambda: clock[0]) as m:
-        record_all(m.journey, [purchase("o1", NOW - DAY * 300)])
-        m.runner.catch_up("summary")
+    with bought_300_days_ago(db_url) as (m, clock):
         clock[0] = NOW + DAY * 100
         record_all(m.journey, [feedback(clock[0])])
         m.runner.catch_up("summary")  # a pass applies new events before it refreshes
@@ -95,10 +106,7 @@ def test_a_change_by_itself_noticed_with_a_new_event_is_not_that_events_doing(db
 
 
 def test_a_change_by_itself_is_not_lost_when_the_new_event_is_dated_ahead(db_url):
-    clock = [NOW]
-    with models(db_url, clock=lambda: clock[0]) as m:
-        record_all(m.journey, [purchase("o1", NOW - DAY * 300)])
-        m.runner.catch_up("summary")
+    with bought_300_days_ago(db_url) as (m, clock):
         clock[0] = NOW + DAY * 100
         record_all(m.journey, [feedback(NOW + DAY * 200)])  # takes effect later
         m.runner.catch_up("summary")
@@ -144,10 +152,7 @@ def test_day_counters_follow_show_through_every_hour(db_url):
 
 
 def test_a_rebuild_with_the_same_rules_announces_nothing_of_its_own(db_url):
-    clock = [NOW]
-    with models(db_url, clock=lambda: clock[0]) as m:
-        record_all(m.journey, [purchase("o1", NOW - DAY * 300)])
-        m.runner.catch_up("summary")
+    with bought_300_days_ago(db_url) as (m, clock):
         head = Feed(m.store).head()
         clock[0] = NOW + DAY * 100  # lapsed meanwhile, and no runner refreshed it
         rebuild(m.runner, "summary")
@@ -158,10 +163,7 @@ def test_a_rebuild_with_the_same_rules_announces_nothing_of_its_own(db_url):
 
 
 def test_a_rebuild_folded_before_a_change_does_not_announce_it_back_and_forth(db_url):
-    clock = [NOW]
-    with models(db_url, clock=lambda: clock[0]) as m:
-        record_all(m.journey, [purchase("o1", NOW - DAY * 300)])
-        m.runner.catch_up("summary")
+    with bought_300_days_ago(db_url) as (m, clock):
         head = Feed(m.store).head()
         clock[0] = NOW + DAY * 65 - HOUR
         generation = m.store.start_build(
@@ -192,10 +194,7 @@ def test_events_only_the_rebuild_applied_are_announced_with_their_cause(db_url):
 
 def test_a_refresh_written_after_another_one_is_refused(db_url):
     """Two refreshers of one row (a runner and a rebuild's switch) cannot both announce."""
-    clock = [NOW]
-    with models(db_url, clock=lambda: clock[0]) as m:
-        record_all(m.journey, [purchase("o1", NOW - DAY * 300)])
-        m.runner.catch_up("summary")
+    with bought_300_days_ago(db_url) as (m, clock):
         serving = m.runner.serving("summary")
         (stale,) = m.store.previous_summaries(serving.generation, ["c"]).values()
         clock[0] = NOW + DAY * 100
