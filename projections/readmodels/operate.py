@@ -61,10 +61,7 @@ class ReadModels:
                 for name in names:
                     locks.enter_context(self.store.lock(f"run:{name}"))
                 for name in names:
-                    self.runner.catch_up(name)
-                if "summary" in names:
-                    while self.runner.refresh_due():
-                        pass
+                    self._bring_up(name)
                 return True
         except LockBusy:
             return False
@@ -78,12 +75,17 @@ class ReadModels:
         for name in names:
             try:
                 with runner_locks(self.store, [name], threading.Event(), lock_wait):
-                    self.runner.catch_up(name)
-                    while name == "summary" and self.runner.refresh_due():
-                        pass
+                    self._bring_up(name)
             except LockBusy:
                 kept_by_others.append(name)
         return kept_by_others
+
+    def _bring_up(self, name: str) -> None:
+        """Apply what the log holds to ``name`` and, for the summary, the changes whose
+        moment has come; its lock held."""
+        self.runner.catch_up(name)
+        while name == "summary" and self.runner.refresh_due():
+            pass
 
     def population(self, as_of: datetime) -> Population | None:
         """RFM's population at ``as_of`` as known now, from the purchases read model; None
