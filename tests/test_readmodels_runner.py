@@ -8,6 +8,7 @@ import random
 import threading
 import time
 import uuid
+from contextlib import ExitStack
 from datetime import timedelta
 
 import psycopg
@@ -300,9 +301,9 @@ def test_a_runner_checks_its_locks_before_every_page_it_writes(db_url):
         runner = Runner(m.journey.app, m.store, DEFAULT, page=5)
         checked = []
 
-        def check() -> None:  # the lock is lost after two pages
-            checked.append(True)
-            if len(checked) > 2:
+        def check() -> None:  # one at the start of the pass, then before each page:
+            checked.append(True)  # the lock is lost after two pages
+            if len(checked) > 3:
                 raise LockLost("the session ended")
 
         with pytest.raises(LockLost):
@@ -339,6 +340,59 @@ def test_a_runner_waits_for_a_reader_catching_the_model_up(db_url):
             runner.join(timeout=30)
             reader.close()
         assert not runner.is_alive()
+
+
+def test_after_a_reconnection_a_runner_runs_the_models_whose_locks_are_free(db_url, monkeypatch):
+    """While a runner was reconnecting, another took one of its models: it runs the others
+    at once, and takes that one back when it comes free (not none until all are free)."""
+    with models(db_url) as m:
+        record_all(m.journey, records(5, seed=5))
+        other = ReadModelStore(Database.parse(db_url))
+        taken = ExitStack()
+        run, open_, failed, took = Runner.run, ReadModels.open, [], []
+
+        def drop_once(self, *args, **kwargs):
+            if not failed:
+                failed.append(True)
+                raise ConnectionError("server closed the connection")
+            return run(self, *args, **kwargs)
+
+        def reopen(*args, **kwargs):  # meanwhile another runner took timeline
+            if failed and not took:
+                took.append(taken.enter_context(other.lock("run:timeline")))
+            return open_(*args, **kwargs)
+
+        monkeypatch.setattr(ReadModels, "open", reopen)
+        monkeypatch.setattr(Runner, "run", drop_once)
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=run_supervised,
+            args=(db_url, DEFAULT, ["summary", "timeline"], stop),
+            kwargs={"retry_seconds": 0.1, "poll_seconds": 0.1},
+        )
+        thread.start()
+        try:
+            purchase = {
+                "type": "purchase",
+                "customer_id": "c-new",
+                "order_id": "o-new",
+                "occurred_at": "2025-06-01T10:00:00Z",
+                "amount": "10.00",
+            }
+            record_all(m.journey, [purchase])
+            head = m.journey.app.max_notification_id()
+            assert wait_for(lambda: serving(m.store, "summary").position == head, 30)
+            assert serving(m.store, "timeline").position < head  # not this runner's now
+            taken.close()  # the other runner stops
+            assert wait_for(lambda: serving(m.store, "timeline").position == head, 30)
+            with pytest.raises(LockBusy), other.lock("run:timeline"):
+                pass  # the runner holds it again
+        finally:
+            stop.set()
+            thread.join(timeout=30)
+            taken.close()
+            other.close()
+        assert failed and not thread.is_alive()
 
 
 def test_run_once_catches_up_when_no_runner_holds_the_lock(db_url):

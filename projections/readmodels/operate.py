@@ -164,24 +164,25 @@ def run_supervised(
     """Run until ``stop``; after a lost database connection, reconnect and go on (the
     position lives in the database, so nothing is lost or repeated). ``poll_seconds`` is
     how long it waits for new events before looking again (on PostgreSQL a NOTIFY ends
-    the wait at once). A busy lock is waited for (``runner_locks``): ``lock_wait``
-    seconds at the start, then LockBusy (another runner has it); after a reconnection, as
-    long as it takes."""
-    waiting: float | None = lock_wait  # after it has run: as long as it takes
+    the wait at once). At the start every lock is waited for (``runner_locks``) for
+    ``lock_wait`` seconds, then LockBusy: another runner has one. After a reconnection
+    another runner may have taken some meanwhile: the models whose locks are free run at
+    once, and the others join as their locks come free (``HeldLocks``)."""
+    waiting: float | None = lock_wait  # None after it has run: take what is free
     while not stop.is_set():
         try:
             models = ReadModels.open(url, settings)
             try:
-                with runner_locks(models.store, names, stop, waiting) as still_held:
+                with held_locks(models.store, names, stop, waiting) as locks:
                     waiting = None
                     with waiter(models) as wait:
                         models.runner.run(
-                            names,
+                            locks.held,
                             stop,
                             wait=wait,
                             on_pass=on_pass,
                             poll_seconds=poll_seconds,
-                            check=still_held,
+                            check=locks.check,
                         )
             finally:
                 models.close()
@@ -197,25 +198,74 @@ def run_supervised(
 
 
 @contextmanager
-def runner_locks(
+def held_locks(
     store: ReadModelStore, names: Sequence[str], stop: threading.Event, wait: float | None
+) -> Iterator[HeldLocks]:
+    """Every lock of ``names`` (``runner_locks``) when ``wait`` is given, else those free
+    now, the rest taken as they come free."""
+    with ExitStack() as stack:
+        locks = HeldLocks(store, names, stack)
+        if wait is None:
+            locks.take_free()
+        else:
+            locks.hold_all(stack.enter_context(runner_locks(store, names, stop, wait)))
+        yield locks
+
+
+class HeldLocks:
+    """The runner locks a runner holds. ``held`` (in the order of ``names``) is what the
+    runner runs, read afresh each pass; ``check`` raises if a held lock was lost, and
+    tries the missing ones again at most every ``LOCK_RETRY`` seconds."""
+
+    def __init__(self, store: ReadModelStore, names: Sequence[str], stack: ExitStack):
+        self.store, self.names, self.stack = store, list(names), stack
+        self.held: list[str] = []
+        self.checks: list[Callable[[], None]] = []
+        self.tried: float | None = None  # when the missing ones were last tried
+
+    def hold_all(self, check: Callable[[], None]) -> None:
+        self.held[:] = self.names
+        self.checks.append(check)
+
+    def take_free(self) -> None:
+        first = self.tried is None
+        self.tried = time.monotonic()
+        for name in self.missing():
+            try:
+                self.checks.append(self.stack.enter_context(self.store.lock(f"run:{name}")))
+            except LockBusy:
+                continue
+            self.held[:] = [n for n in self.names if n in self.held or n == name]
+        if first and self.missing():
+            log.warning("another runner holds %s; running the others", ", ".join(self.missing()))
+
+    def missing(self) -> list[str]:
+        return [n for n in self.names if n not in self.held]
+
+    def check(self) -> None:
+        for one in self.checks:
+            one()
+        retry = self.tried is not None and time.monotonic() - self.tried >= LOCK_RETRY
+        if retry and self.missing():
+            self.take_free()
+
+
+@contextmanager
+def runner_locks(
+    store: ReadModelStore, names: Sequence[str], stop: threading.Event, wait: float
 ) -> Iterator[Callable[[], None]]:
-    """The runner locks of ``names``, waited for while busy: for ``wait`` seconds, then
-    LockBusy (None: until they are free, or ``stop``, saying so in the log once). Yields a
-    check that raises if any of them was lost (see ``ReadModelStore.lock``)."""
-    deadline = None if wait is None else time.monotonic() + wait
-    said = False
+    """The runner locks of ``names``, waited for while busy (a reader may be catching a
+    model up) for ``wait`` seconds, then LockBusy. Yields a check that raises if any of
+    them was lost (see ``ReadModelStore.lock``)."""
+    deadline = time.monotonic() + wait
     while True:
         locks = ExitStack()
         try:
             checks = [locks.enter_context(store.lock(f"run:{name}")) for name in names]
-        except LockBusy as busy:
+        except LockBusy:
             locks.close()
-            if stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
+            if stop.is_set() or time.monotonic() >= deadline:
                 raise
-            if deadline is None and not said:
-                log.warning("waiting for the read models' locks (%s): %s", ", ".join(names), busy)
-                said = True
             stop.wait(LOCK_RETRY)
             continue
         with locks:

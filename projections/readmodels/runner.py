@@ -175,7 +175,9 @@ class Runner:
         its right to write (its locks): a backlog is many pages."""
         pause = wait or stop.wait
         while not stop.is_set():
-            done = {name: self.catch_up(name, check=check) for name in names}
+            if check:  # may change ``names`` (operate.HeldLocks): each pass reads it afresh
+                check()
+            done = {name: self.catch_up(name, check=check) for name in list(names)}
             while "summary" in names:
                 if check:
                     check()
