@@ -83,6 +83,7 @@ class Database:
             "POSTGRES_POOL_SIZE": "2",
             "POSTGRES_MAX_OVERFLOW": "4",
             "POSTGRES_CONNECT_TIMEOUT": "10",
+            "POSTGRES_PRE_PING": "y",  # a connection the server dropped is replaced, not used
         }
 
     def sqlalchemy_url(self) -> URL:

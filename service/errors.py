@@ -1,12 +1,16 @@
 """Every error answers one shape: ``{"errors": [{"field", "reason", "kind"}]}``.
 
-Handlers raise :class:`Problem`; bad parameters (``RequestValidationError``) and a
-database that stays busy (``RetryableConflict``) are turned into the same shape here, so
-no endpoint answers FastAPI's own ``{"detail": ...}``.
+Handlers raise :class:`Problem`; bad parameters (``RequestValidationError``), a
+database that stays busy (``RetryableConflict``) and one that cannot be reached are turned
+into the same shape here, so no endpoint answers FastAPI's own ``{"detail": ...}`` or a
+bare 500.
 """
 
 from typing import Any
 
+import eventsourcing.persistence
+import psycopg
+import sqlalchemy.exc
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -73,6 +77,29 @@ async def busy_answer(_request: Request, exc: RetryableConflict) -> JSONResponse
     )
 
 
+#: What a lost or refused database connection raises, through each layer.
+UNREACHABLE = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    eventsourcing.persistence.OperationalError,
+    eventsourcing.persistence.InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
+
+
+async def unreachable_answer(_request: Request, exc: Exception) -> JSONResponse:
+    """The database could not be reached or answer: retryable, like a busy one. Its pools
+    check a connection before handing it out, so the retry after it is back succeeds."""
+    first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+    reason = f"the database is unreachable or busy ({type(exc).__name__}: {first_line})"
+    return JSONResponse(
+        {"errors": [{"field": "(database)", "reason": reason, "kind": "unavailable"}]},
+        503,
+        headers={"Retry-After": "1"},
+    )
+
+
 #: Kinds for the HTTP errors the framework raises itself (no such path, method).
 HTTP_KINDS = {404: "not_found", 405: "invalid"}
 
@@ -93,4 +120,5 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     Problem: problem_answer,
     RequestValidationError: invalid_answer,
     RetryableConflict: busy_answer,
+    **dict.fromkeys(UNREACHABLE, unreachable_answer),
 }

@@ -51,7 +51,7 @@ class Recorded(BaseModel):
         description="Log positions of every event stored, in order, including the events "
         "the engine derives (an implicit `identified`, a `referral_converted`)."
     )
-    stored: int = Field(description="Events stored from the input.")
+    stored: int = Field(description="Events stored, the derived ones (`derived`) included.")
     derived: int = Field(description="Events the engine derived and stored.")
     duplicates: int = Field(description="Inputs already stored (idempotent retries): no-ops.")
 

@@ -105,6 +105,33 @@ def test_a_change_by_itself_noticed_with_a_new_event_is_not_that_events_doing(db
         assert entries(m, "status")[1:] == [("active", "lapsed", lapsed, None)]
 
 
+def test_a_change_by_itself_after_a_new_event_is_not_that_events_doing(db_url):
+    with bought_300_days_ago(db_url) as (m, clock):  # lapses 65 days after NOW
+        clock[0] = NOW + DAY * 10
+        record_all(m.journey, [feedback(clock[0])])  # while the runner is stopped
+        clock[0] = NOW + DAY * 100  # and comes back after the lapse
+        m.runner.catch_up("summary")
+        refresh(m)
+        lapsed = first_moment(m, "status", "lapsed", NOW, clock[0])
+        assert lapsed > NOW + DAY * 10
+        assert entries(m, "status")[1:] == [("active", "lapsed", lapsed, None)]
+        assert_feed_consistent(m.store)
+
+
+def test_a_new_customers_history_is_announced_at_its_last_event_then_by_itself(db_url):
+    """A customer loaded with its history: one net change at its newest event, then each
+    change by itself since at its own moment (not its present state at that event)."""
+    with models(db_url) as m:
+        *_, position = record_all(m.journey, [purchase("o1", NOW - DAY * 400)])
+        m.runner.catch_up("summary")
+        lapsed = first_moment(m, "status", "lapsed", NOW - DAY * 400, NOW)
+        assert entries(m, "status") == [
+            (None, "active", NOW - DAY * 400, position),
+            ("active", "lapsed", lapsed, None),
+        ]
+        assert_feed_consistent(m.store)
+
+
 def test_a_change_by_itself_is_not_lost_when_the_new_event_is_dated_ahead(db_url):
     with bought_300_days_ago(db_url) as (m, clock):
         clock[0] = NOW + DAY * 100
@@ -174,6 +201,49 @@ def test_a_rebuild_folded_before_a_change_does_not_announce_it_back_and_forth(db
         refresh(m)  # the serving runner announces the lapse
         switch_when_caught_up(m.runner, "summary", generation)
         refresh(m)
+        assert [(f, t) for f, t, _, _ in entries(m, "status", after=head)] == [("active", "lapsed")]
+        assert_feed_consistent(m.store)
+
+
+def test_a_runner_refreshing_between_a_rebuilds_refresh_and_its_switch(db_url, monkeypatch):
+    """The switch compares generations brought to one moment; a runner that refreshed the
+    serving one later must not have its lapse undone and announced again by the switch."""
+    with bought_300_days_ago(db_url) as (m, clock):
+        head = Feed(m.store).head()
+        clock[0] = NOW + DAY * 65 - HOUR  # the rebuild starts an hour before the lapse
+        switch = type(m.store).switch
+
+        def runner_passes_first(self, *args, **kwargs):
+            clock[0] = NOW + DAY * 65 + HOUR
+            refresh(m)  # the runner's pass, two hours later
+            return switch(self, *args, **kwargs)
+
+        monkeypatch.setattr(type(m.store), "switch", runner_passes_first)
+        rebuild(m.runner, "summary")
+        monkeypatch.setattr(type(m.store), "switch", switch)
+        refresh(m)
+        assert [(f, t) for f, t, _, _ in entries(m, "status", after=head)] == [("active", "lapsed")]
+        assert_feed_consistent(m.store)
+
+
+def test_a_page_applied_beside_a_refresh_of_its_rows_is_refused(db_url, monkeypatch):
+    """Two writers of the serving summary (a runner, a rebuild's switch catching it up):
+    a page whose rows were refreshed after it read them is read again, not announced twice."""
+    with bought_300_days_ago(db_url) as (m, clock):  # lapses 65 days after NOW
+        head = Feed(m.store).head()
+        clock[0] = NOW + DAY * 100
+        record_all(m.journey, [feedback(clock[0])])
+        store_class = type(m.store)
+        write = store_class.write
+
+        def refreshed_first(self, name, *args, **kwargs):
+            if kwargs.get("position") is not None:  # the page, about to be written
+                monkeypatch.setattr(store_class, "write", write)
+                refresh(m)  # the other writer refreshes the row this page read
+            return write(self, name, *args, **kwargs)
+
+        monkeypatch.setattr(store_class, "write", refreshed_first)
+        m.runner.catch_up("summary")
         assert [(f, t) for f, t, _, _ in entries(m, "status", after=head)] == [("active", "lapsed")]
         assert_feed_consistent(m.store)
 

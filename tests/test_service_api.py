@@ -4,11 +4,15 @@ input gets back. The store is a real SQLite file (and PostgreSQL where marked)."
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import warnings
 from collections.abc import Iterator
+from contextlib import suppress
 from datetime import datetime
 
 import pytest
+from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
@@ -439,6 +443,74 @@ def test_the_service_on_postgresql(pg_url):
         streamed = read_sse(api, {}, {}, 3)
         assert [e["kind"] for e in streamed] == ["loyalty_stage", "status", "relationship_level"]
         assert api.post(purchase("c-1", "o-1", amount="3")).status_code == 409
+
+
+def pipe(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for end in (source, sink):
+            with suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+
+class Proxy:
+    """A TCP proxy to a server, which a test cuts as a network or a restarting server
+    would: every connection through it ends, and new ones are refused."""
+
+    def __init__(self, target: tuple[str, int], port: int = 0):
+        self.target, self.ends = target, []
+        self.listener = socket.create_server(("127.0.0.1", port))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            self.ends += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=pipe, args=(source, sink), daemon=True).start()
+
+    def cut(self) -> None:
+        with suppress(OSError):  # wakes the accepting thread (close alone would not)
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        for end in self.ends:
+            with suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.mark.postgres
+def test_a_database_out_of_reach_answers_503_and_the_next_request_after_it_works(pg_url):
+    url = make_url(pg_url)
+    proxy = Proxy((url.host, url.port or 5432))
+    api = Api(url.set(port=proxy.port).render_as_string(hide_password=False))
+    with api.client:
+        assert api.post([purchase("c-1", "o-1")]).status_code == 201
+        proxy.cut()
+        for answer in (
+            api.post([purchase("c-2", "o-2")]),
+            api.get("/v1/customers/c-1"),
+            api.get("/v1/funnel"),
+            api.get("/v1/feed/page"),
+        ):
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["Retry-After"] == "1"
+            (error,) = answer.json()["errors"]
+            assert (error["field"], error["kind"]) == ("(database)", "unavailable")
+        proxy = Proxy((url.host, url.port or 5432), port=proxy.port)  # the server is back
+        try:
+            assert api.post([purchase("c-2", "o-2")]).status_code == 201
+            assert api.get("/v1/customers/c-2").status_code == 200
+        finally:
+            proxy.cut()
 
 
 def test_events_outside_the_rules_calendar_are_refused_with_the_rest_of_the_batch(api):

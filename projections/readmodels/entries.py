@@ -3,22 +3,25 @@
 A summary row is recomputed when new events are applied and when its ``refresh_at`` comes.
 Between two computations the state can change several times: by itself (a lapse, a window
 closing: ``cause`` None), as an event recorded with a later ``occurred_at`` comes into
-effect (``cause`` its position), and through the new events (``cause`` the newest of them
-in valid time). Each change is announced at the moment it happened, from the value before
-it, so that a subscriber replaying the feed passes through every state the customer had,
-whenever the runner noticed (tests/readmodel_support.assert_feed_consistent).
+effect or is applied (``cause`` its position). Each change is announced at the moment it
+happened, from the value before it, so that a subscriber replaying the feed passes through
+every state the customer had, whenever the runner noticed
+(tests/readmodel_support.assert_feed_consistent). Only new events dated before the row's
+last computation (backfilled) change what was already known: their net change is one step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
 from journey.application import Stream
-from projections.rules.answer import Answer, evaluate
-from projections.rules.changes import next_change
-from projections.rules.window import JUST_AFTER
+from projections.readmodels.rows import samples
+from projections.rules.answer import verdicts_from
+from projections.rules.facts import Facts
+from projections.rules.verdict import Verdict
+from projections.rules.window import ordered
 from projections.settings import Settings
 
 KINDS = ("loyalty_stage", "status", "relationship_level")
@@ -58,50 +61,46 @@ def changes(
     ]
 
 
-def row_changes(
-    customer: str,
-    was: State,
-    row: Mapping[str, Any],
-    occurred_at: datetime,
-    cause: int | None,
-    recorded_at: datetime,
-) -> list[dict[str, Any]]:
-    """``changes`` to a newly computed summary row."""
-    now = {kind: row[kind] for kind in KINDS}
-    reasons = {kind: row["reasons"][kind]["rule"] for kind in KINDS if row[kind] is not None}
-    return changes(customer, was, now, reasons, occurred_at, cause, recorded_at)
-
-
 def transitions(
     stream: Stream, was: State, since: datetime, rules: Settings, until: datetime
-) -> Iterator[tuple[datetime, int | None, Answer]]:
+) -> Iterator[tuple[datetime, int | None, dict[str, Verdict]]]:
     """Each moment in (``since``, ``until``] at which the classifications of ``stream``
     (events already applied) move away from the last ones (``was`` first) with no event
     recorded: by themselves (cause None) or as events dated ahead come into effect (cause:
-    the last recorded of them), with the answer from that moment on."""
-    arrivals = sorted(
-        (event.occurred_at, position)
-        for event, position in zip(stream.events, stream.positions, strict=True)
-        if since < event.occurred_at <= until
-    )
-    moment, current = since, dict(was)
-    while True:
-        arrival = next((a for a in arrivals if a[0] > moment), None)
-        bound = until if arrival is None else arrival[0]
-        later = next_change(stream.events, moment, rules, until=bound)
-        if later is not None and (arrival is None or later.as_of < arrival[0]):
-            moment, cause = later.as_of, None
-        elif arrival is not None:  # the events of that moment count from it on
-            moment = arrival[0]
-            cause = max(position for at, position in arrivals if at == moment)
-            later = evaluate(stream.events, moment, rules)
-        else:
-            return
-        assert later is not None, "an event lies at or before every moment looked at"
-        values = {kind: verdict.value for kind, verdict in later.verdicts().items()}
-        if values != current:
-            yield moment, cause, later
-            current = values
+    the last recorded of them), with their verdicts from that moment on. The values come
+    from the timeline's walk (rows.samples: linear in the moments it looks at), the
+    reasons from the rules, at each change only."""
+    arrivals: dict[datetime, int] = {}
+    for event, position in zip(stream.events, stream.positions, strict=True):
+        if since < event.occurred_at <= until:
+            arrivals[event.occurred_at] = max(position, arrivals.get(event.occurred_at, 0))
+    current = tuple(was[kind] for kind in KINDS)
+    for moment, state in settled(samples(ordered(stream.events), rules), since, until):
+        if state != current:
+            yield (
+                moment,
+                arrivals.get(moment),
+                verdicts_from(Facts.of(stream.events, moment, rules)),
+            )
+            current = state
+
+
+def settled(
+    steps: Iterable[tuple[datetime, tuple[str, str, str]]], since: datetime, until: datetime
+) -> Iterator[tuple[datetime, tuple[str, str, str]]]:
+    """The state at each moment of ``steps`` in (``since``, ``until``]: where several steps
+    share a moment, the last one's."""
+    pending = None
+    for moment, state in steps:
+        if moment > until:
+            break
+        if moment <= since:
+            continue
+        if pending is not None and pending[0] != moment:
+            yield pending
+        pending = (moment, state)
+    if pending is not None:
+        yield pending
 
 
 def announced(
@@ -116,10 +115,8 @@ def announced(
     """The entries of every ``transitions`` step, and the state after the last."""
     entries: list[dict[str, Any]] = []
     current = dict(was)
-    for moment, cause, answer in transitions(stream, was, since, rules, until):
-        verdicts = answer.verdicts()
-        now = {kind: verdict.value for kind, verdict in verdicts.items()}
-        reasons = {kind: verdict.rule for kind, verdict in verdicts.items()}
+    for moment, cause, verdicts in transitions(stream, was, since, rules, until):
+        now, reasons = values(verdicts), reasons_of(verdicts)
         entries += changes(customer, current, now, reasons, moment, cause, recorded_at)
         current = now
     return entries, current
@@ -133,37 +130,40 @@ def refresh_entries(
 
 
 def page_entries(
-    customer: str,
-    before: Any,
-    row: Mapping[str, Any],
-    stream: Stream,
-    since: int,
-    rules: Settings,
-    now: datetime,
+    customer: str, before: Any, stream: Stream, since: int, rules: Settings, now: datetime
 ) -> list[dict[str, Any]]:
     """The entries for a row recomputed at ``now`` because events after position
-    ``since`` were applied. What changed by itself since the row was computed, before the
-    first of them took effect, is announced first, as a refresh would have; the rest is
-    the new events' doing, caused by the newest of them (in valid time) that is not in the
-    future: its position and occurred_at."""
+    ``since`` were applied. New events dated at or before the moment the row was computed
+    (backfilled; for a customer with no row yet, its whole history) changed what was
+    already known: their net change is announced first, at the newest of them, caused by
+    it. From that moment on, every change is announced at its own moment (``transitions``
+    of the whole stream): by itself, or as a later event takes effect, caused by it. So a
+    lapse that came after a new event is not blamed on it, however late the runner."""
     fresh = [
         (event.occurred_at, event.originator_version, position)
         for event, position in zip(stream.events, stream.positions, strict=True)
         if position > since and event.occurred_at <= now
     ]
+    known_at = None if before is None else min(before.computed_at, now)
+    backfilled = [f for f in fresh if known_at is None or f[0] <= known_at]
     entries: list[dict[str, Any]] = []
     was = state_of(before)
-    if before is not None and before.refresh_at <= now:  # a change by itself was due
-        known = Stream(
-            [e for e, p in zip(stream.events, stream.positions, strict=True) if p <= since],
-            [p for p in stream.positions if p <= since],
+    if backfilled:
+        occurred_at, _, cause = max(backfilled)
+        known_at = known_at or occurred_at
+        verdicts = verdicts_from(Facts.of(stream.events, known_at, rules))
+        entries += changes(
+            customer, was, values(verdicts), reasons_of(verdicts), occurred_at, cause, now
         )
-        until = min(at for at, _, _ in fresh) - JUST_AFTER if fresh else now
-        if known.events and until > before.computed_at:
-            entries, was = announced(
-                customer, was, known, before.computed_at, rules, min(until, now), now
-            )
-    if not fresh:
+        was = values(verdicts)
+    if known_at is None:  # a new customer whose events all lie ahead
         return entries
-    occurred_at, _, cause = max(fresh)
-    return entries + row_changes(customer, was, row, occurred_at, cause, now)
+    return entries + announced(customer, was, stream, known_at, rules, now, now)[0]
+
+
+def values(verdicts: dict[str, Verdict]) -> dict[str, str]:
+    return {kind: verdict.value for kind, verdict in verdicts.items()}
+
+
+def reasons_of(verdicts: dict[str, Verdict]) -> dict[str, str]:
+    return {kind: verdict.rule for kind, verdict in verdicts.items()}

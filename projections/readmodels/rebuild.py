@@ -109,7 +109,10 @@ def switch_when_caught_up(runner: Runner, name: str, generation: Generation) -> 
     unless it is far behind (``REPLAY_LIMIT``; the empty first one too), its changes
     announced as a runner would; the new one, folded some time ago, is refreshed silently
     at the same moment. One far behind is not replayed event by event, which a rebuild is
-    there to avoid: the switch announces the difference."""
+    there to avoid: the switch announces the difference. The new generation's indexes are
+    made first: a runner refreshing the serving one meanwhile would send the switch round
+    again."""
+    runner.store.finish_indexes(name, generation.generation)
     while True:
         now = runner.clock()
         in_step = False

@@ -109,7 +109,7 @@ class Runner:
             new_rows = rows_for(name, customer, stream, now, rules, applied)
             if announce:
                 since = before.last_position if before else 0
-                entries += page_entries(customer, before, new_rows[0], stream, since, rules, now)
+                entries += page_entries(customer, before, stream, since, rules, now)
             rows += new_rows
         self.store.write(
             name,
@@ -120,6 +120,8 @@ class Runner:
             status=generation.status,
             position=last,
             entries=entries,
+            # a refresh (moving no position) of a row read above: its change announced
+            computed={customer: row.computed_at for customer, row in previous.items()},
         )
         return len(notifications)
 

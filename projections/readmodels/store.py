@@ -191,22 +191,24 @@ class ReadModelStore:
         generation changes (new rules). Raises PositionMoved while the new generation is
         behind the serving one (the feed would announce changes backwards), or, ``in_step``,
         anywhere but where the serving one is (ahead, it would announce new events' changes
-        as the rules' doing): catch the one behind up first.
-
-        First, in a transaction of their own, the generation gets the indexes its build did
-        without: building them takes a while on a large log, and readers wait for the
-        transaction that repoints their view."""
+        as the rules' doing): catch the one behind up first. Likewise when a serving
+        summary row was computed after ``now`` (a runner's refresh since both generations
+        were brought to ``now``): the new rules would be credited with a change of time.
+        Writers of either generation wait for this transaction, then find theirs retired."""
         model = MODELS[name]
+        self.finish_indexes(name, generation)
         with self.engine.begin() as conn:
-            for index in deferred_indexes(self.table(name, generation)):
-                index.create(conn, checkfirst=True)
-        with self.engine.begin() as conn:
+            conn.execute(  # first: a runner's write waits from here on, or went before
+                update(generations).where(generations.c.name == name).values(updated_at=utc_now())
+            )
             old = self.serving(conn, name)
             new = next(g for g in self._generations(conn, name) if g.generation == generation)
             if old is not None and (
                 new.position < old.position or (in_step and new.position != old.position)
             ):
                 raise PositionMoved(f"{name} generation {generation} is not where the serving is")
+            if self._refreshed_since(conn, name, old, now):
+                raise PositionMoved("the serving summary was refreshed meanwhile")
             self._set_status(conn, name, generation, "serving")
             self._point_view(conn, model, generation)
             if old is not None:
@@ -216,6 +218,24 @@ class ReadModelStore:
         if old is not None:
             with self.engine.begin() as conn:
                 self._drop_generation(conn, model, old.generation)
+
+    def finish_indexes(self, name: str, generation: int) -> None:
+        """The indexes a generation's build did without, in a transaction of their own:
+        building them takes a while on a large log, and readers wait for the transaction
+        that repoints their view."""
+        with self.engine.begin() as conn:
+            for index in deferred_indexes(self.table(name, generation)):
+                index.create(conn, checkfirst=True)
+
+    def _refreshed_since(
+        self, conn: Connection, name: str, old: Generation | None, now: datetime | None
+    ) -> bool:
+        """Whether a serving summary row was computed after ``now``."""
+        if name != "summary" or old is None or now is None:
+            return False
+        table = self.table("summary", old.generation)
+        later = select(table.c.customer_id).where(table.c.computed_at > now).limit(1)
+        return conn.execute(later).first() is not None
 
     # -- writing -------------------------------------------------------------------------
 

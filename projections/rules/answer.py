@@ -68,6 +68,15 @@ def evaluate(
     return answer_from(facts)
 
 
+def verdicts_from(facts: Facts) -> dict[str, Verdict]:
+    """The classifications alone, with their reasons (what the feed announces)."""
+    return {
+        "loyalty_stage": loyalty_stage(facts),
+        "status": status(facts),
+        "relationship_level": relationship_level(facts),
+    }
+
+
 def answer_from(facts: Facts) -> Answer | None:
     if not facts.events:
         return None
