@@ -10,6 +10,7 @@ triggered, and a customer it would have created is dropped.
 from __future__ import annotations
 
 import getpass
+import logging
 import random
 import time
 from collections import defaultdict
@@ -28,6 +29,8 @@ from journey.errors import InputError, RetryableConflict
 from journey.events import USER_EVENT_CLASSES, CustomerEvent
 from journey.personal import CustomerKey
 from journey.referrals import Referrers, index_id
+
+log = logging.getLogger("journey.commands")
 
 Clock = Callable[[], datetime]
 SAVE_BATCH_EVENTS = 5000
@@ -283,9 +286,7 @@ class UnitOfWork:
     def convert_referrals(self) -> None:
         """Record the conversions the batch's referrals and purchases made due."""
         for referrer_id, referred_id in self.to_convert:
-            index = self._get(index_id(referred_id))
-            referred_at = index.referrers[referrer_id]
-            self._convert(self._get(referrer_id), self._get(referred_id), referred_at)
+            self._convert(self._get(referrer_id), self._get(referred_id))
         self.to_convert.clear()
 
     def unseen(self) -> tuple[set[tuple[str, str]], set[str]]:
@@ -321,7 +322,14 @@ class UnitOfWork:
         aggregate = self.aggregates.get(aggregate_id)
         return aggregate.version if aggregate is not None else 0
 
-    def _convert(self, referrer: Customer, referred: Customer, referred_at: datetime) -> None:
+    def _convert(self, referrer: Customer, referred: Customer) -> None:
+        """The conversion is due from the referrer's own ``referral`` event, not from the
+        index that found it (an index row is no fact: verify does not seal it)."""
+        referred_at = referrer.referrals.get(referred.id)
+        if referred_at is None:
+            log.warning("the referrers index names %r for %r, who has no such referral",
+                        referrer.id, referred.id)
+            return
         bought_at = referred.first_purchase_since(referred_at)
         if bought_at is not None:
             referrer.convert_referral(

@@ -34,7 +34,7 @@ from commands.handlers import (
 from commands.models import Command, InvalidInput, parse_command
 from journey.application import JourneyApplication
 from journey.customer import Customer
-from journey.errors import InputError, JourneyError, RetryableConflict
+from journey.errors import InputError, JourneyError, RetryableConflict, utf8_text
 from journey.events import CustomerEvent
 from journey.integrity import Report
 from journey.storage import Database
@@ -101,7 +101,7 @@ class Journey:
     def __init__(self, url: str | None = None, *, actor: str | None = None, clock: Clock = utc_now):
         self.database = Database.parse(url)
         self.app = JourneyApplication(self.database)
-        self.actor = actor or default_actor()
+        self.actor = utf8_text("actor", actor or default_actor())
         self.clock = clock
 
     def record(self, event: dict[str, Any] | Command) -> Recorded:
@@ -200,6 +200,7 @@ class Journey:
             raise InputError("reason", "is required")
         if len(reason) > MAX_REASON:
             raise InputError("reason", f"must be at most {MAX_REASON} characters")
+        utf8_text("reason", reason)  # before the key is destroyed
         destroyed = False  # by any attempt: a retry finds the key gone
         for attempt in range(RETRIES):
             if attempt:

@@ -28,7 +28,7 @@ from psycopg.rows import tuple_row
 
 from journey.chunks import chunks
 from journey.customer import Customer
-from journey.events import CustomerEvent
+from journey.events import CustomerEvent, is_customer_event
 from journey.integrity import LogSeal, topic_of
 from journey.personal import Keyring, is_sealed
 from journey.referrals import Referrers
@@ -306,7 +306,7 @@ class JourneyApplication(Application[str]):
 
     def customer_events(self, customer_id: str) -> list[CustomerEvent]:
         """A customer's stored events in recording order (empty when unknown)."""
-        return [e for e in self.events.get(customer_id) if isinstance(e, CustomerEvent)]
+        return [e for e in self.events.get(customer_id) if is_customer_event(e)]
 
     def select_notifications(self, after: int, limit: int) -> Sequence[Notification]:
         """Notifications with id greater than ``after`` (ids can have gaps)."""

@@ -75,6 +75,8 @@ class Customer(BaseAggregate[str]):
         self.complaints: dict[str, datetime] = {}
         self.seen: dict[Key, Key] = {}
         self.converted: set[str] = set()
+        #: The customers this one referred, each at its earliest referral.
+        self.referrals: dict[str, datetime] = {}
         #: The content hash of the last event linked into the chain (stored, or prepared
         #: for the store by ``chain_pending``): the next one's ``previous_hash``.
         self.last_hash: str | None = None

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from journey.api import Journey
-from journey.events import CustomerEvent
+from journey.events import CustomerEvent, is_customer_event
 from journey.sample import sample
 
 DEMO_SEED = 2025
@@ -94,7 +94,7 @@ def stored_events(engine: Journey, after: int = 0) -> list[CustomerEvent]:
     while page := engine.app.select_notifications(after, PAGE):
         after = page[-1].id
         decoded = (engine.app.mapper.to_domain_event(item) for item in page)
-        events += [e for e in decoded if isinstance(e, CustomerEvent)]
+        events += [e for e in decoded if is_customer_event(e)]
     return events
 
 

@@ -30,3 +30,14 @@ class ConflictError(InputError):
 class RetryableConflict(JourneyError):
     """Another writer changed the same customer at the same moment, more often than we retry.
     Sending the same input again is safe."""
+
+
+def utf8_text(field: str, value: str) -> str:
+    """``value``, if it can be stored: bytes on a command line that are not UTF-8 reach
+    Python as lone surrogates, which no store can encode (checked before anything is done,
+    so that nothing is half done)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(field, "is not valid UTF-8 text") from None
+    return value

@@ -197,6 +197,12 @@ class Referred(CustomerEvent):
     TYPE: ClassVar[str] = "referral"
     referred_customer_id: str
 
+    def apply(self, aggregate: Any) -> None:
+        super().apply(aggregate)
+        known = aggregate.referrals.get(self.referred_customer_id)
+        if known is None or self.occurred_at < known:
+            aggregate.referrals[self.referred_customer_id] = self.occurred_at
+
 
 @dataclass(frozen=True)
 class FeedbackGiven(CustomerEvent):
@@ -284,3 +290,11 @@ ALL_EVENT_CLASSES: tuple[type[CustomerEvent], ...] = (
     ReferralConverted,
     Erased,
 )
+
+
+def is_customer_event(event: object) -> bool:
+    """An event of a customer: a customer event class on a customer id. Ids starting with
+    ``~`` are the engine's own indexes (journey/referrals.py), which no customer id may
+    start with: an event shaped like a customer's there is no customer's, and the log
+    seal does not cover it, so no answer may count it."""
+    return isinstance(event, CustomerEvent) and not event.originator_id.startswith("~")

@@ -38,6 +38,18 @@ def parse_moment(text: str | None) -> datetime | None:
     return within_calendar(moment)
 
 
+def parse_known_at(text: str | None) -> datetime | None:
+    """A ``known_at``: a moment as ``parse_moment`` reads it, and not ahead of now. What
+    will have been recorded by a later moment is not known yet: an answer about it would
+    change as events are recorded, where the same T and K must answer the same forever."""
+    moment = parse_moment(text)
+    if moment is not None and moment > datetime.now(UTC):
+        raise ValueError(
+            f"{text!r} lies ahead: what will be recorded by then is not known yet (use now)"
+        )
+    return moment
+
+
 def is_date(text: str) -> bool:
     try:
         date.fromisoformat(text)

@@ -111,6 +111,16 @@ class Database:
         except psycopg.Error as exc:
             raise StorageError(f"cannot reach PostgreSQL at {self.url!r}: {exc}") from None
 
+    def holds_a_store(self) -> bool:
+        """Whether Journey has used this database before. The commands that only read ask
+        first: at a mistyped URL they would create an empty store and report on it (and an
+        empty log verifies as intact)."""
+        if not self.is_postgres:
+            return self.sqlite_path == ":memory:" or Path(self.sqlite_path).is_file()
+        events = f'"{self.schema}".journey_events'  # eventsourcing's name, for "Journey"
+        with self.connect() as conn:
+            return conn.execute("SELECT to_regclass(%s)", [events]).fetchone()[0] is not None
+
     def ensure_schema(self) -> None:
         """Create the PostgreSQL schema named in the URL, so first use needs no setup."""
         if not self.is_postgres or self.schema == "public":

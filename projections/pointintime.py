@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from journey.api import Journey
 from journey.application import JourneyApplication
 from journey.errors import JourneyError
-from journey.events import CustomerEvent
+from journey.events import CustomerEvent, is_customer_event
 from projections.history import Step, replay
 from projections.rules.answer import Answer, evaluate
 from projections.rules.rfm import Population, RfmInputs
@@ -70,7 +70,7 @@ class PointInTime:
         held = self._streams.pop(customer_id, [])
         after = held[-1].originator_version if held else None
         fresh = self.app.sealed_events.get(customer_id, gt=after)
-        stream = held + [e for e in fresh if isinstance(e, CustomerEvent)]
+        stream = held + [e for e in fresh if is_customer_event(e)]
         if stream:
             self._streams[customer_id] = stream
             while len(self._streams) > CACHED_STREAMS:
@@ -142,7 +142,7 @@ class PointInTime:
         while page := self.app.select_notifications(after, PAGE):
             for notification in page:
                 event = self.app.mapper.to_domain_event(notification)
-                if isinstance(event, CustomerEvent):
+                if is_customer_event(event):
                     yield event
             after = page[-1].id
 

@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from journey.application import JourneyApplication
-from journey.events import CustomerEvent
+from journey.events import CustomerEvent, is_customer_event
 from projections.history import describe, replay
 from projections.readmodels.queries import LEVELS, STAGES, STATUSES
 from projections.rules.answer import CLASSIFICATIONS, Answer, evaluate
@@ -39,7 +39,7 @@ def all_streams(app: JourneyApplication, known_at: datetime) -> dict[str, list[C
     while page := app.select_notifications(after, PAGE):
         for notification in page:
             event = app.mapper.to_domain_event(notification)
-            if isinstance(event, CustomerEvent) and event.recorded_at <= known_at:
+            if is_customer_event(event) and event.recorded_at <= known_at:
                 streams[event.originator_id].append(event)
         after = page[-1].id
     return streams

@@ -285,12 +285,27 @@ def test_a_key_another_writer_made_first_fails_the_whole_batch_of_keys(engine):
     assert set(keyring.load({k.customer_id for k in batch})) == {f"r-{i}" for i in range(300, 310)}
 
 
-@pytest.mark.parametrize("reason", ["", "   ", "x" * 2001])
+@pytest.mark.parametrize("reason", ["", "   ", "x" * 2001, "bad \udcff byte"])
 def test_erase_needs_a_reason_of_at_most_2000_characters(engine, reason):
+    """(A command line's byte that is not UTF-8 arrives as a lone surrogate.)"""
     populate(engine)
     before = len(engine.events("c-1"))
     with pytest.raises(InputError) as info:
         engine.erase("c-1", reason)
     assert info.value.field == "reason"
     assert len(engine.events("c-1")) == before
+    assert engine.app.keyring.load({"c-1"})  # the key is still there
+
+
+def test_an_actor_that_is_not_text_is_a_usage_error(engine, db_url):
+    from typer.testing import CliRunner
+
+    from journey.cli import app
+
+    populate(engine)
+    result = CliRunner().invoke(
+        app, ["--db", db_url, "--actor", "ro\udcffot", "erase", "c-1", "--reason", "asked"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "UTF-8" in result.output and "Traceback" not in result.output
     assert engine.app.keyring.load({"c-1"})  # the key is still there

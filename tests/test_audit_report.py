@@ -152,3 +152,21 @@ def test_diff_shows_personal_data_by_field_name_only(story):
     (change,) = reports.diff(engine.app, T, K3, clock.now)
     (event,) = change.as_dict()["events"]
     assert event["payload"]["personal"] == {"email": "[sealed]", "name": "[sealed]"}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["report", "--as-of", "2025-06-01", "--known-at", "2999-01-01"],
+        ["diff", "--as-of", "2025-06-01", "--known-at", "now", "--known-at", "2999-01-01"],
+        ["show", "c-1", "--known-at", "2999-01-01"],
+        ["history", "c-1", "--known-at", "2999-01-01"],
+    ],
+    ids=["report", "diff", "show", "history"],
+)
+def test_a_known_at_ahead_of_now_is_a_usage_error(story, db_url, args):
+    """What will be recorded by then is not known yet: an answer would change later,
+    where the same T and K must give the same answer forever."""
+    result = cli(db_url, *args, "--json")
+    assert result.exit_code == 2, result.output
+    assert "lies ahead" in result.output

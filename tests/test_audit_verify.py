@@ -357,3 +357,121 @@ def test_an_unknown_id_is_a_break_not_a_clean_check(store, db_url):
     result = cli(db_url, "verify", "nobody", "--json")
     assert result.exit_code == 1
     assert json.loads(result.stdout)["breaks"][0]["kind"] == "unknown customer"
+
+
+def forged_copy(raw, customer_id: str, position: int) -> None:
+    """Copy c-1's purchase (version 2) to ``position`` as version 3 of ``customer_id``,
+    its hash left as it was: a row put there by hand."""
+    _, _, topic, state = raw.rows("c-1")[1]
+    state["amount"]["_data_"] = "99999.00"
+    raw.run(
+        "INSERT INTO {events} ({pos}, originator_id, originator_version, topic, state) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (position, customer_id, 3, topic, json.dumps(state).encode()),
+    )
+
+
+@pytest.mark.parametrize("position", [-1, -(2**62)])
+def test_an_event_at_a_position_below_the_log_is_detected(store, position):
+    """Positions start at 1: a row put below them is read by verify like any other."""
+    engine, raw = store
+    forged_copy(raw, "c-2", position)
+    report = engine.verify()
+    assert kinds(report) == [("c-2", 3, "event inserted")]
+    assert report.breaks[0].position == position
+
+
+def test_an_event_under_an_engine_id_counts_for_no_customer(store, db_url):
+    """Ids starting with ~ are the engine's indexes, which verify does not seal: a customer
+    made up there must not show in any answer."""
+    engine, raw = store
+    for position, version, topic, state in raw.rows("c-1"):
+        raw.run(
+            "INSERT INTO {events} ({pos}, originator_id, originator_version, topic, state) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (position + 1000, "~ghost", version, topic, json.dumps(state).encode()),
+        )
+    assert engine.events("~ghost") == []
+    report = cli(db_url, "report", "--as-of", "now", "--known-at", "now", "--json")
+    assert report.exit_code == 0, report.output
+    assert "~ghost" not in report.stdout and "c-1" in report.stdout
+    assert cli(db_url, "show", "~ghost", "--json").exit_code == 1
+    assert kinds(engine.verify(["~ghost"])) == [("~ghost", None, "unknown customer")]
+
+
+def test_a_state_in_another_encoding_is_a_changed_payload(store):
+    """json.loads of bytes takes UTF-16 and a byte-order mark; the store's reader does not,
+    so verify must not either."""
+    engine, raw = store
+    position, _, _, state = raw.rows("c-1")[1]
+    text = json.dumps(state)
+    for encoded in (text.encode("utf-16"), b"\xef\xbb\xbf" + text.encode()):
+        raw.run("UPDATE {events} SET state = ? WHERE {pos} = ?", (encoded, position))
+        assert kinds(engine.verify()) == [("c-1", 2, "payload changed")]
+
+
+@pytest.mark.parametrize("column", ["state", "topic"])
+def test_a_column_set_to_null_is_reported_not_a_crash(store, db_url, column):
+    engine, raw = store
+    position = raw.rows("c-1")[1][0]
+    raw.run(f"UPDATE {{events}} SET {column} = NULL WHERE {{pos}} = ?", (position,))
+    assert kinds(engine.verify()) == [("c-1", 2, "payload changed")]
+    assert cli(db_url, "verify").exit_code == 1
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # PostgreSQL: NOT NULL
+def test_a_version_set_to_null_is_reported_not_a_crash(store, db_url):
+    engine, raw = store
+    position = raw.rows("c-1")[1][0]
+    raw.run("UPDATE {events} SET originator_version = NULL WHERE {pos} = ?", (position,))
+    report = engine.verify()
+    assert ("c-1", "payload changed") in [(b.customer_id, b.kind) for b in report.breaks]
+    assert report.breaks[0].position == position
+    assert cli(db_url, "verify").exit_code == 1
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # PostgreSQL: bytea only
+def test_a_state_stored_as_text_is_reported_not_a_crash(store, db_url):
+    engine, raw = store
+    position, _, _, state = raw.rows("c-1")[1]
+    raw.run("UPDATE {events} SET state = ? WHERE {pos} = ?", (json.dumps(state), position))
+    assert kinds(engine.verify()) == [("c-1", 2, "payload changed")]
+
+
+def test_a_customer_id_with_markup_is_printed_as_it_is(store, db_url):
+    _, raw = store
+    forged_copy(raw, "[/x]", 5000)
+    result = cli(db_url, "verify")
+    assert result.exit_code == 1
+    assert "[/x]" in result.stdout and "Traceback" not in result.output
+
+
+def test_an_anchor_is_read_in_either_case_and_must_be_hex(store, db_url):
+    engine, _ = store
+    head = engine.verify()
+    upper = f"{head.head_position}:{head.head_chain.upper()}"
+    assert cli(db_url, "verify", "--anchor", upper).exit_code == 0
+    bad = cli(db_url, "verify", "--anchor", f"{head.head_position}:{'z' * 64}")
+    assert bad.exit_code == 2 and "hex" in bad.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["verify", "--json"], ["report", "--as-of", "now", "--known-at", "now", "--json"],
+     ["show", "c-1", "--json"], ["export", "c-1"]],
+    ids=["verify", "report", "show", "export"],
+)
+def test_a_mistyped_store_is_a_usage_error_not_a_new_empty_one(tmp_path, args):
+    """An empty log verifies as intact: a command that only reads must not make one."""
+    missing = tmp_path / "typo" / "journey.db"
+    result = cli(f"sqlite:///{missing}", *args)
+    assert result.exit_code == 2, result.output
+    assert "no Journey store" in result.output
+    assert not missing.parent.exists()
+
+
+@pytest.mark.postgres
+def test_a_mistyped_schema_is_a_usage_error(pg_url):
+    result = cli(pg_url, "verify", "--json")
+    assert result.exit_code == 2, result.output
+    assert "no Journey store" in result.output

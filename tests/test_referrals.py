@@ -313,3 +313,14 @@ def test_a_referral_and_its_converting_purchase_saved_at_once_convert_once(
     assert converted == [{"referred_customer_id": "ref-B"}]
     assert (outcome.stored, outcome.derived) == (2, 1)  # its input, and the conversion
     assert engine.verify().clean
+
+
+def test_a_forged_referrers_index_records_no_conversion(engine):
+    """The index finds referrers; the referral itself must be on the referrer's stream.
+    Verify does not seal the index, so a row forged in it must make no sealed fact."""
+    from journey.referrals import Referrers
+
+    engine.record(ev("feedback", "a", at(1), score=5))  # a, who referred nobody
+    engine.app.save(Referrers.open("b", "a", when(at(1))))
+    engine.record(purchase("b", "o-1", day=5))
+    assert conversions(engine, "a") == []

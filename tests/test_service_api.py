@@ -9,7 +9,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import suppress
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from journey.cli import app as cli  # noqa: E402
 from journey.storage import Database  # noqa: E402
 from projections.readmodels.store import make_engine  # noqa: E402
+from projections.rules.window import iso  # noqa: E402
 from service import create_app  # noqa: E402
 from service.keys import SCOPES, Keys  # noqa: E402
 
@@ -289,9 +290,13 @@ def test_history_and_funnel(api):
     from service.schemas import History  # the OpenAPI document's own model of it
 
     History.model_validate(history)
-    asked = api.get("/v1/customers/c-1/history", params={"known_at": "2030-01-01T02:00+02:00"})
-    assert History.model_validate(asked.json()).known_at == "2030-01-01T00:00:00Z"
-    assert {s["state"]["known_at"] for s in asked.json()["steps"]} == {"2030-01-01T00:00:00Z"}
+    known = datetime.now(UTC)  # after both were recorded; asked in another zone
+    text = known.astimezone(timezone(timedelta(hours=2))).isoformat()
+    asked = api.get("/v1/customers/c-1/history", params={"known_at": text})
+    assert History.model_validate(asked.json()).known_at == iso(known)
+    assert {s["state"]["known_at"] for s in asked.json()["steps"]} == {iso(known)}
+    ahead = api.get("/v1/customers/c-1/history", params={"known_at": "2999-01-01"})
+    assert ahead.status_code == 422 and ahead.json()["errors"][0]["field"] == "known_at"
     counted = api.get("/v1/funnel", params={"as_of": "2025-03-02"})
     assert "journey-stale" not in counted.headers  # built with the service's own settings
     funnel = counted.json()

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from journey.errors import InputError, utf8_text
 from journey.storage import ENV_VAR
 
 app = typer.Typer(
@@ -42,4 +43,9 @@ def configure(
         typer.Option("--actor", help="Who records the events (default: the OS user)."),
     ] = None,
 ) -> None:
+    if actor is not None:
+        try:
+            utf8_text("actor", actor)
+        except InputError as exc:
+            raise typer.BadParameter(exc.reason, param_hint="--actor") from None
     ctx.obj = Options(db=db, actor=actor)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import sys
 from contextlib import closing
 from datetime import UTC, datetime
@@ -15,7 +16,7 @@ from rich.table import Table
 from journey.cli.app import app
 from journey.cli.output import OK, REJECTED, USAGE, emit_json, fail, out, reporting
 from journey.cli.projections import settings_or_fail
-from journey.cli.query import SettingsPath, moments
+from journey.cli.query import SettingsPath, known_moments, moments
 from journey.cli.store import open_engine
 from journey.integrity import Report
 from journey.moments import TIME_FORMS
@@ -44,15 +45,15 @@ def verify(
     """Check the hash chains: exit 0 when the store is intact, 1 with each break."""
     anchors = []
     for text in anchor or []:
-        position, _, chain = text.partition(":")
-        if not position.isdigit() or len(chain) != 64:
+        position, _, chain = text.strip().lower().partition(":")
+        if not re.fullmatch(r"[0-9]{1,19}", position) or not re.fullmatch(r"[0-9a-f]{64}", chain):
             fail(
                 f"--anchor {text!r}: expected POSITION:CHAIN (64 hex digits)",
                 as_json=as_json,
                 code=USAGE,
             )
         anchors.append((int(position), chain))
-    engine = open_engine(ctx, as_json)
+    engine = open_engine(ctx, as_json, existing=True)
     with reporting(as_json), closing(engine):
         result = engine.verify(ids or None, anchors)
     if as_json:
@@ -68,8 +69,8 @@ def print_verification(result: Report) -> None:
         for column in ("customer", "position", "version", "what", "detail"):
             table.add_column(column)
         for b in result.breaks:
-            table.add_row(
-                b.customer_id, str(b.position or "-"), str(b.version or "-"), b.kind, b.detail
+            table.add_row(  # escaped: a tampered row may hold anything, "[/x]" too
+                escape(b.customer_id), dash(b.position), dash(b.version), b.kind, escape(b.detail)
             )
         out.print(table)
     verdict = "[green]intact[/green]" if result.clean else "[red]BROKEN[/red]"
@@ -82,6 +83,10 @@ def print_verification(result: Report) -> None:
         f"head of the log seal: position {result.head_position} chain {result.head_chain}\n"
         "(keep it somewhere else; later: journey verify --anchor POSITION:CHAIN)"
     )
+
+
+def dash(number: int | None) -> str:
+    return "-" if number is None else str(number)
 
 
 @app.command("report")
@@ -99,9 +104,9 @@ def report(
     --known-at, computed from the events alone (reproducible forever)."""
     if as_json and as_csv:
         fail("give --json or --csv, not both", as_json=True, code=USAGE)
-    moment, known = moments(as_json, as_of, known_at)
+    (moment,), (known,) = moments(as_json, as_of), known_moments(as_json, known_at)
     rules = settings_or_fail(settings, as_json)
-    engine = open_engine(ctx, as_json)
+    engine = open_engine(ctx, as_json, existing=True)
     with reporting(as_json), closing(engine):
         result = reports.report(engine.app, moment, known, rules)
     if as_json:
@@ -139,9 +144,9 @@ def diff(
     events recorded in between that changed them."""
     if len(known_at) != 2:
         fail("give --known-at exactly twice", as_json=as_json, code=USAGE)
-    moment, first, second = moments(as_json, as_of, *known_at)
+    (moment,), (first, second) = moments(as_json, as_of), known_moments(as_json, *known_at)
     rules = settings_or_fail(settings, as_json)
-    engine = open_engine(ctx, as_json)
+    engine = open_engine(ctx, as_json, existing=True)
     with reporting(as_json), closing(engine):
         changes = reports.diff(engine.app, moment, first, second, rules)
     if as_json:
@@ -177,7 +182,7 @@ def export(
     actors (personal data opened, or shown as erased), the history replay with reasons,
     and the answer now."""
     rules = settings_or_fail(settings, True)
-    engine = open_engine(ctx, True)
+    engine = open_engine(ctx, True, existing=True)
     with reporting(True), closing(engine):
         events = engine.events(customer_id)
         if not events:
@@ -194,7 +199,7 @@ def erase(
     as_json: JsonFlag = False,
 ) -> None:
     """Destroy the customer's personal-data key and record an `erased` event."""
-    engine = open_engine(ctx, as_json)
+    engine = open_engine(ctx, as_json, existing=True)
     with reporting(as_json), closing(engine):
         done = engine.erase(customer_id, reason)
     if as_json:

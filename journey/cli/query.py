@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import closing
 from datetime import datetime
 from typing import Annotated, Any
@@ -12,7 +13,8 @@ from rich.table import Table
 
 from journey.cli.app import Options, app
 from journey.cli.output import OK, REJECTED, USAGE, emit_json, err, fail, out, reporting
-from journey.moments import TIME_HELP, parse_moment
+from journey.cli.store import must_exist
+from journey.moments import TIME_HELP, parse_known_at, parse_moment
 from journey.storage import StorageError
 from projections.history import Step
 from projections.pointintime import PointInTime
@@ -46,17 +48,25 @@ def open_queries(
     options: Options = ctx.obj
     try:
         settings = load_settings(settings_path)
+        must_exist(options.db)
         models = ReadModels.open(options.db, settings)
     except (SettingsError, StorageError) as exc:
         fail(str(exc), as_json=as_json, code=USAGE)
     return PointInTime(models.engine, settings, populations=models.population), models
 
 
-def moments(as_json: bool, *texts: str | None) -> list[datetime | None]:
+def moments(
+    as_json: bool, *texts: str | None, parse: Callable[[str | None], datetime | None] = parse_moment
+) -> list[datetime | None]:
     try:
-        return [parse_moment(text) for text in texts]
+        return [parse(text) for text in texts]
     except ValueError as exc:
         fail(str(exc), as_json=as_json, code=USAGE)
+
+
+def known_moments(as_json: bool, *texts: str | None) -> list[datetime | None]:
+    """``--known-at`` values: none may lie ahead (``parse_known_at``)."""
+    return moments(as_json, *texts, parse=parse_known_at)
 
 
 @app.command("show")
@@ -71,7 +81,7 @@ def show(
     as_json: JsonFlag = False,
 ) -> None:
     """Each customer's stage, status, level and scores at a moment, with the reasons."""
-    as_of_at, known = moments(as_json, as_of, known_at)
+    (as_of_at,), (known,) = moments(as_json, as_of), known_moments(as_json, known_at)
     queries, models = open_queries(ctx, settings, as_json)
     with reporting(as_json), closing(models):
         results = queries.show_many(ids, as_of_at, known)
@@ -94,7 +104,7 @@ def history(
     as_json: JsonFlag = False,
 ) -> None:
     """Replay a customer's events in occurred_at order, with what each changed and why."""
-    (known,) = moments(as_json, known_at)
+    (known,) = known_moments(as_json, known_at)
     queries, models = open_queries(ctx, settings, as_json)
     with reporting(as_json), closing(models):
         steps = queries.history(customer_id, known)

@@ -27,18 +27,33 @@ from journey.api import Journey, RejectedInput
 from journey.cli.app import Options, app
 from journey.cli.output import USAGE, emit_json, err, fail, interruptible, out, reporting
 from journey.errors import InputError
-from journey.storage import StorageError
+from journey.storage import ENV_VAR, Database, StorageError
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output and errors.")]
 PROGRESS_MIN_LINES = 5000
 
 
-def open_engine(ctx: typer.Context, as_json: bool) -> Journey:
+def open_engine(ctx: typer.Context, as_json: bool, existing: bool = False) -> Journey:
+    """The store of ``--db``; ``existing``: only one Journey has used before (see
+    ``must_exist``)."""
     options: Options = ctx.obj
     try:
+        if existing:
+            must_exist(options.db)
         return Journey(options.db, actor=options.actor)
     except StorageError as exc:
         fail(str(exc), as_json=as_json, code=USAGE)
+
+
+def must_exist(url: str | None) -> None:
+    """For the commands that only read (or erase): a mistyped ``--db`` is a usage error,
+    not a new empty store reported on."""
+    database = Database.parse(url)
+    if not database.holds_a_store():
+        raise StorageError(
+            f"no Journey store at {database.url.render_as_string()}: check --db (or "
+            f"{ENV_VAR}); commands that only read do not create one"
+        )
 
 
 @app.command("import")

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse
 
 from commands.models import check_customer_id
-from journey.moments import parse_moment
+from journey.moments import parse_known_at, parse_moment
 from projections.pointintime import NotFound
 from projections.readmodels.operate import stale_reasons
 from projections.readmodels.queries import funnel
@@ -115,7 +115,7 @@ def moments(**texts: str | None) -> list[datetime | None]:
     found = []
     for field, value in texts.items():
         try:
-            moment = parse_moment(value)
+            moment = (parse_known_at if field == "known_at" else parse_moment)(value)
         except ValueError as exc:
             raise problem(422, field, str(exc), "invalid") from None
         if value == "now" and field == "as_of" and moment is not None:
