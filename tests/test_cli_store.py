@@ -314,3 +314,23 @@ def test_demo_records_a_sample_and_shows_the_funnel(db_url):
     assert {row["position"] for row in status["read_models"]} == {head}
     suggested = re.search(r"Try: journey show (\S+)", result.stdout).group(1)
     assert run(db_url, "show", suggested).exit_code == 0  # a customer of this store
+
+
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["report", "--as-of", "now", "--json"], "--known-at"),
+        (["verify", "--bogus", "--json"], "--bogus"),
+        (["erase", "c-1", "--json"], "--reason"),
+    ],
+)
+def test_usage_errors_found_before_a_command_runs_are_json_with_json(sqlite_url, args, said):
+    """The installed script, as another program runs it: one JSON object on stderr."""
+    from readmodel_support import cli as script
+
+    done = script("--db", sqlite_url, *args)
+    assert done.returncode == 2, done.stderr
+    assert said in json.loads(done.stderr)["error"]
+    assert done.stdout == ""
+    plain = script("--db", sqlite_url, *[a for a in args if a != "--json"])
+    assert plain.returncode == 2 and "Usage:" in plain.stderr  # for a person, as before
