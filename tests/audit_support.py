@@ -33,6 +33,7 @@ class Raw:
         self.events = app.tables.events_table
         self.seal = app.tables.name("journey_log_seal")
         self.keys = app.tables.name("journey_keys")
+        self.schema = f'"{app.database.schema}"' if self.pg else ""
         self.pos = app.tables.position
         if self.pg:
             self.conn = app.database.connect()
