@@ -38,6 +38,13 @@ specs = st.one_of(
     st.tuples(st.just("feedback"), moments, st.integers(0, 10)),
     st.tuples(st.just("complaint"), moments, st.sampled_from([None, True, False]),
               st.integers(0, 60)),
+    # Patterns single events rarely make, so that the higher rungs are reached too: a
+    # regular buyer in two categories (client, and advocate with a conversion), offers
+    # month after month (proactive), a manager, a structural benefit and a meeting
+    # (partnership).
+    st.tuples(st.just("buyer"), moments, st.integers(4, 6), st.integers(20, 90), st.booleans()),
+    st.tuples(st.just("offers"), moments, st.integers(2, 4)),
+    st.tuples(st.just("partner"), moments),
 )
 
 
@@ -56,6 +63,28 @@ def expand(raw: list[tuple]) -> list[tuple[float, str, dict[str, Any]]]:
                               {"kind": "refund", "order_id": label, "amount": amount}))
         elif kind == "contact":
             items.append((when, label, {"kind": kind, "direction": spec[2], "purpose": spec[3]}))
+        elif kind == "buyer":
+            _, _, count, gap, converts = spec
+            items += [
+                (when + i * gap, f"{label}b{i}",
+                 {"kind": "purchase", "order_id": f"{label}b{i}", "category": "ab"[i % 2]})
+                for i in range(count)
+            ]
+            if converts:  # a referral of theirs converts near their last purchase
+                items.append((when + count * gap, f"{label}c", {"kind": "converted"}))
+        elif kind == "offers":
+            items += [
+                (when + 30 * i, f"{label}o{i}",
+                 {"kind": "contact", "direction": "outbound", "purpose": "offer"})
+                for i in range(spec[2])
+            ]
+        elif kind == "partner":
+            items += [
+                (when, f"{label}m", {"kind": "manager"}),
+                (when + 1, f"{label}s", {"kind": "structural"}),
+                (when + 2, f"{label}t", {"kind": "contact", "direction": "outbound",
+                                         "purpose": "meeting"}),
+            ]
         elif kind == "feedback":
             items.append((when, label, {"kind": kind, "score": spec[2]}))
         elif kind == "complaint":
