@@ -1,4 +1,5 @@
-"""Value scores, NPS, RFM, and the directions of trust, commitment and involvement."""
+"""Value scores, NPS, RFM, and trust, commitment and involvement: their directions and
+exact values at and past every cap."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from decimal import Decimal
 import pytest
 from rules_builders import Story, at
 
+from journey.events import Reidentified
 from projections.rules.rfm import Population, RfmInputs
 from projections.settings import Settings
 
@@ -202,3 +204,132 @@ def test_psychological_scores_stay_within_0_and_100(day):
     got = scores(story, day)
     for name in ("trust", "commitment", "involvement"):
         assert 0 <= got[name] <= 100
+
+
+# Trust, commitment, involvement: the exact formulas of README ("Trust, commitment,
+# involvement"), at and past every cap, worked out by hand from the defaults.
+
+
+def test_trust_weights_satisfied_and_unsatisfied_resolutions():
+    story = Story()
+    for i in (1, 2, 3):
+        story.complaint(1, complaint_id=f"k-{i}")
+    story.resolved(2, True, complaint_id="k-1")
+    story.resolved(3, True, complaint_id="k-2")
+    story.resolved(4, False, complaint_id="k-3")
+    assert scores(story, 1)["trust"] == 50
+    assert scores(story, 2)["trust"] == 60  # 50 + 10
+    assert scores(story, 3)["trust"] == 70  # 50 + 2 x 10
+    assert scores(story, 4)["trust"] == 55  # 50 + 2 x 10 - 15
+
+
+def test_trust_of_unsatisfied_resolutions_only_and_its_floor():
+    story = Story()
+    for i in range(4):
+        story.complaint(1, complaint_id=f"k-{i}")
+        story.resolved(2 + i, False, complaint_id=f"k-{i}")
+    assert [scores(story, day)["trust"] for day in (2, 3, 4, 5)] == [35, 20, 5, 0]  # 50 - 60 → 0
+
+
+def test_trust_counts_each_overdue_complaint():
+    story = Story()
+    story.complaint(1, complaint_id="k-1")
+    story.complaint(2, complaint_id="k-2")
+    assert scores(story, 31)["trust"] == 50  # k-1 is exactly 30 days old
+    assert scores(story, 31.5)["trust"] == 40  # k-1 overdue
+    assert scores(story, 32.5)["trust"] == 30  # both overdue
+
+
+def test_a_complaint_resolved_after_40_days_is_no_longer_overdue():
+    story = Story()
+    story.complaint(1)
+    story.resolved(41, True)
+    assert scores(story, 40)["trust"] == 40  # open for 39 days: 50 - 10
+    assert scores(story, 41)["trust"] == 60  # resolved, satisfied: 50 + 10, nothing overdue
+    assert scores(story, 100)["trust"] == 60
+
+
+def test_commitment_repeats_are_capped_at_five():
+    story = Story()
+    for day in range(8):
+        story.purchase(day)  # n = day + 1, no whole year of tenure yet
+    got = [scores(story, day)["commitment"] for day in range(8)]
+    assert got == [0, 8, 16, 24, 32, 40, 40, 40]  # 8 x min(n - 1, 5)
+
+
+def test_commitment_tenure_years_are_whole_and_capped_at_three():
+    story = Story()
+    story.purchase(0)
+    days = (364, 365, 729, 730, 1094, 1095, 1460, 4000)
+    got = [scores(story, day)["commitment"] for day in days]
+    assert got == [0, 10, 10, 20, 20, 30, 30, 30]  # 10 x min(whole years, 3)
+
+
+def test_commitment_converted_referrals_are_capped_at_two():
+    story = Story()
+    story.purchase(0)
+    for day in (1, 2, 3):
+        story.converted(day, referred=f"c-{day + 10}")
+    got = [scores(story, day)["commitment"] for day in (0, 1, 2, 3)]
+    assert got == [0, 15, 30, 30]  # 15 x min(converted, 2)
+
+
+def test_commitment_sums_its_three_terms():
+    story = Story()
+    for day in range(7):
+        story.purchase(day)
+    story.converted(8, referred="c-11")
+    assert scores(story, 8)["commitment"] == 55  # 8 x min(6, 5) + 15 x 1
+    assert scores(story, 800)["commitment"] == 75  # and 10 x 2 whole years
+
+
+def test_involvement_inbound_contacts_are_capped_at_four():
+    story = Story()
+    for day in range(1, 7):
+        story.contact(day, "inbound", "support")
+    got = [scores(story, day)["involvement"] for day in range(1, 7)]
+    assert got == [10, 20, 30, 40, 40, 40]  # 10 x min(contacts, 4)
+
+
+def test_involvement_feedback_is_capped_at_three():
+    story = Story()
+    for day in range(1, 6):
+        story.feedback(day, 8)
+    got = [scores(story, day)["involvement"] for day in range(1, 6)]
+    assert got == [10, 20, 30, 30, 30]  # 10 x min(feedback, 3)
+
+
+def test_involvement_referrals_are_capped_at_two():
+    story = Story()
+    for day in range(1, 5):
+        story.referral(day, referred=f"c-{day + 10}")
+    got = [scores(story, day)["involvement"] for day in range(1, 5)]
+    assert got == [15, 30, 30, 30]  # 15 x min(referrals, 2)
+
+
+def test_involvement_counts_the_direction_not_the_purpose():
+    story = Story()
+    story.contact(1, "outbound", "inquiry")  # the firm asks: not customer-initiated
+    story.contact(2, "inbound", "offer")  # the customer comes to the firm: counts
+    assert scores(story, 1)["involvement"] == 0
+    assert scores(story, 2)["involvement"] == 10
+
+
+def test_involvement_counts_only_the_last_365_days():
+    story = Story()
+    story.contact(0, "inbound", "inquiry")
+    story.feedback(10, 9)
+    story.referral(20)
+    assert scores(story, 364)["involvement"] == 10 + 10 + 15
+    assert scores(story, 365)["involvement"] == 10 + 15  # the contact is exactly 365 days old
+    assert scores(story, 375)["involvement"] == 15  # the feedback too
+    assert scores(story, 385)["involvement"] == 0  # and the referral
+
+
+def test_cost_to_serve_takes_the_latest_stated_acquisition_cost():
+    story = Story(acquisition_cost=Decimal("20"))
+    story.add(Reidentified, 5, acquisition_cost=Decimal("35"))
+    story.add(Reidentified, 6, source="web")  # states no cost: the latest stated stays
+    assert scores(story, 4)["cost_to_serve"] == Decimal("20")
+    assert scores(story, 5)["cost_to_serve"] == Decimal("35")
+    assert scores(story, 6)["cost_to_serve"] == Decimal("35")
