@@ -133,3 +133,16 @@ def test_windows_are_elapsed_time_whatever_zone_as_of_is_given_in():
     warsaw = later.astimezone(ZoneInfo("Europe/Warsaw"))  # its clocks moved on 2025-03-30
     assert story.answer(warsaw).scores["frequency_365d"] == 1
     assert story.answer(warsaw).as_dict() == story.answer(later).as_dict()
+
+
+def test_an_open_complaint_turns_overdue_just_after_30_days():
+    # DOMAIN: trust falls with a complaint left open *more than* 30 days: the state
+    # changes by itself one microsecond after day 1 + 30 days, with no new event
+    story = Story()
+    story.purchase(0)
+    story.complaint(1)
+    assert evaluate(story.events, at(2)).scores["trust"] == 50
+    change = next_change(story.events, at(2), DEFAULT)
+    assert change.as_of == at(31) + TICK
+    assert change.scores["trust"] == 40  # 50 - 10 for one overdue complaint
+    assert evaluate(story.events, at(31)).scores["trust"] == 50  # exactly 30 days: not yet
