@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from rules_builders import Story, at
@@ -139,3 +139,34 @@ def test_the_highest_level_that_holds_wins():
     story.contact(12, "inbound", "support")
     assert story.level(60) == "partnership"
     assert story.level(200) == "proactive"
+
+
+#: 2024-01-31T23:30-05:00 is 2024-02-01T04:30Z: January on the offer's clock, February in UTC.
+LATE_JANUARY_IN_NEW_YORK = datetime(2024, 1, 31, 23, 30, tzinfo=timezone(timedelta(hours=-5)))
+
+
+def test_proactive_counts_calendar_months_in_utc():
+    story = Story()  # day 0 is 2024-01-01T12:00Z
+    story.purchase(0)
+    story.contact(14, "outbound", "offer")  # 2024-01-15Z: January
+    story.contact(LATE_JANUARY_IN_NEW_YORK, "outbound", "offer")  # February (UTC)
+    assert story.level(32) == "proactive"  # January and February
+    same_month = Story()
+    same_month.purchase(0)
+    same_month.contact(LATE_JANUARY_IN_NEW_YORK, "outbound", "offer")  # February (UTC)
+    same_month.contact(40, "outbound", "offer")  # 2024-02-10Z: February
+    assert same_month.level(41) == "basic"  # one month only
+
+
+def test_a_follow_up_at_the_moment_of_the_purchase_counts_if_recorded_after_it():
+    # "after" is strict, ties broken by recording order (DOMAIN §3)
+    after = Story()
+    after.purchase(1)
+    after.contact(1, "outbound", "follow_up")
+    assert after.level(1) == "accountable"
+    assert after.level(2) == "accountable"
+    before = Story()
+    before.contact(1, "outbound", "follow_up")
+    before.purchase(1)
+    assert before.level(1) == "basic"
+    assert before.level(2) == "basic"

@@ -167,3 +167,22 @@ def test_a_partial_refund_keeps_the_purchase_in_p():
     story.purchase(10)
     story.refund(20, "o-2", "99.99")
     assert story.stage(20) == "repeat"
+
+
+def test_a_fully_refunded_purchase_adds_no_category():
+    story = Story()
+    for day in (0, 60, 120, 170):
+        story.purchase(day, category="books")
+    story.purchase(175, category="music")
+    story.refund(190, "o-5", "100")
+    assert story.stage(185) == "client"  # n = 5, books and music
+    assert story.stage(190) == "repeat"  # n = 4, books only
+
+
+def test_a_partially_refunded_purchase_keeps_its_category():
+    story = Story()
+    for day in (0, 60, 120, 170):
+        story.purchase(day, category="books")
+    story.purchase(175, category="music")
+    story.refund(190, "o-5", "99")
+    assert story.stage(190) == "client"

@@ -8,7 +8,7 @@ default settings and with every window distinct.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from itertools import pairwise
 
 from hypothesis import given, settings
@@ -110,3 +110,51 @@ def test_follow_ups_at_the_edge_of_their_reach():
         story.purchase(10)
         story.contact(10 + gap, "outbound", "follow_up")
         assert_walk_agrees(story.events, DEFAULT)
+
+
+def walked(story: Story, moment: datetime) -> tuple[str, str, str]:
+    """(stage, status, level) the walk answers at ``moment`` after the whole story."""
+    walk = Walk(DEFAULT)
+    for event in ordered(story.events):
+        walk.add(event)
+    return walk.state(moment)
+
+
+def test_offer_months_are_utc_calendar_months():
+    # 2024-01-31T23:30-05:00 is February in UTC: with a January offer, two months
+    late_january_in_new_york = datetime(2024, 1, 31, 23, 30, tzinfo=timezone(timedelta(hours=-5)))
+    story = Story()
+    story.purchase(0)
+    story.contact(14, "outbound", "offer")
+    story.contact(late_january_in_new_york, "outbound", "offer")
+    assert_walk_agrees(story.events, DEFAULT)
+    assert walked(story, at(32)) == ("first_time", "active", "proactive")
+    same_month = Story()
+    same_month.purchase(0)
+    same_month.contact(late_january_in_new_york, "outbound", "offer")
+    same_month.contact(40, "outbound", "offer")
+    assert_walk_agrees(same_month.events, DEFAULT)
+    assert walked(same_month, at(41)) == ("first_time", "active", "basic")
+
+
+def test_a_follow_up_tied_with_its_purchase_counts_if_recorded_after_it():
+    after = Story()
+    after.purchase(1)
+    after.contact(1, "outbound", "follow_up")
+    assert_walk_agrees(after.events, DEFAULT)
+    assert walked(after, at(2))[2] == "accountable"
+    before = Story()
+    before.contact(1, "outbound", "follow_up")
+    before.purchase(1)
+    assert_walk_agrees(before.events, DEFAULT)
+    assert walked(before, at(2))[2] == "basic"
+
+
+def test_a_fully_refunded_purchase_adds_no_category_to_the_walk():
+    story = Story()
+    for day in (0, 60, 120, 170):
+        story.purchase(day, category="books")
+    story.purchase(175, category="music")
+    story.refund(190, "o-5", "100")
+    assert_walk_agrees(story.events, DEFAULT)
+    assert walked(story, at(200))[0] == "repeat"
