@@ -6,6 +6,8 @@ into the same shape here, so no endpoint answers FastAPI's own ``{"detail": ...}
 bare 500.
 """
 
+import logging
+import sqlite3
 from typing import Any
 
 import eventsourcing.persistence
@@ -18,6 +20,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from journey.errors import RetryableConflict
 from service import schemas
+
+log = logging.getLogger("journey.service")
 
 #: What each error status means, for the OpenAPI document.
 MEANINGS = {
@@ -77,8 +81,9 @@ async def busy_answer(_request: Request, exc: RetryableConflict) -> JSONResponse
     )
 
 
-#: What a lost or refused database connection raises, through each layer.
-UNREACHABLE = (
+#: What a database error surfaces as, through each layer (SQLAlchemy, eventsourcing, the
+#: drivers); ``database_answer`` tells an unreachable or busy database from a real fault.
+DATABASE_ERRORS = (
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
     eventsourcing.persistence.OperationalError,
@@ -87,16 +92,50 @@ UNREACHABLE = (
     psycopg.InterfaceError,
 )
 
+#: PostgreSQL's "the server is going away or not yet there" (class 08 is the connection's).
+SERVER_GONE = ("57P01", "57P02", "57P03")
 
-async def unreachable_answer(_request: Request, exc: Exception) -> JSONResponse:
-    """The database could not be reached or answer: retryable, like a busy one. Its pools
-    check a connection before handing it out, so the retry after it is back succeeds."""
+
+def driver_error(exc: BaseException) -> BaseException:
+    """The driver's own exception under the layers that wrapped it."""
+    for _ in range(5):
+        inner = getattr(exc, "orig", None) or exc.__cause__
+        if inner is None:
+            break
+        exc = inner
+    return exc
+
+
+def unreachable(exc: BaseException) -> bool:
+    """A lost or refused connection, or a busy database: retrying helps. Other operational
+    errors (a missing table, a full disk, a cancelled query) are faults to look into."""
+    if getattr(exc, "connection_invalidated", False):
+        return True
+    cause = driver_error(exc)
+    if isinstance(cause, sqlite3.OperationalError):
+        return "locked" in str(cause)  # busy past the timeout
+    if isinstance(cause, psycopg.Error):
+        state = cause.sqlstate
+        return state is None or state.startswith("08") or state in SERVER_GONE
+    return False
+
+
+async def database_answer(request: Request, exc: Exception) -> JSONResponse:
+    """An unreachable or busy database: 503, retryable (its pools check a connection
+    before handing it out, so the retry after it is back succeeds). Any other database
+    error: a 500 in the one shape, its traceback in the server's log."""
     first_line = (str(exc).strip().splitlines() or [""])[0][:200]
-    reason = f"the database is unreachable or busy ({type(exc).__name__}: {first_line})"
+    if unreachable(exc):
+        reason = f"the database is unreachable or busy ({type(exc).__name__}: {first_line})"
+        error, status, headers = "unavailable", 503, {"Retry-After": "1"}
+    else:
+        log.error("%s %s: the database failed", request.method, request.url.path, exc_info=exc)
+        reason = f"the database failed ({type(exc).__name__}); the server's log has the rest"
+        error, status, headers = "error", 500, None
     return JSONResponse(
-        {"errors": [{"field": "(database)", "reason": reason, "kind": "unavailable"}]},
-        503,
-        headers={"Retry-After": "1"},
+        {"errors": [{"field": "(database)", "reason": reason, "kind": error}]},
+        status,
+        headers=headers,
     )
 
 
@@ -120,5 +159,5 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     Problem: problem_answer,
     RequestValidationError: invalid_answer,
     RetryableConflict: busy_answer,
-    **dict.fromkeys(UNREACHABLE, unreachable_answer),
+    **dict.fromkeys(DATABASE_ERRORS, database_answer),
 }

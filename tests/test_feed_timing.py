@@ -293,3 +293,33 @@ def test_a_refresh_written_after_another_one_is_refused(db_url):
                 computed={"c": stale.computed_at},
             )
         assert Feed(m.store).head() == head
+
+
+def test_a_rebuild_switches_while_events_keep_arriving(db_url):
+    """The switch's own catch-up of the serving summary computes at the switch's moment:
+    rows it wrote a moment later would refuse it, pass after pass, while events arrive."""
+    moment = [NOW]
+
+    def ticking() -> datetime:
+        moment[0] += timedelta(milliseconds=1)
+        return moment[0]
+
+    with models(db_url, clock=ticking) as m:
+        record_all(m.journey, [purchase("o1", NOW - DAY * 30), feedback(NOW - DAY * 20)])
+        m.runner.catch_up("summary")
+        catch_up, switch, attempts = m.runner.catch_up, m.store.switch, []
+
+        def traffic_first(name, generation=None, **options):
+            if generation is None:  # an event has arrived since the last pass
+                record_all(m.journey, [purchase(f"t{len(attempts)}", NOW - DAY, "t")])
+            return catch_up(name, generation, **options)
+
+        def counted(*args, **options):
+            attempts.append(True)
+            assert len(attempts) <= 5, "the switch was refused pass after pass"
+            return switch(*args, **options)
+
+        m.runner.catch_up, m.store.switch = traffic_first, counted
+        rebuild(m.runner, "summary")
+        assert len(attempts) == 1
+        assert_feed_consistent(m.store)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
 import threading
 import warnings
 from collections.abc import Iterator
@@ -516,6 +517,19 @@ def test_a_database_out_of_reach_answers_503_and_the_next_request_after_it_works
             assert api.get("/v1/customers/c-2").status_code == 200
         finally:
             proxy.cut()
+
+
+def test_a_database_fault_is_a_logged_500_not_a_retryable_503(api, sqlite_url, caplog):
+    """A missing table is no outage: retrying will not help, and the operator must see it."""
+    with sqlite3.connect(Database.parse(sqlite_url).sqlite_path) as conn:
+        conn.execute("DROP TABLE journey_feed")
+    with caplog.at_level("ERROR", logger="journey.service"):
+        answer = api.get("/v1/feed/page")
+    assert answer.status_code == 500, answer.text
+    assert "Retry-After" not in answer.headers
+    (error,) = answer.json()["errors"]
+    assert (error["field"], error["kind"]) == ("(database)", "error")
+    assert "no such table" in caplog.text
 
 
 def test_events_outside_the_rules_calendar_are_refused_with_the_rest_of_the_batch(api):

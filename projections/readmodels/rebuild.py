@@ -119,11 +119,11 @@ def switch_when_caught_up(runner: Runner, name: str, generation: Generation) -> 
         if name == "summary":
             position = runner.serving(name).position
             in_step = position > 0 and runner.app.count_after(position) <= REPLAY_LIMIT
-            if in_step:
-                runner.catch_up(name)
+            if in_step:  # at ``now`` too: a row computed later would refuse the switch
+                runner.catch_up(name, now=now)
             while runner.refresh_due(now=now):
                 pass
-        runner.catch_up(name, generation)
+        runner.catch_up(name, generation, now=now)
         if name == "summary":
             while runner.refresh_due(runner.reload(generation), now=now):
                 pass

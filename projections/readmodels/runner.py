@@ -64,9 +64,11 @@ class Runner:
         generation: Generation | None = None,
         on_progress: Progress | None = None,
         check: Callable[[], None] | None = None,
+        now: datetime | None = None,
     ) -> int:
         """Apply every notification after the generation's position; returns how many.
-        ``check`` runs before each page is written (see ``run``)."""
+        ``check`` runs before each page is written (see ``run``); ``now``, the moment the
+        rows are computed at (default: the clock, page by page)."""
         applied = 0
         while True:
             if check:
@@ -75,7 +77,7 @@ class Runner:
             if generation is not None:
                 current = self.reload(generation)
             try:
-                count = self.apply_page(name, current)
+                count = self.apply_page(name, current, now)
             except PositionMoved:
                 continue  # another writer applied that page: read on from where it got
             if not count:
@@ -84,7 +86,7 @@ class Runner:
             if on_progress:
                 on_progress(count)
 
-    def apply_page(self, name: str, generation: Generation) -> int:
+    def apply_page(self, name: str, generation: Generation, now: datetime | None = None) -> int:
         notifications = self.app.select_notifications(generation.position, self.page)
         if not notifications:
             return 0
@@ -101,7 +103,7 @@ class Runner:
         announce = summary and generation.status == "serving"
         rows: list[dict[str, Any]] = []
         entries: list[dict[str, Any]] = []
-        now = self.clock()
+        now = now or self.clock()
         rules = generation.rules()
         for customer in customers:
             stream, before = streams[customer], previous.get(customer)
