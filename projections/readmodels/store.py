@@ -505,6 +505,13 @@ class ReadModelStore:
         conn.execute(text(f'CREATE VIEW "{model.view}" AS SELECT * FROM "{target}"'))
 
 
+def search_path(schema: str) -> str:
+    """libpq's options for ``schema`` alone on the search path, quoted as an identifier (a
+    name in capitals would be folded to lower case) and with spaces escaped for libpq."""
+    quoted = '"' + schema.replace('"', '""') + '"'
+    return "-csearch_path=" + quoted.replace("\\", "\\\\").replace(" ", "\\ ")
+
+
 def make_engine(database: Database) -> Engine:
     """A SQLAlchemy engine on the event store's database (its schema, on PostgreSQL)."""
     url = database.sqlalchemy_url()
@@ -512,7 +519,7 @@ def make_engine(database: Database) -> Engine:
         return create_engine(
             url,
             pool_pre_ping=True,
-            connect_args={"options": f"-csearch_path={database.schema}", "connect_timeout": 10},
+            connect_args={"options": search_path(database.schema), "connect_timeout": 10},
         )
     engine = create_engine(url, connect_args={"timeout": 30})
 
