@@ -458,16 +458,20 @@ def test_an_anchor_is_read_in_either_case_and_must_be_hex(store, db_url):
 @pytest.mark.parametrize(
     "args",
     [["verify", "--json"], ["report", "--as-of", "now", "--known-at", "now", "--json"],
-     ["show", "c-1", "--json"], ["export", "c-1"]],
-    ids=["verify", "report", "show", "export"],
+     ["show", "c-1", "--json"], ["export", "c-1"], ["funnel", "--json"],
+     ["projections", "status", "--json"], ["projections", "rebuild", "--all"],
+     ["keys", "list", "--json"]],
+    ids=["verify", "report", "show", "export", "funnel", "status", "rebuild", "keys"],
 )
 def test_a_mistyped_store_is_a_usage_error_not_a_new_empty_one(tmp_path, args):
-    """An empty log verifies as intact: a command that only reads must not make one."""
+    """An empty log verifies as intact: a command that only reads must not make one (nor
+    leave one that the next verify would find)."""
     missing = tmp_path / "typo" / "journey.db"
     result = cli(f"sqlite:///{missing}", *args)
     assert result.exit_code == 2, result.output
     assert "no Journey store" in result.output
     assert not missing.parent.exists()
+    assert cli(f"sqlite:///{missing}", "verify").exit_code == 2
 
 
 @pytest.mark.postgres

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from journey.cli.app import Options, app
 from journey.cli.output import REJECTED, USAGE, emit_json, fail, out
+from journey.cli.store import must_exist
 from journey.storage import Database, StorageError
 from projections.readmodels.store import make_engine
 from service.keys import SCOPES, KeyExists, KeyProblem, Keys
@@ -21,9 +22,12 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.
 
 
 class _Opened:
-    def __init__(self, ctx: typer.Context):
+    def __init__(self, ctx: typer.Context, existing: bool = True):
+        """``existing``: only a store Journey has used (creating a key may come first)."""
         options: Options = ctx.obj
         try:
+            if existing:
+                must_exist(options.db)
             database = Database.parse(options.db)
             database.ensure_schema()
             self.engine = make_engine(database)
@@ -46,7 +50,7 @@ def create(
     as_json: JsonFlag = False,
 ) -> None:
     """Create a key and print it: it is shown this once, and only its hash is stored."""
-    with closing(_Opened(ctx)) as opened:
+    with closing(_Opened(ctx, existing=False)) as opened:
         try:
             key = opened.keys.create(name, scope)
         except KeyExists as exc:

@@ -22,6 +22,7 @@ from rich.table import Table
 from journey.cli.app import Options, app
 from journey.cli.output import USAGE, emit_json, err, fail, out, reporting
 from journey.cli.query import SettingsPath, moments
+from journey.cli.store import must_exist
 from journey.storage import StorageError
 from projections.readmodels.operate import (
     LOCK_WAIT,
@@ -58,9 +59,15 @@ def settings_or_fail(path: str | None, as_json: bool) -> Settings:
         fail(str(exc), as_json=as_json, code=USAGE)
 
 
-def open_models(ctx: typer.Context, settings: Settings, as_json: bool) -> ReadModels:
+def open_models(
+    ctx: typer.Context, settings: Settings, as_json: bool, existing: bool = True
+) -> ReadModels:
+    """The read models of ``--db``'s store; ``existing``: only a store Journey has used
+    (a runner may start before the first event; status, rebuild, funnel may not)."""
     options: Options = ctx.obj
     try:
+        if existing:
+            must_exist(options.db)
         return ReadModels.open(options.db, settings)
     except StorageError as exc:
         fail(str(exc), as_json=as_json, code=USAGE)
@@ -104,7 +111,7 @@ def run(
     rules = settings_or_fail(settings, False)
     options: Options = ctx.obj
     if once:
-        with closing(open_models(ctx, rules, False)) as models, reporting(False):
+        with closing(open_models(ctx, rules, False, existing=False)) as models, reporting(False):
             others = models.catch_up_each(chosen, lock_wait)
         done = [name for name in chosen if name not in others]
         if done:
