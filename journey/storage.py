@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,27 @@ def resolve_url(url: str | None = None) -> str:
     return url or os.environ.get(ENV_VAR) or DEFAULT_URL
 
 
+#: A schema name every layer takes as it is (eventsourcing puts it in type names unquoted).
+SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+def check_postgres_query(url: URL) -> None:
+    """Only ``?schema=NAME`` is read from a PostgreSQL URL: another parameter (a misspelt
+    ``schem``, an ``sslmode``) would be ignored by the event store while the read models
+    took it, so it is refused rather than half applied."""
+    unknown = sorted(set(url.query) - {"schema"})
+    if unknown:
+        raise StorageError(
+            f"unknown parameter {', '.join(map(repr, unknown))} in the database URL: "
+            "only ?schema=NAME is read"
+        )
+    schema = url.query.get("schema")
+    if schema is not None and (not isinstance(schema, str) or not SCHEMA_NAME.fullmatch(schema)):
+        raise StorageError(
+            f"schema {schema!r}: use letters, digits and _ (not first a digit), at most 63"
+        )
+
+
 @dataclass(frozen=True)
 class Database:
     """A parsed database URL, with what eventsourcing and SQLAlchemy each need from it."""
@@ -42,6 +64,8 @@ class Database:
                 f"unsupported database {parsed.get_backend_name()!r}: use sqlite:///FILE "
                 "or postgresql://USER@HOST:PORT/DB"
             )
+        if parsed.get_backend_name() == "postgresql":
+            check_postgres_query(parsed)
         return cls(parsed)
 
     @property

@@ -334,3 +334,17 @@ def test_usage_errors_found_before_a_command_runs_are_json_with_json(sqlite_url,
     assert done.stdout == ""
     plain = script("--db", sqlite_url, *[a for a in args if a != "--json"])
     assert plain.returncode == 2 and "Usage:" in plain.stderr  # for a person, as before
+
+
+@pytest.mark.parametrize(
+    "query, said",
+    [("schema=Bad-Name", "letters, digits and _"), ("schem=x", "unknown parameter 'schem'"),
+     ("schema=x&sslmode=require", "unknown parameter 'sslmode'")],
+)
+def test_a_postgres_url_with_a_parameter_journey_cannot_honour_is_a_usage_error(query, said):
+    """Refused before any connection: nothing is created, nothing half applied."""
+    result = CliRunner().invoke(
+        app, ["--db", f"postgresql://nobody@127.0.0.1:1/none?{query}", "record", "{}", "--json"]
+    )
+    assert result.exit_code == 2, result.output
+    assert said in result.output
