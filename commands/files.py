@@ -98,7 +98,7 @@ def not_utf8(exc: UnicodeDecodeError, raw: bytes, first: bool = False) -> InputE
 
 def read_csv_file(path: Path) -> Iterator[Record]:
     with path.open("rb") as handle:
-        yield from read_csv(utf8_lines(handle))
+        yield from read_csv(utf8_lines(handle), required=REQUIRED_COLUMNS)
 
 
 def utf8_lines(handle: Iterable[bytes]) -> Iterator[str | InputError]:
@@ -119,11 +119,13 @@ def utf8_lines(handle: Iterable[bytes]) -> Iterator[str | InputError]:
 LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 
 
-def read_csv(lines: Iterable[str | InputError]) -> Iterator[Record]:
+def read_csv(
+    lines: Iterable[str | InputError], required: tuple[str, ...] = ()
+) -> Iterator[Record]:
     """CSV with a header of field names; an empty cell is an absent field, and
     ``personal.name``-style columns fill the ``personal`` object. ``lines`` are text, or
     the error of a line that could not be read as text."""
-    yield from csv_rows(Lines(lines))
+    yield from csv_rows(Lines(lines), required)
 
 
 class Lines:
@@ -161,7 +163,7 @@ class Lines:
         self.number -= len(rest)
 
 
-def csv_rows(lines: Lines) -> Iterator[Record]:
+def csv_rows(lines: Lines, required: tuple[str, ...] = ()) -> Iterator[Record]:
     """Each row as a record, or why it is a bad line. csv.reader rather than DictReader:
     DictReader skips blank lines silently, which would shift every later line number.
     Strict: a quote not closed or out of place is an error, not a cell that swallows the
@@ -192,8 +194,11 @@ def csv_rows(lines: Lines) -> Iterator[Record]:
             elif not cells:
                 continue
             elif header is None:
-                if problem := stray_quote_error(lines) or header_problem(cells):
+                if problem := stray_quote_error(lines) or header_problem(cells, required):
+                    if not hasattr(problem, "text"):
+                        problem.text = bad_row("", lines).text  # the header, for rejects
                     yield start, problem
+                    yield from unread_rows(reader, lines, start)
                     return
                 header = cells
                 continue
@@ -204,6 +209,25 @@ def csv_rows(lines: Lines) -> Iterator[Record]:
             return
         lines.read_again_after_first()  # the lines after the first, as rows of their own
         reader = csv.reader(lines, strict=True)  # the old one is mid-cell
+
+
+def unread_rows(reader: Any, lines: Lines, header_line: int) -> Iterator[Record]:
+    """After a header that cannot be used, every later row as a bad line of its own, so
+    that each is counted and reaches the rejects file (as read, or unreadable)."""
+    reason = f"was not read: the header on line {header_line} cannot be used"
+    while True:
+        start = lines.start_row()
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error:
+            yield start, bad_row(reason, lines)
+            lines.read_again_after_first()
+            reader = csv.reader(lines, strict=True)
+            continue
+        if cells or lines.unreadable:
+            yield start, bad_row(reason, lines)
 
 
 def bad_start(reason: str, lines: Lines, why: str | bool, header: list[str] | None) -> InputError:
@@ -266,7 +290,7 @@ def stray_quote(row: list[str]) -> bool:
     return False
 
 
-def header_problem(header: list[str]) -> InputError | None:
+def header_problem(header: list[str], required: tuple[str, ...] = ()) -> InputError | None:
     """Why a header cannot be read unambiguously (then no row of it is): a name given
     twice, or ``personal`` beside ``personal.name``, whose values would overwrite each
     other (or crash)."""
@@ -281,7 +305,29 @@ def header_problem(header: list[str]) -> InputError | None:
             return InputError(
                 outer, f"is a column and so is {name}: use one or the other (no row was read)"
             )
-    return None
+    return missing_columns(header, required)
+
+
+#: The columns every row needs: without them in the header, no row can be read.
+REQUIRED_COLUMNS = ("type", "customer_id", "occurred_at")
+
+
+def missing_columns(header: list[str], required: tuple[str, ...]) -> InputError | None:
+    """A header without a required column is the fault, said once (not "type: is
+    required" on every row): most often names in other letters, or another delimiter."""
+    missing = [name for name in required if name not in header]
+    if not missing:
+        return None
+    near = [f"{name!r} for {name.lower()!r}" for name in header if name.lower() in missing]
+    if near:
+        hint = f"; names are lower case: {', '.join(near)}"
+    elif len(header) == 1 and (delimiter := next((d for d in ";\t|" if d in header[0]), None)):
+        hint = f"; the file seems to use {delimiter!r} between cells, not ','"
+    else:
+        hint = f"; the header names {', '.join(map(repr, header))}"
+    return InputError(
+        "(header)", f"has no column {', '.join(missing)}{hint} (no row was read)"
+    )
 
 
 def unflatten(row: dict[str, str | None]) -> dict[str, Any]:

@@ -336,7 +336,8 @@ def test_a_csv_header_with_a_stray_quote_reads_no_row(engine, tmp_path):
         f"purchase,c-1,{at(1)},o-1,5\n",
     )
     outcome = engine.import_files([path], skip_invalid=True)
-    assert rejected_of(outcome) == [("in.csv", 1, ["(line)"])]
+    assert rejected_of(outcome) == [("in.csv", 1, ["(line)"]), ("in.csv", 2, ["(line)"])]
+    assert "header on line 1" in outcome.rejected[1].errors[0].reason
     assert engine.events("c-1") == []
 
 
@@ -381,7 +382,9 @@ def test_a_csv_header_that_names_a_field_twice_is_refused(engine, tmp_path, head
         f"{header}\nidentified,c-1,{at(1)},a,b\nidentified,c-2,{at(1)},a,b\n",
     )
     outcome = engine.import_files([path], skip_invalid=True)
-    assert rejected_of(outcome) == [("in.csv", 1, [field])]
+    assert rejected_of(outcome) == [
+        ("in.csv", 1, [field]), ("in.csv", 2, ["(line)"]), ("in.csv", 3, ["(line)"])
+    ]  # every row not read is a bad line of its own, in the rejects file
     assert words in outcome.rejected[0].errors[0].reason
     assert engine.app.max_notification_id() == 0
 
@@ -525,3 +528,26 @@ def test_csv_lines_may_end_in_a_lone_carriage_return(engine, tmp_path):
     assert outcome.rejected == [] and outcome.stored == 2
 
 
+
+
+@pytest.mark.parametrize(
+    "header, said",
+    [
+        ("Type,Customer_ID,occurred_at,order_id,amount", "'Type' for 'type'"),
+        ("type;customer_id;occurred_at;order_id;amount", "';' between cells"),
+        ("kind,customer_id,occurred_at,order_id,amount", "has no column type"),
+    ],
+    ids=["capitals", "semicolons", "other-name"],
+)
+def test_a_csv_header_without_a_required_column_is_said_once(engine, tmp_path, header, said):
+    """Not "type: is required" on every row: the header is the fault, and each row not read
+    is still a bad line of its own (counted, and in the rejects file)."""
+    sep = ";" if ";" in header else ","
+    rows = [sep.join(["purchase", f"c-{i}", at(1), f"o-{i}", "5"]) for i in (1, 2)]
+    path = write(tmp_path / "in.csv", "\n".join([header, *rows]) + "\n")
+    outcome = engine.import_files([path], skip_invalid=True)
+    assert rejected_of(outcome) == [
+        ("in.csv", 1, ["(header)"]), ("in.csv", 2, ["(line)"]), ("in.csv", 3, ["(line)"])
+    ]
+    assert said in outcome.rejected[0].errors[0].reason
+    assert engine.app.max_notification_id() == 0
