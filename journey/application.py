@@ -274,6 +274,18 @@ class JourneyApplication(Application[str]):
             curs.execute(statement, params)
             return [row["originator_id"] for row in curs.fetchall()]
 
+    def a_customer_besides(self, prefix: str = "") -> str | None:
+        """One customer id not starting with ``prefix`` (any, without one), or None: whether
+        a store holds someone else's customers (see ``journey demo``, ``load-cdnow``)."""
+        mark = "%s" if self.database.is_postgres else "?"
+        table = self._qualified(self.recorder.events_table_name)
+        patterns = ["~%", f"{prefix}%"] if prefix else ["~%"]
+        where = " AND ".join(f"originator_id NOT LIKE {mark}" for _ in patterns)
+        with self.recorder.datastore.transaction(commit=False) as curs:
+            curs.execute(f"SELECT originator_id FROM {table} WHERE {where} LIMIT 1", patterns)
+            row = curs.fetchone()
+            return row["originator_id"] if row else None
+
     def count_customer_events(self, up_to: int, among_after: str | None = None) -> int:
         """How many customer events lie at or before ``up_to`` (of customers after
         ``among_after``): the total a rebuild's progress counts towards."""

@@ -76,3 +76,18 @@ def test_quarterly_funnel_and_rfm_agree_with_show(db_url):
         population = queries.population(LAST_DAY, datetime.now(UTC))
         for axis in "rfm":
             assert sum(answer["rfm"][axis].values()) == population.size
+
+
+def test_cdnow_goes_into_a_store_of_other_customers_only_when_asked(db_url):
+    """Events are never removed: CDNOW's customers must not land among real ones by a
+    --db or $JOURNEY_DB_URL pointing at the wrong store."""
+    with connect(db_url, actor="tester") as engine:
+        engine.record({"type": "qualified", "customer_id": "real-1",
+                       "occurred_at": "2025-01-01T00:00:00Z"})
+    args = ["--db", db_url, "load-cdnow", "--file", str(SAMPLE), "--limit", "10", "--json"]
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 2, refused.output
+    assert "--into-existing" in json.loads(refused.stderr)["error"]
+    with connect(db_url) as engine:
+        assert engine.app.a_customer_besides("real-") is None  # nothing was stored
+    assert runner.invoke(app, [*args, "--into-existing"]).exit_code == 0

@@ -94,3 +94,21 @@ def test_the_printed_summary_shows_the_figures(demo):
     assert f"Referral conversions recorded by the engine: {summary.conversions}" in text
     for type_ in summary.by_type:
         assert type_ in text
+
+
+def test_the_demo_goes_into_a_store_with_customers_only_when_asked(db_url):
+    from typer.testing import CliRunner
+
+    from journey.api import connect
+    from journey.cli import app
+
+    with connect(db_url, actor="tester") as engine:
+        engine.record({"type": "qualified", "customer_id": "real-1",
+                       "occurred_at": "2025-01-01T00:00:00Z"})
+    args = ["--db", db_url, "demo", "--customers", "3"]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2, refused.output
+    assert "--into-existing" in refused.stderr and "'real-1'" in refused.stderr
+    with connect(db_url) as engine:
+        assert engine.app.a_customer_besides("real-") is None  # nothing was stored
+    assert CliRunner().invoke(app, [*args, "--into-existing"]).exit_code == 0

@@ -15,6 +15,7 @@ from journey.cdnow import LAST_DAY, CdnowError, Conversion, fetch, purchases, qu
 from journey.cli.app import Options, app
 from journey.cli.output import USAGE, emit_json, err, fail, out, reporting
 from journey.cli.projections import rebuild_with_progress
+from journey.cli.store import refuse_if_others
 from projections.readmodels.operate import ReadModels
 from projections.readmodels.queries import funnel, rfm_population, view
 from projections.readmodels.store import MODELS
@@ -36,9 +37,16 @@ def load_cdnow(
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N lines.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    into_existing: Annotated[
+        bool,
+        typer.Option(
+            "--into-existing", help="Load into a store that already holds other customers."
+        ),
+    ] = False,
 ) -> None:
     """Load the CDNOW purchase log, rebuild the read models, print the funnel at the end of
-    each quarter and the RFM distribution on the last day."""
+    each quarter and the RFM distribution on the last day. Only into a store holding no
+    other customers, unless asked (loading again is a no-op)."""
     options: Options = ctx.obj
     try:
         path = fetch(file)
@@ -47,6 +55,10 @@ def load_cdnow(
     conversion = Conversion()
     models = ReadModels.open(options.db, DEFAULT)
     with closing(models), reporting(as_json):
+        if not into_existing:
+            refuse_if_others(
+                models.engine, "cdnow-", "load-cdnow stores CDNOW's customers", as_json
+            )
         stored = load(models, purchases(path, limit, conversion))
         rebuild_with_progress(models, list(MODELS))
         quarters = [

@@ -239,14 +239,35 @@ def record(
         out.print(f"stored at position {recorded.position}{extra}")
 
 
+def refuse_if_others(engine: Journey, prefix: str, what: str, as_json: bool = False) -> None:
+    """A usage error if the store holds a customer whose id does not start with
+    ``prefix``: ``what`` would be added among them for good."""
+    other = engine.app.a_customer_besides(prefix)
+    if other is not None:
+        fail(
+            f"{what}, and this store already holds customers ({other!r}, ...): events "
+            "are never removed. Use an empty store (--db sqlite:///demo.db), or pass "
+            "--into-existing to add them anyway",
+            as_json=as_json,
+            code=USAGE,
+        )
+
+
 @app.command("demo")
 def demo(
     ctx: typer.Context,
     customers: Annotated[int, typer.Option(help="How many customers to simulate.")] = 300,
     seed: Annotated[int, typer.Option(help="Random seed of the sample.")] = 7,
+    into_existing: Annotated[
+        bool,
+        typer.Option(
+            "--into-existing", help="Add the sample to a store that already holds customers."
+        ),
+    ] = False,
 ) -> None:
     """Record a realistic sample of customers through the normal import path, bring the
-    read models up to date and show today's funnel."""
+    read models up to date and show today's funnel. Only into an empty store, unless asked:
+    events are never removed, and made-up customers would stay among real ones."""
     from journey.cli.projections import print_funnel
     from journey.demo import print_demo_summary, run_demo
     from projections.readmodels.operate import ReadModels
@@ -256,6 +277,8 @@ def demo(
     options: Options = ctx.obj
     engine = open_engine(ctx, False)
     with reporting(False), engine:
+        if not into_existing:
+            refuse_if_others(engine, "", "journey demo records made-up customers")
         summary = run_demo(engine, customers=customers, seed=seed)
         print_demo_summary(summary, out)
     models = ReadModels.open(options.db, DEFAULT)
