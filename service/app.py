@@ -13,11 +13,12 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from projections.settings import DEFAULT, Settings
 from service.errors import EXCEPTION_HANDLERS
+from service.params import no_unknown_query
 from service.routes import customers, events, feed, health, projections
 from service.state import Service
 
@@ -49,6 +50,7 @@ def create_app(
         openapi_url=None,  # served by routes.health, behind a key
         docs_url=None,
         redoc_url=None,
+        dependencies=[Depends(no_unknown_query)],
     )
     app.state.service = service
     for routes in (health, events, customers, projections, feed):

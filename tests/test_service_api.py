@@ -275,6 +275,11 @@ def test_known_at_now_counts_an_event_recorded_an_instant_before(api):
     ("/v1/feed/page", {"limit": "0"}, "limit"),
     ("/v1/feed/page", {"kinds": "stage"}, "kinds"),
     ("/v1/feed/page", {"customer_id": ""}, "customer_id"),
+    # a misspelt or foreign parameter is refused, not ignored (it answered for now)
+    ("/v1/customers/c-1", {"asof": "2025-01-01"}, "asof"),
+    ("/v1/customers/c-1/history", {"as_of": "2025-01-01"}, "as_of"),
+    ("/v1/funnel", {"from": "2025-01-01"}, "from"),
+    ("/v1/feed/page", {"kind": "status"}, "kind"),
 ])
 def test_bad_query_parameters_get_field_errors(api, path, params, field):
     response = api.get(path, params=params)
@@ -446,8 +451,12 @@ def test_the_service_on_postgresql(pg_url):
         assert api.post([purchase("c-1", "o-1")]).status_code == 201
         assert api.get("/v1/customers/c-1").json()["loyalty_stage"] == "first_time"
         refresh_summary(api)
-        streamed = read_sse(api, {}, {}, 3)
-        assert [e["kind"] for e in streamed] == ["loyalty_stage", "status", "relationship_level"]
+        streamed = read_sse(api, {}, {}, 4)  # bought in March 2025: lapsed a year later
+        assert [(e["kind"], e["to"]) for e in streamed] == [
+            ("loyalty_stage", "first_time"), ("status", "active"),
+            ("relationship_level", "basic"), ("status", "lapsed"),
+        ]
+        assert streamed[-1]["occurred_at"].startswith("2026-03-01T10:00:00.000001")
         assert api.post(purchase("c-1", "o-1", amount="3")).status_code == 409
 
 
