@@ -22,7 +22,7 @@ from typing import Any
 
 from eventsourcing.persistence import IntegrityError
 
-from commands.models import Command, Purchase, Referral
+from commands.models import Command, Complaint, Purchase, Referral, Refund, ResolveComplaint
 from journey.application import JourneyApplication
 from journey.customer import Customer
 from journey.errors import InputError, RetryableConflict
@@ -327,8 +327,11 @@ class UnitOfWork:
         index that found it (an index row is no fact: verify does not seal it)."""
         referred_at = referrer.referrals.get(referred.id)
         if referred_at is None:
-            log.warning("the referrers index names %r for %r, who has no such referral",
-                        referrer.id, referred.id)
+            log.warning(
+                "the referrers index names %r for %r, who has no such referral",
+                referrer.id,
+                referred.id,
+            )
             return
         bought_at = referred.first_purchase_since(referred_at)
         if bought_at is not None:
@@ -444,21 +447,61 @@ def apply_all(
     commands: list[tuple[int, Command]],
     on_progress: Callable[[int], None] | None = None,
 ) -> Outcome:
+    """Apply every command in input order, but a refund or resolution whose purchase or
+    complaint comes later in the input after it: the input is validated whole, so a
+    file of refunds imported before the file of purchases is no fault."""
     outcome = Outcome()
     uow.preload(command for _, command in commands)
-    for line, command in commands:
-        try:
-            if uow.handle(command):
-                uow.lines[command.customer_id].append(line)
-            else:
-                outcome.duplicates += 1
-                outcome.duplicate_lines.append(line)
-        except InputError as error:
-            outcome.rejected.append(Rejected(line, [error]))
-        if on_progress:
-            on_progress(1)
+    opened = opened_at(commands)
+    deferred: list[tuple[int, Command]] = []
+    for index, (line, command) in enumerate(commands):
+        if opened.get(opens_key(command), -1) > index:
+            deferred.append((line, command))
+            continue
+        apply_one(uow, outcome, line, command, on_progress)
+    for line, command in deferred:
+        apply_one(uow, outcome, line, command, on_progress)
     uow.convert_referrals()
     return outcome
+
+
+def apply_one(
+    uow: UnitOfWork,
+    outcome: Outcome,
+    line: int,
+    command: Command,
+    on_progress: Callable[[int], None] | None,
+) -> None:
+    try:
+        if uow.handle(command):
+            uow.lines[command.customer_id].append(line)
+        else:
+            outcome.duplicates += 1
+            outcome.duplicate_lines.append(line)
+    except InputError as error:
+        outcome.rejected.append(Rejected(line, [error]))
+    if on_progress:
+        on_progress(1)
+
+
+def opened_at(commands: list[tuple[int, Command]]) -> dict[tuple[str, str, str], int]:
+    """Where in the input each purchase and complaint first comes, by (customer, kind, id)."""
+    found: dict[tuple[str, str, str], int] = {}
+    for index, (_, command) in enumerate(commands):
+        if isinstance(command, Purchase):
+            found.setdefault((command.customer_id, "order", command.order_id), index)
+        elif isinstance(command, Complaint):
+            found.setdefault((command.customer_id, "complaint", command.complaint_id), index)
+    return found
+
+
+def opens_key(command: Command) -> tuple[str, str, str] | None:
+    """The purchase or complaint a refund or resolution needs, as ``opened_at`` keys it."""
+    if isinstance(command, Refund):
+        return (command.customer_id, "order", command.order_id)
+    if isinstance(command, ResolveComplaint):
+        return (command.customer_id, "complaint", command.complaint_id)
+    return None
 
 
 def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

@@ -69,8 +69,28 @@ def test_a_refund_may_name_an_order_in_an_earlier_file_of_the_same_import(engine
     assert outcome.rejected == [] and outcome.stored == 3
 
 
-def test_a_refund_before_its_order_in_the_file_is_a_bad_line(engine, tmp_path):
-    lines = [refund("c-1", "o-1", "5", day=2), purchase("c-1", "o-1", "20", day=1)]
+def test_a_refund_or_resolution_before_its_order_or_complaint_in_the_input_is_applied_after_it(
+    engine, tmp_path
+):
+    """The input is validated whole: refunds exported before purchases are no fault."""
+    refunds = write_jsonl(tmp_path / "refunds.jsonl", [
+        refund("c-1", "o-1", "5", day=2),
+        ev("complaint_resolved", "c-1", at(4), complaint_id="k-1", satisfied=True),
+    ])
+    opened = write_jsonl(tmp_path / "purchases.jsonl", [
+        purchase("c-1", "o-1", "20", day=1),
+        ev("complaint", "c-1", at(3), complaint_id="k-1", topic="product", severity="low"),
+    ])
+    outcome = engine.import_files([refunds, opened])
+    assert outcome.rejected == [] and outcome.stored == 5  # with the implicit identified
+    assert [t for _, t, _ in stream(engine, "c-1")] == [
+        "identified", "purchase", "complaint", "refund", "complaint_resolved"
+    ]  # each after what it names, in recording order too
+    assert engine.import_files([refunds, opened]).duplicates == 4
+
+
+def test_a_refund_whose_order_is_nowhere_in_the_input_is_still_a_bad_line(engine, tmp_path):
+    lines = [refund("c-1", "o-1", "5", day=2), purchase("c-1", "o-2", "20", day=1)]
     outcome = engine.import_files([write_jsonl(tmp_path / "in.jsonl", lines)])
     assert rejected_of(outcome) == [("in.jsonl", 1, ["order_id"])]
     assert engine.app.max_notification_id() == 0
