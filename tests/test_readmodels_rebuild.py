@@ -261,3 +261,37 @@ def test_progress_over_walks_that_resume_apart_never_goes_back():
     for done in (4, 8):  # this walk resumed: 4 of its 8 were done before
         walks(done, 8)
     assert seen == [(0, 10), (6, 10), (10, 10), (14, 18), (18, 18)]
+
+
+def test_a_write_that_read_first_waits_for_another_writer_instead_of_failing(sqlite_url):
+    """SQLite: a deferred transaction that has read cannot take the write lock once another
+    writer committed meanwhile ("database is locked" at once, whatever the busy timeout),
+    which failed rebuilds beside a runner. A write transaction takes the lock first."""
+    from sqlalchemy import update
+
+    from journey.storage import Database
+    from projections.readmodels.tables import generations
+    from projections.settings import DEFAULT
+
+    store, other = (ReadModelStore(Database.parse(sqlite_url)) for _ in range(2))
+    store.ensure(DEFAULT)
+    done = threading.Event()
+
+    def other_writes() -> None:
+        with other.writing() as conn:
+            conn.execute(update(generations).values(position=generations.c.position))
+        done.set()
+
+    try:
+        with store.writing() as conn:
+            conn.execute(select(generations)).all()  # reads first, as building() does
+            writer = threading.Thread(target=other_writes)
+            writer.start()
+            time.sleep(0.5)
+            assert not done.is_set()  # it waits for this transaction
+            conn.execute(update(generations).values(position=generations.c.position))
+        writer.join(timeout=30)
+        assert done.is_set()
+    finally:
+        store.close()
+        other.close()

@@ -609,3 +609,31 @@ def test_refusals_are_input_errors_with_a_message(engine):
 
 def test_every_stored_class_has_a_public_type():
     assert all(cls.TYPE for cls in ALL_EVENT_CLASSES)
+
+
+def test_the_readme_table_of_event_types_is_the_input_models():
+    """README's "Event types" is what users read instead of the models: it must not drift."""
+    import re
+    import typing
+    from pathlib import Path
+
+    from commands.models import MODELS, own_fields
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("### Event types", 1)[1].split("###", 1)[0]
+    rows = dict(re.findall(r"^\| `(\w+)` \| (.+) \|$", section, re.M))
+    assert set(rows) == set(MODELS)
+    for type_, model in MODELS.items():
+        written = []
+        for name in own_fields(model):
+            field = model.model_fields[name]
+            choices = [
+                typing.get_args(arg) for arg in (field.annotation, *typing.get_args(field.annotation))
+                if typing.get_origin(arg) is typing.Literal
+            ]
+            text = f"`{name}`" + ("" if field.is_required() else "?")
+            if choices:
+                text = f"`{name}` ({', '.join(choices[0])})" + ("" if field.is_required() else "?")
+            written.append(text)
+        cells = [re.sub(r" \((true/false|0-10)\)", "", c) for c in rows[type_].split(", `")]
+        assert ", `".join(cells) == ", ".join(written), type_

@@ -133,12 +133,12 @@ class ReadModelStore:
         open a new store at once."""
         with first_use_lock(self.database):
             state_metadata.create_all(self.engine)
-            with self.engine.begin() as conn:
+            with self.writing() as conn:
                 for model in MODELS.values():
                     if self.serving(conn, model.name) is None:
                         self._create_generation(conn, model, 1, "serving", settings)
                         self._point_view(conn, model, 1)
-        with self.engine.begin() as conn:
+        with self.writing() as conn:
             for retired in conn.execute(
                 select(generations).where(generations.c.status == "retired")
             ):
@@ -168,7 +168,7 @@ class ReadModelStore:
     def start_build(self, name: str, head: int, settings: Settings) -> Generation:
         """A fresh building generation (dropping an unfinished one) that folds up to ``head``."""
         model = MODELS[name]
-        with self.engine.begin() as conn:
+        with self.writing() as conn:
             old = self.building(conn, name)
             if old is not None:
                 self._drop_generation(conn, model, old.generation)
@@ -197,7 +197,7 @@ class ReadModelStore:
         Writers of either generation wait for this transaction, then find theirs retired."""
         model = MODELS[name]
         self.finish_indexes(name, generation)
-        with self.engine.begin() as conn:
+        with self.writing() as conn:
             conn.execute(  # first: a runner's write waits from here on, or went before
                 update(generations).where(generations.c.name == name).values(updated_at=utc_now())
             )
@@ -216,14 +216,14 @@ class ReadModelStore:
                 if name == "summary":
                     self._announce_rebuild(conn, old, new, now or utc_now())
         if old is not None:
-            with self.engine.begin() as conn:
+            with self.writing() as conn:
                 self._drop_generation(conn, model, old.generation)
 
     def finish_indexes(self, name: str, generation: int) -> None:
         """The indexes a generation's build did without, in a transaction of their own:
         building them takes a while on a large log, and readers wait for the transaction
         that repoints their view."""
-        with self.engine.begin() as conn:
+        with self.writing() as conn:
             for index in deferred_indexes(self.table(name, generation)):
                 index.create(conn, checkfirst=True)
 
@@ -262,7 +262,7 @@ class ReadModelStore:
         fencing update locks the generation's row, so writers of one generation take turns
         and each sees what the one before committed."""
         table = self.table(name, generation)
-        with self.engine.begin() as conn:
+        with self.writing() as conn:
             fenced = conn.execute(
                 update(generations)
                 .where(
@@ -378,6 +378,15 @@ class ReadModelStore:
                 .limit(limit)
             )
             return [r.customer_id for r in rows]
+
+    @contextmanager
+    def writing(self) -> Iterator[Connection]:
+        """A transaction that writes, committed at the end. On SQLite it takes the write
+        lock at once (``BEGIN IMMEDIATE``), waiting its turn: one that read first could not
+        take it later once another writer had committed meanwhile, and failed at once with
+        "database is locked", whatever the busy timeout (a rebuild beside a runner)."""
+        with self.engine.connect() as conn, conn.execution_options(writing=True).begin():
+            yield conn
 
     def table(self, name: str, generation: int) -> Table:
         model = MODELS[name]
@@ -535,7 +544,9 @@ def make_engine(database: Database) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN")
+        conn.exec_driver_sql(
+            "BEGIN IMMEDIATE" if conn.get_execution_options().get("writing") else "BEGIN"
+        )
 
     return engine
 
