@@ -37,6 +37,7 @@ from journey.customer import Customer
 from journey.errors import InputError, JourneyError, RetryableConflict, utf8_text
 from journey.events import CustomerEvent
 from journey.integrity import Report
+from journey.personal import is_sealed
 from journey.storage import Database
 
 Progress = Callable[[int], None]
@@ -218,8 +219,17 @@ class Journey:
                 recordings = self.app.save(customer)
             except IntegrityError:
                 continue
-            return Erasure(customer_id, destroyed, recordings[-1].notification.id)
+            earlier = not destroyed and self._sealed_personal_data(customer_id)
+            return Erasure(customer_id, destroyed, recordings[-1].notification.id, earlier)
         raise RetryableConflict("another writer kept changing the customer; erase again")
+
+    def _sealed_personal_data(self, customer_id: str) -> bool:
+        """Whether the customer's events hold sealed personal data: then a key existed,
+        and if this erase found none, an earlier one destroyed it and did not finish."""
+        return any(
+            is_sealed(vars(event).get("personal"))
+            for event in self.app.sealed_events.get(customer_id)
+        )
 
     def verify(
         self, customer_ids: Iterable[str] | None = None, anchors: Iterable[tuple[int, str]] = ()
@@ -246,6 +256,9 @@ class Erasure:
     customer_id: str
     key_destroyed: bool
     position: int | None
+    #: The key was already gone though personal data was sealed with it: an erase that
+    #: destroyed it was interrupted before its event was recorded (this one finished it).
+    key_destroyed_before: bool = False
 
 
 @dataclass(frozen=True)

@@ -172,6 +172,22 @@ def test_an_erasure_retried_after_a_conflict_says_the_key_was_destroyed(engine, 
     assert [e.TYPE for e in engine.events("c-1")][-2:] == ["feedback", "erased"]
 
 
+def test_an_erasure_finishing_one_that_crashed_says_the_key_went_then(engine, db_url):
+    """A crash after the key was destroyed, before the event was stored: the next erase
+    records the event, and says the key was destroyed before, not that none existed."""
+    populate(engine)
+    assert engine.app.keyring.destroy("c-1")  # the crashed erase got this far
+    result = CliRunner().invoke(
+        app, ["--db", db_url, "erase", "c-1", "--reason", "asked", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    done = json.loads(result.stdout)
+    assert (done["key_destroyed"], done["key_destroyed_before"]) == (False, True)
+    assert engine.events("c-1")[-1].TYPE == "erased"
+    plain = engine.erase("c-2", "asked")  # c-2 never gave personal data
+    assert (plain.key_destroyed, plain.key_destroyed_before) == (False, False)
+
+
 def test_the_erased_type_is_refused_as_input(engine):
     refused(engine, ev("erased", "c-1", reason="x"), "type", "journey erase")
 

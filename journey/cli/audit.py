@@ -209,10 +209,17 @@ def erase(
                 "key_destroyed": done.key_destroyed,
                 "position": done.position,
                 "already_erased": done.position is None,
+                "key_destroyed_before": done.key_destroyed_before,
             }
         )
     elif done.position is None:
         out.print(f"{customer_id} was already erased; nothing to do")
     else:
-        what = "key destroyed" if done.key_destroyed else "no personal data key existed"
+        what = (
+            "key destroyed"
+            if done.key_destroyed
+            else "key already destroyed by an erase that did not finish"
+            if done.key_destroyed_before
+            else "no personal data key existed"
+        )
         out.print(f"{customer_id}: {what}; `erased` recorded at position {done.position}")
