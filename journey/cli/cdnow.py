@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from journey.cdnow import LAST_DAY, CdnowError, Conversion, fetch, purchases, quarter_ends
 from journey.cli.app import Options, app
-from journey.cli.output import USAGE, emit_json, err, fail, out, reporting
+from journey.cli.output import REJECTED, USAGE, emit_json, err, fail, out, reporting
 from journey.cli.projections import rebuild_with_progress
 from journey.cli.store import refuse_if_others
 from projections.readmodels.operate import ReadModels
@@ -53,13 +53,17 @@ def load_cdnow(
     except CdnowError as exc:
         fail(str(exc), as_json=as_json, code=USAGE)
     conversion = Conversion()
+    try:  # the whole file is read first: a bad line stores nothing
+        records = list(purchases(path, limit, conversion))
+    except CdnowError as exc:
+        fail(str(exc), as_json=as_json, code=REJECTED)
     models = ReadModels.open(options.db, DEFAULT)
     with closing(models), reporting(as_json):
         if not into_existing:
             refuse_if_others(
                 models.engine, "cdnow-", "load-cdnow stores CDNOW's customers", as_json
             )
-        stored = load(models, purchases(path, limit, conversion))
+        stored = load(models, records)
         rebuild_with_progress(models, list(MODELS))
         quarters = [
             (label, funnel(models.store, end))
@@ -98,7 +102,10 @@ def record_batch(models: ReadModels, batch: list[dict[str, Any]]) -> int:
     outcome = models.engine.record_many(batch)
     if outcome.rejected:
         first = outcome.rejected[0]
-        raise CdnowError(f"a converted line was refused: {first.as_dict()}")
+        raw = first.raw if isinstance(first.raw, dict) else {}
+        line = str(raw.get("order_id", "?")).removeprefix("cdnow-")
+        reasons = "; ".join(f"{e.field}: {e.reason}" for e in first.errors)
+        raise CdnowError(f"line {line}: refused as a purchase: {reasons}")
     err.print(f"recorded {len(batch)} purchases ({outcome.duplicates} already stored)")
     return outcome.stored
 
