@@ -51,8 +51,10 @@ def problem(status: int, field: str, reason: str, kind: str) -> Problem:
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The error answers of an endpoint behind a key: 401, 403 and ``statuses``."""
-    return {s: {"model": schemas.Errors, "description": MEANINGS[s]} for s in (401, 403, *statuses)}
+    """The error answers of an endpoint behind a key: 401, 403, ``statuses``, and the
+    database's 503 (out of reach) and 500 (a fault) that any of them may give."""
+    every = sorted({401, 403, *statuses, 500, 503})
+    return {s: {"model": schemas.Errors, "description": MEANINGS[s]} for s in every}
 
 
 async def problem_answer(_request: Request, exc: Problem) -> JSONResponse:

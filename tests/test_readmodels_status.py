@@ -101,7 +101,7 @@ def test_status_lag_and_staleness_follow_the_log_and_the_settings(db_url, tmp_pa
             assert set(versions) == {new_version}
 
         text = invoke("--db", db_url, "projections", "status", "--settings", str(path))
-        assert text.exit_code == 0 and "current" in text.stdout
+        assert text.exit_code == 0 and "up to date" in text.stdout
 
 
 def test_status_shows_an_unfinished_build(db_url):

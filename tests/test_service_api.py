@@ -275,6 +275,7 @@ def test_known_at_now_counts_an_event_recorded_an_instant_before(api):
     ("/v1/feed/page", {"limit": "0"}, "limit"),
     ("/v1/feed/page", {"kinds": "stage"}, "kinds"),
     ("/v1/feed/page", {"customer_id": ""}, "customer_id"),
+    ("/v1/feed/page", {"customer_id": "bad id"}, "customer_id"),  # as /v1/customers/{id}
     # a misspelt or foreign parameter is refused, not ignored (it answered for now)
     ("/v1/customers/c-1", {"asof": "2025-01-01"}, "asof"),
     ("/v1/customers/c-1/history", {"as_of": "2025-01-01"}, "as_of"),

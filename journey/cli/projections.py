@@ -157,7 +157,13 @@ def status(ctx: typer.Context, settings: SettingsPath = None, as_json: JsonFlag 
         return
     table = Table("read model", "gen", "position", "head", "lag", "lag s", "settings", "state")
     for row in rows:
-        state = "stale: " + "; ".join(row["stale_reasons"]) if row["stale"] else "current"
+        state = (
+            "stale: " + "; ".join(row["stale_reasons"])
+            if row["stale"]
+            else f"behind by {row['lag_events']:,} events"
+            if row["lag_events"]
+            else "up to date"
+        )
         if row["building"]:
             state += f" (building generation {row['building']['generation']})"
         table.add_row(
@@ -187,7 +193,8 @@ def rebuild_command(
 ) -> None:
     """Build a new generation from the whole log while the current one serves, then switch."""
     if (name is None) == (not all_models):
-        fail("name one read model or give --all (not both)", as_json=False, code=USAGE)
+        which = "not both" if all_models else "neither was given"
+        fail(f"name one read model or give --all ({which})", as_json=False, code=USAGE)
     chosen = names_or_fail(None if all_models else [name], False)
     rules = settings_or_fail(settings, False)
     with closing(open_models(ctx, rules, False)) as models, reporting(False):
@@ -227,16 +234,28 @@ def rebuild_with_progress(
 @app.command("funnel")
 def funnel_command(
     ctx: typer.Context,
-    as_of: Annotated[str | None, typer.Option("--as-of", metavar="TIME")] = None,
-    start: Annotated[str | None, typer.Option("--from", metavar="T1")] = None,
-    end: Annotated[str | None, typer.Option("--to", metavar="T2")] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", metavar="TIME", help="Count the population then (default now)."),
+    ] = None,
+    start: Annotated[
+        str | None,
+        typer.Option("--from", metavar="T1", help="With --to: the flow between stages from T1."),
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--to", metavar="T2", help="With --from: ... to T2.")
+    ] = None,
     settings: SettingsPath = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Customers per stage, status and level at a moment; or the flow between two."""
     if (start is None) != (end is None) or (as_of is not None and start is not None):
         fail("give --as-of TIME, or both --from T1 and --to T2", as_json=as_json, code=USAGE)
-    moment, first, last = moments(as_json, as_of or ("now" if start is None else None), start, end)
+    (moment,) = moments(as_json, as_of or ("now" if start is None else None))
+    (first,), (last,) = (
+        moments(as_json, start, option="--from"),
+        moments(as_json, end, option="--to"),
+    )
     if first is not None and last is not None and first > last:
         fail("--from must not be later than --to", as_json=as_json, code=USAGE)
     rules = settings_or_fail(settings, as_json)

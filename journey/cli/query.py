@@ -56,17 +56,21 @@ def open_queries(
 
 
 def moments(
-    as_json: bool, *texts: str | None, parse: Callable[[str | None], datetime | None] = parse_moment
+    as_json: bool,
+    *texts: str | None,
+    parse: Callable[[str | None], datetime | None] = parse_moment,
+    option: str = "--as-of",
 ) -> list[datetime | None]:
+    """The moments given to ``option``; a usage error naming it if one cannot be read."""
     try:
         return [parse(text) for text in texts]
     except ValueError as exc:
-        fail(str(exc), as_json=as_json, code=USAGE)
+        fail(f"{option}: {exc}", as_json=as_json, code=USAGE)
 
 
 def known_moments(as_json: bool, *texts: str | None) -> list[datetime | None]:
     """``--known-at`` values: none may lie ahead (``parse_known_at``)."""
-    return moments(as_json, *texts, parse=parse_known_at)
+    return moments(as_json, *texts, parse=parse_known_at, option="--known-at")
 
 
 @app.command("show")

@@ -12,6 +12,7 @@ from service.auth import ServiceDep, scope
 from service.errors import error_responses, problem
 from service.feedstream import sse_events
 from service.keys import ApiKey
+from service.routes.customers import valid_id
 
 MAX_POSITION = 2**63 - 1
 
@@ -60,6 +61,8 @@ async def follow_feed(
 ) -> StreamingResponse:
     """Server-Sent Events: every entry after `after` (or `Last-Event-ID`), then each
     new one as it is written. Clients without SSE use `GET /v1/feed/page`."""
+    if customer_id is not None:
+        valid_id(customer_id)
     start = resume_position(after, last_event_id)
     chosen = kinds_of(kinds)
     events = sse_events(
@@ -88,6 +91,8 @@ def feed_page(
 ) -> Any:
     """The feed as plain JSON pages: call again with `after=next_after` until
     `entries` is empty."""
+    if customer_id is not None:
+        valid_id(customer_id)  # a malformed id names no customer: not an empty answer
     entries = service.feed.read(after, limit, kinds_of(kinds), customer_id)
     return JSONResponse(
         {
