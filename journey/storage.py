@@ -141,9 +141,19 @@ class Database:
         empty log verifies as intact)."""
         if not self.is_postgres:
             return self.sqlite_path == ":memory:" or Path(self.sqlite_path).is_file()
-        events = f'"{self.schema}".journey_events'  # eventsourcing's name, for "Journey"
+        events = f'"{self.schema}".{self.events_table}'
         with self.connect() as conn:
             return conn.execute("SELECT to_regclass(%s)", [events]).fetchone()[0] is not None
+
+    @property
+    def events_table(self) -> str:
+        """The event store's table, as eventsourcing names it for the application "Journey"
+        (and its position column: ``position_column``)."""
+        return "journey_events" if self.is_postgres else "stored_events"
+
+    @property
+    def position_column(self) -> str:
+        return "notification_id" if self.is_postgres else "rowid"
 
     def ensure_schema(self) -> None:
         """Create the PostgreSQL schema named in the URL, so first use needs no setup."""

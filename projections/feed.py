@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import column, func, select, table
 
 from projections.readmodels.store import ReadModelStore
 from projections.readmodels.tables import feed
@@ -37,6 +37,9 @@ class FeedEntry:
     recorded_at: datetime
     reason: str
     cause: int | None
+    #: The causing event's id in its customer's stream, as show, history and export name
+    #: events (``cause`` is its log position, as record and import answer).
+    cause_id: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -49,6 +52,7 @@ class FeedEntry:
             "recorded_at": iso(self.recorded_at),
             "reason": self.reason,
             "cause": self.cause,
+            "cause_id": self.cause_id,
         }
 
 
@@ -79,8 +83,21 @@ class Feed:
         if customer_id is not None:
             query = query.where(feed.c.customer_id == customer_id)
         with self.store.engine.connect() as conn:
-            rows = conn.execute(query.order_by(feed.c.position).limit(limit))
-            return [FeedEntry(**row._mapping) for row in rows]
+            rows = conn.execute(query.order_by(feed.c.position).limit(limit)).all()
+            ids = self._event_ids(conn, {row.cause for row in rows if row.cause is not None})
+        return [FeedEntry(**row._mapping, cause_id=ids.get(row.cause)) for row in rows]
+
+    def _event_ids(self, conn: Any, positions: set[int]) -> dict[int, int]:
+        """Each log position's event id in its customer's stream."""
+        if not positions:
+            return {}
+        database = self.store.database
+        position = column(database.position_column)
+        events = table(database.events_table, position, column("originator_version"))
+        found = conn.execute(
+            select(position, events.c.originator_version).where(position.in_(sorted(positions)))
+        )
+        return {row[0]: row[1] for row in found}
 
     def follow(
         self,

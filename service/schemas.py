@@ -194,6 +194,10 @@ class FeedEntry(BaseModel):
     cause: int | None = Field(
         description="Log position of the event that caused it; null when time-driven."
     )
+    cause_id: int | None = Field(
+        description="The same event's id in the customer's stream, as the customer's "
+        "answer, history and export name events; null when time-driven."
+    )
 
 
 class FeedPage(BaseModel):

@@ -57,6 +57,10 @@ def test_new_events_announce_each_change_with_its_cause(db_url):
         assert fresh[0].cause == second[-1]
         assert fresh[0].occurred_at.isoformat() == at(10)
         assert fresh[0].reason.startswith("n = 2")
+        # the same event as show, history and export name it: the second purchase is id 3
+        assert [e.TYPE for e in m.journey.events("c-1")][fresh[0].cause_id - 1] == "purchase"
+        assert (fresh[0].cause_id, fresh[0].as_dict()["cause_id"]) == (3, 3)
+        assert {e.cause_id for e in feed.read(limit=3)} == {2}  # the first purchase
 
 
 def test_a_backfill_that_changes_nothing_now_announces_nothing(db_url):
@@ -95,7 +99,7 @@ def test_a_time_driven_change_has_no_cause_and_its_own_moment(db_url):
             pass
         fresh = feed.read(after=head)
         assert changes(fresh) == [("c-1", "status", "active", "lapsed")]
-        assert fresh[0].cause is None
+        assert fresh[0].cause is None and fresh[0].cause_id is None
         lapse = NOW - DAY * 300 + DAY * 365
         assert lapse <= fresh[0].occurred_at <= lapse + DAY  # when it lapsed, not when seen
 
