@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from journey.errors import JourneyError
+from projections.rules.window import iso
 
 SCOPES = {
     "events:write": "record events (POST /v1/events)",
@@ -76,8 +77,8 @@ class ApiKey:
         return {
             "name": self.name,
             "scopes": list(self.scopes),
-            "created_at": self.created_at.isoformat(),
-            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+            "created_at": iso(self.created_at),
+            "revoked_at": iso(self.revoked_at) if self.revoked_at else None,
         }
 
 

@@ -203,8 +203,10 @@ def test_record_prints_position(db_url):
     assert answer["duplicate"] is False
     assert answer["position"] == max(answer["positions"])
     assert len(answer["positions"]) == 2
+    assert (answer["stored"], answer["derived"], answer["duplicates"]) == (2, 1, 0)
     again = json.loads(run(db_url, "record", json.dumps(PURCHASE), "--json").stdout)
-    assert again == {"position": None, "positions": [], "duplicate": True}
+    assert again == {"position": None, "positions": [], "duplicate": True,
+                     "stored": 0, "derived": 0, "duplicates": 1}
 
 
 def test_record_of_a_referral_that_converts_prints_the_referrals_position(db_url):

@@ -121,7 +121,8 @@ def history(
 
 def report_missing(customer_id: str, message: str, as_json: bool) -> None:
     if as_json:
-        emit_json({"customer_id": customer_id, "error": message}, stderr=True)
+        error = {"field": "customer_id", "reason": message, "kind": "not_found"}
+        emit_json({"customer_id": customer_id, "error": message, "errors": [error]}, stderr=True)
     else:
         err.print(f"[red]error:[/red] {escape(message)}", markup=True)
 

@@ -229,6 +229,10 @@ def record(
                 "position": recorded.position,
                 "positions": recorded.positions,
                 "duplicate": recorded.duplicate,
+                # the counts import and POST /v1/events answer, for one event
+                "stored": len(recorded.positions),
+                "derived": max(len(recorded.positions) - 1, 0),
+                "duplicates": int(recorded.duplicate),
             }
         )
     elif recorded.duplicate:
