@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,17 @@ def resolve_url(url: str | None = None) -> str:
 
 #: A schema name every layer takes as it is (eventsourcing puts it in type names unquoted).
 SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+def sqlite_has_table(path: Path, table: str) -> bool:
+    """Whether the SQLite file at ``path`` holds ``table``, read without creating it."""
+    if not path.is_file():
+        return False
+    with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+        found = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).fetchone()
+    return found is not None
 
 
 def check_postgres_query(url: URL) -> None:
@@ -140,7 +153,9 @@ class Database:
         first: at a mistyped URL they would create an empty store and report on it (and an
         empty log verifies as intact)."""
         if not self.is_postgres:
-            return self.sqlite_path == ":memory:" or Path(self.sqlite_path).is_file()
+            return self.sqlite_path == ":memory:" or sqlite_has_table(
+                Path(self.sqlite_path), self.events_table
+            )
         events = f'"{self.schema}".{self.events_table}'
         with self.connect() as conn:
             return conn.execute("SELECT to_regclass(%s)", [events]).fetchone()[0] is not None

@@ -50,11 +50,11 @@ def create_app(
         openapi_url=None,  # served by routes.health, behind a key
         docs_url=None,
         redoc_url=None,
-        dependencies=[Depends(no_unknown_query)],
     )
     app.state.service = service
-    for routes in (health, events, customers, projections, feed):
-        app.include_router(routes.router)
+    app.include_router(health.router)
+    for routes in (events, customers, projections, feed):
+        app.include_router(routes.router, dependencies=[Depends(no_unknown_query)])
     app.openapi = partial(openapi_document, app)  # type: ignore[method-assign]
     return app
 

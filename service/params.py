@@ -2,17 +2,21 @@
 
 FastAPI reads the parameters a route declares and drops the rest, so ``?asof=2025-01-01``
 (for ``as_of``) answered for now: a plausible, wrong answer. The CLI refuses an unknown
-option; the API refuses an unknown parameter the same way (422, naming it).
+option; the API refuses an unknown parameter the same way (422, naming it), on every
+endpoint behind a key (the health check takes whatever a monitor adds).
 """
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Depends, Request
 
+from service.auth import caller
 from service.errors import problem
+from service.keys import ApiKey
 
 
-async def no_unknown_query(request: Request) -> None:
+async def no_unknown_query(request: Request, _key: Annotated[ApiKey, Depends(caller)]) -> None:
+    """After the key is checked (a caller without one learns nothing: 401 first)."""
     route = request.scope.get("route")
     if route is None or not hasattr(route, "dependant"):
         return

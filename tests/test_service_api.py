@@ -127,7 +127,10 @@ def test_no_endpoint_answers_without_a_valid_key(api, method, path, needed, opti
 
 def test_health_is_the_one_anonymous_endpoint_and_openapi_needs_a_key(api):
     assert api.client.get("/health").json() == {"status": "ok"}
+    assert api.client.get("/health", params={"nocache": "1"}).status_code == 200  # monitors
     assert api.client.get("/openapi.json").status_code == 401
+    # without a key nothing is learnt, not even which parameters an endpoint takes
+    assert api.client.get("/v1/customers/c-1", params={"asof": "x"}).status_code == 401
     for scope in SCOPES:  # any valid key may read the document
         assert api.get("/openapi.json", api.keys[scope]).status_code == 200
     assert api.client.get("/docs").status_code == 404
@@ -417,6 +420,8 @@ def test_sse_resumes_after_last_event_id_and_filters(api):
     middle = everything[2]["position"]
     resumed = read_sse(api, {"after": 0}, {"Last-Event-ID": str(middle)}, len(everything) - 3)
     assert resumed == everything[3:]
+    polyfilled = read_sse(api, {"lastEventId": str(middle)}, {}, len(everything) - 3)
+    assert polyfilled == everything[3:]  # as EventSource polyfills send it on reconnect
     stages = read_sse(api, {"kinds": "loyalty_stage"}, {}, 2)
     assert stages == [e for e in everything if e["kind"] == "loyalty_stage"]
     for bad_id in ("x", "\u00b2".encode("latin-1"), "9" * 5000):  # letter, superscript 2, long

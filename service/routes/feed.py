@@ -36,6 +36,14 @@ LastEventId = Annotated[
         "`after` (what browsers send when they reconnect).",
     ),
 ]
+LastEventIdQuery = Annotated[
+    str | None,
+    Query(
+        alias="lastEventId",
+        description="`Last-Event-ID` as a query parameter, for clients that cannot set the "
+        "header (EventSource polyfills send it so when they reconnect).",
+    ),
+]
 STREAM = {
     "description": "An endless `text/event-stream`: one event per entry, `id:` its "
     "position and `data:` the entry as JSON (FeedEntry); `: keep-alive` comments "
@@ -58,12 +66,13 @@ async def follow_feed(
     kinds: Kinds = None,
     customer_id: FeedCustomer = None,
     last_event_id: LastEventId = None,
+    last_event_query: LastEventIdQuery = None,
 ) -> StreamingResponse:
     """Server-Sent Events: every entry after `after` (or `Last-Event-ID`), then each
     new one as it is written. Clients without SSE use `GET /v1/feed/page`."""
     if customer_id is not None:
         valid_id(customer_id)
-    start = resume_position(after, last_event_id)
+    start = resume_position(after, last_event_id or last_event_query)
     chosen = kinds_of(kinds)
     events = sse_events(
         service.feed,
