@@ -188,8 +188,9 @@ def csv_rows(lines: Lines, required: tuple[str, ...] = ()) -> Iterator[Record]:
                 yield start, bad_start("is not a row", lines, into, header)
             elif lines.unreadable:  # a line that is no text, read alone (as a blank row)
                 yield from lines.unreadable
-                if header is None:
-                    return  # a header not read is no header: no row of it is read
+                if header is None:  # a header not read is no header: no row of it is read
+                    yield from unread_rows(reader, lines, start)
+                    return
                 continue
             elif not cells:
                 continue
@@ -205,10 +206,11 @@ def csv_rows(lines: Lines, required: tuple[str, ...] = ()) -> Iterator[Record]:
             else:
                 yield start, row_of(cells, lines, header)
                 continue
-        if header is None:
-            return
         lines.read_again_after_first()  # the lines after the first, as rows of their own
         reader = csv.reader(lines, strict=True)  # the old one is mid-cell
+        if header is None:  # the header could not be read: no row of it is read
+            yield from unread_rows(reader, lines, start)
+            return
 
 
 def unread_rows(reader: Any, lines: Lines, header_line: int) -> Iterator[Record]:

@@ -35,7 +35,7 @@ from commands.models import Command, InvalidInput, parse_command
 from journey.application import JourneyApplication
 from journey.customer import Customer
 from journey.errors import InputError, JourneyError, RetryableConflict, utf8_text
-from journey.events import CustomerEvent
+from journey.events import CustomerEvent, Erased
 from journey.integrity import Report
 from journey.personal import is_sealed
 from journey.storage import Database
@@ -211,7 +211,8 @@ class Journey:
                 raise JourneyError(f"customer {customer_id!r} is unknown")
             destroyed_now = self.app.keyring.destroy(customer_id)
             destroyed = destroyed or destroyed_now
-            if not destroyed_now and customer.erased:
+            unerased = self._sealed_since_erasure(customer_id)  # a key existed for them
+            if not destroyed_now and customer.erased and not unerased:
                 return Erasure(customer_id, key_destroyed=destroyed, position=None)
             now = self.clock()
             customer.erase(reason, occurred_at=now, actor=self.actor, timestamp=now)
@@ -219,17 +220,18 @@ class Journey:
                 recordings = self.app.save(customer)
             except IntegrityError:
                 continue
-            earlier = not destroyed and self._sealed_personal_data(customer_id)
+            earlier = not destroyed and unerased
             return Erasure(customer_id, destroyed, recordings[-1].notification.id, earlier)
         raise RetryableConflict("another writer kept changing the customer; erase again")
 
-    def _sealed_personal_data(self, customer_id: str) -> bool:
-        """Whether the customer's events hold sealed personal data: then a key existed,
-        and if this erase found none, an earlier one destroyed it and did not finish."""
-        return any(
-            is_sealed(vars(event).get("personal"))
-            for event in self.app.sealed_events.get(customer_id)
-        )
+    def _sealed_since_erasure(self, customer_id: str) -> bool:
+        """Whether events since the customer's last ``erased`` (or ever) hold sealed
+        personal data: a key existed for them, and if this erase found none, an earlier one
+        destroyed it and did not finish (its event is still to record)."""
+        events = list(self.app.sealed_events.get(customer_id))
+        erasures = [i for i, event in enumerate(events) if isinstance(event, Erased)]
+        since = events[erasures[-1] + 1 :] if erasures else events
+        return any(is_sealed(vars(event).get("personal")) for event in since)
 
     def verify(
         self, customer_ids: Iterable[str] | None = None, anchors: Iterable[tuple[int, str]] = ()

@@ -279,10 +279,12 @@ class JourneyApplication(Application[str]):
         a store holds someone else's customers (see ``journey demo``, ``load-cdnow``)."""
         mark = "%s" if self.database.is_postgres else "?"
         table = self._qualified(self.recorder.events_table_name)
-        patterns = ["~%", f"{prefix}%"] if prefix else ["~%"]
-        where = " AND ".join(f"originator_id NOT LIKE {mark}" for _ in patterns)
+        prefixes = ["~", prefix] if prefix else ["~"]  # compared as text: LIKE ignores case
+        where = " AND ".join(  # in SQLite, so "CDNOW-9" would pass for "cdnow-"
+            f"substr(originator_id, 1, {len(p)}) <> {mark}" for p in prefixes
+        )
         with self.recorder.datastore.transaction(commit=False) as curs:
-            curs.execute(f"SELECT originator_id FROM {table} WHERE {where} LIMIT 1", patterns)
+            curs.execute(f"SELECT originator_id FROM {table} WHERE {where} LIMIT 1", prefixes)
             row = curs.fetchone()
             return row["originator_id"] if row else None
 

@@ -10,6 +10,7 @@ zero): they are skipped and counted.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tempfile
@@ -17,7 +18,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,9 @@ def purchases(
             }
 
 
+DOLLARS = re.compile(r"[0-9]+(\.[0-9]+)?")
+
+
 def cdnow_line(cells: list[str]) -> tuple[str, date, Decimal]:
     """``customer_id YYYYMMDD number_of_cds dollar_value``: the customer, day and value."""
     if len(cells) != 4:
@@ -115,13 +119,9 @@ def cdnow_line(cells: list[str]) -> tuple[str, date, Decimal]:
         raise ValueError(f"the date {day!r} is not a day written YYYYMMDD") from None
     if not (quantity.isascii() and quantity.isdigit()):
         raise ValueError(f"the number of CDs {quantity!r} is not a whole number")
-    try:
-        value = Decimal(dollars)
-    except InvalidOperation:
-        value = Decimal("NaN")
-    if not value.is_finite():
-        raise ValueError(f"the dollar value {dollars!r} is not a number")
-    return customer, when, value
+    if not DOLLARS.fullmatch(dollars):  # Decimal() would also read "1_1.77" or "1e3"
+        raise ValueError(f"the dollar value {dollars!r} is not a number like 29.33")
+    return customer, when, Decimal(dollars)
 
 
 MICROSECOND = timedelta(microseconds=1)

@@ -336,3 +336,18 @@ def test_an_actor_that_is_not_text_is_a_usage_error(engine, db_url):
     assert result.exit_code == 2, result.output
     assert "UTF-8" in result.output and "Traceback" not in result.output
     assert engine.app.keyring.load({"c-1"})  # the key is still there
+
+
+def test_a_second_interrupted_erasure_is_finished_too(engine):
+    """After an erasure, new personal data is sealed under a new key: an erase interrupted
+    after destroying that one is finished by the next, not taken for already done."""
+    populate(engine)
+    engine.erase("c-1", "asked")
+    engine.record(ev("contact", "c-1", at(20), channel="phone", direction="inbound",
+                     purpose="inquiry", personal={"note": "call again"}))
+    assert engine.app.keyring.destroy("c-1")  # the second erase crashed after this
+    done = engine.erase("c-1", "asked again")
+    assert done.position is not None and done.key_destroyed_before
+    assert [e.TYPE for e in engine.events("c-1")][-2:] == ["contact", "erased"]
+    again = engine.erase("c-1", "asked a third time")
+    assert again.position is None  # now it is done

@@ -116,3 +116,15 @@ def test_a_malformed_line_is_named_and_nothing_is_stored(tmp_path, line, said):
     error = json.loads(result.stderr)["error"]
     assert f"{path}:6:" in error and said in error
     assert not store.exists()  # read whole before anything is stored
+
+
+def test_the_cdnow_guard_compares_ids_exactly(db_url):
+    """SQLite's LIKE ignores case: "CDNOW-9" is someone else's customer, not CDNOW's."""
+    with connect(db_url, actor="tester") as engine:
+        engine.record({"type": "qualified", "customer_id": "CDNOW-9",
+                       "occurred_at": "2025-01-01T00:00:00Z"})
+    result = runner.invoke(
+        app, ["--db", db_url, "load-cdnow", "--file", str(SAMPLE), "--limit", "5", "--json"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "'CDNOW-9'" in json.loads(result.stderr)["error"]

@@ -499,7 +499,7 @@ def test_a_csv_header_that_is_not_utf8_reads_no_row(engine, tmp_path):
         + f"purchase,c-1,{at(1)},o-1,5,x\n".encode()
     )
     outcome = engine.import_files([str(path)], skip_invalid=True)
-    assert rejected_of(outcome) == [("in.csv", 1, ["(line)"])]
+    assert rejected_of(outcome) == [("in.csv", 1, ["(line)"]), ("in.csv", 2, ["(line)"])]
     assert engine.events("c-1") == []
 
 
@@ -537,8 +537,9 @@ def test_a_row_running_on_into_a_line_that_is_not_utf8_is_bad_from_its_first_lin
 
 
 def test_a_header_with_an_unclosed_quote_says_no_row_was_read():
-    (only,) = read_bytes(b'a,"b\n1,2\n3,4\n')
-    assert only[0] == 1 and "no row was read" in only[1]
+    header, *rows = read_bytes(b'a,"b\n1,2\n3,4\n')
+    assert header[0] == 1 and "no row was read" in header[1]
+    assert [(n, "was not read" in reason) for n, reason in rows] == [(2, True), (3, True)]
 
 
 def test_csv_lines_may_end_in_a_lone_carriage_return(engine, tmp_path):
@@ -570,4 +571,21 @@ def test_a_csv_header_without_a_required_column_is_said_once(engine, tmp_path, h
         ("in.csv", 1, ["(header)"]), ("in.csv", 2, ["(line)"]), ("in.csv", 3, ["(line)"])
     ]
     assert said in outcome.rejected[0].errors[0].reason
+    assert engine.app.max_notification_id() == 0
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"type,customer_id,occurred_\xe9t", b'type,customer_id,"occurred_at'],
+    ids=["not-utf8", "unclosed-quote"],
+)
+def test_rows_under_a_header_that_cannot_be_read_are_bad_lines_each(engine, tmp_path, header):
+    rows = [f"identified,c-{i},{at(1)}".encode() for i in (1, 2)]
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"\n".join([header, *rows]) + b"\n")
+    outcome = engine.import_files([str(path)], skip_invalid=True)
+    assert [(r.line, r.errors[0].field) for r in outcome.rejected] == [
+        (1, "(line)"), (2, "(line)"), (3, "(line)")
+    ]
+    assert all(r.raw is not None for r in outcome.rejected[1:])  # their text, for rejects
     assert engine.app.max_notification_id() == 0

@@ -627,10 +627,8 @@ def test_the_readme_table_of_event_types_is_the_input_models():
         written = []
         for name in own_fields(model):
             field = model.model_fields[name]
-            choices = [
-                typing.get_args(arg) for arg in (field.annotation, *typing.get_args(field.annotation))
-                if typing.get_origin(arg) is typing.Literal
-            ]
+            shapes = (field.annotation, *typing.get_args(field.annotation))
+            choices = [typing.get_args(a) for a in shapes if typing.get_origin(a) is typing.Literal]
             text = f"`{name}`" + ("" if field.is_required() else "?")
             if choices:
                 text = f"`{name}` ({', '.join(choices[0])})" + ("" if field.is_required() else "?")
