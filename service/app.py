@@ -13,12 +13,11 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from projections.settings import DEFAULT, Settings
 from service.errors import EXCEPTION_HANDLERS
-from service.params import no_unknown_query
 from service.routes import customers, events, feed, health, projections
 from service.state import Service
 
@@ -52,9 +51,8 @@ def create_app(
         redoc_url=None,
     )
     app.state.service = service
-    app.include_router(health.router)
-    for routes in (events, customers, projections, feed):
-        app.include_router(routes.router, dependencies=[Depends(no_unknown_query)])
+    for routes in (health, events, customers, projections, feed):
+        app.include_router(routes.router)
     app.openapi = partial(openapi_document, app)  # type: ignore[method-assign]
     return app
 

@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.errors import problem
 from service.keys import SCOPES, ApiKey
+from service.params import refuse_unknown_query
 from service.state import Service
 
 bearer = HTTPBearer(auto_error=False, description="An API key: `journey keys create`.")
@@ -39,13 +40,15 @@ def caller(
 
 
 def scope(name: str) -> Callable[..., ApiKey]:
-    """A dependency: the caller's key, which must carry the scope ``name`` (else 403)."""
+    """A dependency: the caller's key, which must carry the scope ``name`` (else 403);
+    then no query parameter the endpoint does not take (else 422: service.params)."""
     assert name in SCOPES
 
-    def check(key: Annotated[ApiKey, Depends(caller)]) -> ApiKey:
+    def check(request: Request, key: Annotated[ApiKey, Depends(caller)]) -> ApiKey:
         if name not in key.scopes:
             reason = f"the key {key.name!r} lacks the scope {name}"
             raise problem(403, "authorization", reason, "forbidden")
+        refuse_unknown_query(request)
         return key
 
     return check

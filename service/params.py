@@ -6,17 +6,17 @@ option; the API refuses an unknown parameter the same way (422, naming it), on e
 endpoint behind a key (the health check takes whatever a monitor adds).
 """
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, Request
+from fastapi import Request
 
-from service.auth import caller
 from service.errors import problem
-from service.keys import ApiKey
 
 
-async def no_unknown_query(request: Request, _key: Annotated[ApiKey, Depends(caller)]) -> None:
-    """After the key is checked (a caller without one learns nothing: 401 first)."""
+def refuse_unknown_query(request: Request) -> None:
+    """Raise a 422 naming the first query parameter the request's route does not take.
+    Called by each endpoint's scope check (service.auth.scope), after the key and its
+    scope: a caller without them learns nothing, not even the parameters' names."""
     route = request.scope.get("route")
     if route is None or not hasattr(route, "dependant"):
         return

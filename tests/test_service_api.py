@@ -129,8 +129,10 @@ def test_health_is_the_one_anonymous_endpoint_and_openapi_needs_a_key(api):
     assert api.client.get("/health").json() == {"status": "ok"}
     assert api.client.get("/health", params={"nocache": "1"}).status_code == 200  # monitors
     assert api.client.get("/openapi.json").status_code == 401
-    # without a key nothing is learnt, not even which parameters an endpoint takes
+    # without a key (or its scope) nothing is learnt, not even an endpoint's parameters
     assert api.client.get("/v1/customers/c-1", params={"asof": "x"}).status_code == 401
+    wrong = api.get("/v1/customers/c-1", api.keys["feed:read"], params={"asof": "x"})
+    assert wrong.status_code == 403
     for scope in SCOPES:  # any valid key may read the document
         assert api.get("/openapi.json", api.keys[scope]).status_code == 200
     assert api.client.get("/docs").status_code == 404
