@@ -28,9 +28,9 @@ then:
 Prints figures; asserts nothing. Target (issue 5) on PostgreSQL: p99 under 100 ms.
 ``--json-out FILE`` appends the figures as rows (bench/results.py) for bench/run_all.py:
 feed latency p50 and p99 beside the stock wait()'s, per database (the p99 target on
-PostgreSQL written as a ratio to the stock wait() p99 of the same run; elsewhere the target
-is not being slower than the stock wait()), and requests/s beside the in-process rate
-(no target: issue 5 names none).
+PostgreSQL written as a ratio to the stock wait() p99 of the same run; on SQLite no target,
+the stock wait() given as context), and requests/s beside the in-process rate (no target:
+issue 5 names none).
 """
 
 from __future__ import annotations

@@ -26,9 +26,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from results import PACE_STEPS, read_rows
+from stores import POSTGRES  # one server for every benchmark (JOURNEY_TEST_POSTGRES_URL)
 
 HERE = Path(__file__).resolve().parent
-POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
 #: (benchmark, script, full-size arguments, quick arguments); "{pg}" is a fresh schema URL.
 PLAN = [
@@ -142,7 +142,7 @@ def report(rows: list[dict], missing: list[str], *, quick: bool) -> str:
         "# Benchmark results",
         "",
         *machine(),
-        f"* sizes: {'quick (smoke run)' if quick else 'as the issues name them'}; "
+        f"* sizes: each figure names its own (this run: {'quick' if quick else 'full'}); "
         "every baseline was measured in the same run as its figure",
         "",
     ]

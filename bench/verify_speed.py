@@ -1,6 +1,7 @@
 """How fast `journey verify` checks the whole log (issue 6: 1,000,000 events in under a
-minute), beside the floor any full check must pay: reading every notification and
-decoding it (``select_notifications`` in large pages + ``mapper.to_domain_event``).
+minute), beside reading every notification and decoding it into events
+(``select_notifications`` in large pages + ``mapper.to_domain_event``): context, not a
+floor, since verify parses the stored JSON itself and builds no event objects.
 
     .venv/bin/python bench/verify_speed.py                  # 1,000,000 events, SQLite
     .venv/bin/python bench/verify_speed.py --quick          # 100,000 events
