@@ -171,6 +171,7 @@ def csv_rows(lines: Lines, required: tuple[str, ...] = ()) -> Iterator[Record]:
     reading goes on with the line after it, with a new reader (the old one is mid-cell).
     A line that is not text is a bad line, and so is a row that runs on into one."""
     header: list[str] | None = None
+    unusable: str | None = None  # once the header cannot be used: why each later row is bad
     reader = csv.reader(lines, strict=True)
     while True:
         start = lines.start_row()
@@ -179,18 +180,24 @@ def csv_rows(lines: Lines, required: tuple[str, ...] = ()) -> Iterator[Record]:
         except StopIteration:
             return
         except csv.Error as exc:
-            spans = lines.number > start
-            quote = f"a quote opened on line {start} is not closed by line {lines.number}"
-            yield start, bad_start(f"is not valid CSV: {exc}", lines, spans and quote, header)
+            if unusable:
+                yield start, bad_row(unusable, lines)
+            else:
+                spans = lines.number > start
+                quote = f"a quote opened on line {start} is not closed by line {lines.number}"
+                yield start, bad_start(f"is not valid CSV: {exc}", lines, spans and quote, header)
         else:
+            if unusable:  # each row under a header that cannot be used, counted and kept
+                if cells or lines.unreadable:
+                    yield start, bad_row(unusable, lines)
+                continue
             if lines.unreadable and len(lines.row) > 1:
                 into = f"it runs on into line {lines.unreadable[0][0]}, which is not UTF-8 text"
                 yield start, bad_start("is not a row", lines, into, header)
             elif lines.unreadable:  # a line that is no text, read alone (as a blank row)
                 yield from lines.unreadable
                 if header is None:  # a header not read is no header: no row of it is read
-                    yield from unread_rows(reader, lines, start)
-                    return
+                    unusable = unread(start)
                 continue
             elif not cells:
                 continue
@@ -199,8 +206,8 @@ def csv_rows(lines: Lines, required: tuple[str, ...] = ()) -> Iterator[Record]:
                     if not hasattr(problem, "text"):
                         problem.text = bad_row("", lines).text  # the header, for rejects
                     yield start, problem
-                    yield from unread_rows(reader, lines, start)
-                    return
+                    unusable = unread(start)
+                    continue
                 header = cells
                 continue
             else:
@@ -208,28 +215,14 @@ def csv_rows(lines: Lines, required: tuple[str, ...] = ()) -> Iterator[Record]:
                 continue
         lines.read_again_after_first()  # the lines after the first, as rows of their own
         reader = csv.reader(lines, strict=True)  # the old one is mid-cell
-        if header is None:  # the header could not be read: no row of it is read
-            yield from unread_rows(reader, lines, start)
-            return
+        if header is None and unusable is None:  # the header could not be read
+            unusable = unread(start)
 
 
-def unread_rows(reader: Any, lines: Lines, header_line: int) -> Iterator[Record]:
-    """After a header that cannot be used, every later row as a bad line of its own, so
-    that each is counted and reaches the rejects file (as read, or unreadable)."""
-    reason = f"was not read: the header on line {header_line} cannot be used"
-    while True:
-        start = lines.start_row()
-        try:
-            cells = next(reader)
-        except StopIteration:
-            return
-        except csv.Error:
-            yield start, bad_row(reason, lines)
-            lines.read_again_after_first()
-            reader = csv.reader(lines, strict=True)
-            continue
-        if cells or lines.unreadable:
-            yield start, bad_row(reason, lines)
+def unread(header_line: int) -> str:
+    """Why a row under a header that cannot be used is a bad line of its own: so that
+    each is counted and reaches the rejects file (as read, or unreadable)."""
+    return f"was not read: the header on line {header_line} cannot be used"
 
 
 def bad_start(reason: str, lines: Lines, why: str | bool, header: list[str] | None) -> InputError:

@@ -169,20 +169,23 @@ def test_a_partial_refund_keeps_the_purchase_in_p():
     assert story.stage(20) == "repeat"
 
 
-def test_a_fully_refunded_purchase_adds_no_category():
+def books_then_music() -> Story:
+    """Four books purchases, then one of music (order o-5) on day 175."""
     story = Story()
     for day in (0, 60, 120, 170):
         story.purchase(day, category="books")
     story.purchase(175, category="music")
+    return story
+
+
+def test_a_fully_refunded_purchase_adds_no_category():
+    story = books_then_music()
     story.refund(190, "o-5", "100")
     assert story.stage(185) == "client"  # n = 5, books and music
     assert story.stage(190) == "repeat"  # n = 4, books only
 
 
 def test_a_partially_refunded_purchase_keeps_its_category():
-    story = Story()
-    for day in (0, 60, 120, 170):
-        story.purchase(day, category="books")
-    story.purchase(175, category="music")
+    story = books_then_music()
     story.refund(190, "o-5", "99")
     assert story.stage(190) == "client"

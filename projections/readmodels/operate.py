@@ -243,8 +243,7 @@ class HeldLocks:
         return [n for n in self.names if n not in self.held]
 
     def check(self) -> None:
-        for one in self.checks:
-            one()
+        every(self.checks)()
         retry = self.tried is not None and time.monotonic() - self.tried >= LOCK_RETRY
         if retry and self.missing():
             self.take_free()
