@@ -199,7 +199,7 @@ def csv_rows(lines: Lines, required: tuple[str, ...] = ()) -> Iterator[Record]:
                 if header is None:  # a header not read is no header: no row of it is read
                     unusable = unread(start)
                 continue
-            elif not cells:
+            elif not any(cells):  # blank, or only separators: a spreadsheet's empty row
                 continue
             elif header is None:
                 if problem := stray_quote_error(lines) or header_problem(cells, required):
@@ -243,7 +243,7 @@ def row_of(cells: list[str], lines: Lines, header: list[str]) -> dict[str, Any] 
     if problem := stray_quote_error(lines):
         return problem
     if len(cells) > len(header):
-        return InputError("(line)", "has more cells than the header has names")
+        return bad_row("has more cells than the header has names", lines)
     missing = [None] * (len(header) - len(cells))  # absent, like an empty cell
     return unflatten(dict(zip(header, cells + missing, strict=True)))
 

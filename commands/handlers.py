@@ -448,19 +448,22 @@ def apply_all(
     on_progress: Callable[[int], None] | None = None,
 ) -> Outcome:
     """Apply every command in input order, but a refund or resolution whose purchase or
-    complaint comes later in the input after it: the input is validated whole, so a
-    file of refunds imported before the file of purchases is no fault."""
+    complaint comes later in the input: it waits for it, and follows it, in input order
+    with the others that waited (the first of two refunds too large together is the one
+    kept). The input is validated whole, so a file of refunds imported before the file of
+    purchases is no fault."""
     outcome = Outcome()
     uow.preload(command for _, command in commands)
     opened = opened_at(commands)
-    deferred: list[tuple[int, Command]] = []
+    waiting: dict[tuple[str, str, str], list[tuple[int, Command]]] = {}
     for index, (line, command) in enumerate(commands):
-        if opened.get(opens_key(command), -1) > index:
-            deferred.append((line, command))
+        if (key := opens_key(command)) is not None and opened.get(key, -1) > index:
+            waiting.setdefault(key, []).append((line, command))
             continue
         apply_one(uow, outcome, line, command, on_progress)
-    for line, command in deferred:
-        apply_one(uow, outcome, line, command, on_progress)
+        if (key := opened_key(command)) is not None and opened[key] == index:
+            for waited_line, waited in waiting.pop(key, []):
+                apply_one(uow, outcome, waited_line, waited, on_progress)
     uow.convert_referrals()
     return outcome
 
@@ -488,11 +491,18 @@ def opened_at(commands: list[tuple[int, Command]]) -> dict[tuple[str, str, str],
     """Where in the input each purchase and complaint first comes, by (customer, kind, id)."""
     found: dict[tuple[str, str, str], int] = {}
     for index, (_, command) in enumerate(commands):
-        if isinstance(command, Purchase):
-            found.setdefault((command.customer_id, "order", command.order_id), index)
-        elif isinstance(command, Complaint):
-            found.setdefault((command.customer_id, "complaint", command.complaint_id), index)
+        if (key := opened_key(command)) is not None:
+            found.setdefault(key, index)
     return found
+
+
+def opened_key(command: Command) -> tuple[str, str, str] | None:
+    """The purchase or complaint ``command`` opens, keyed as ``opens_key`` names it."""
+    if isinstance(command, Purchase):
+        return (command.customer_id, "order", command.order_id)
+    if isinstance(command, Complaint):
+        return (command.customer_id, "complaint", command.complaint_id)
+    return None
 
 
 def opens_key(command: Command) -> tuple[str, str, str] | None:

@@ -70,6 +70,16 @@ def check_microseconds(value: str) -> None:
         raise ValueError(f"{value!r} has more than 6 digits after the point: at most microseconds")
 
 
+def strict_bool(value: Any) -> Any:
+    """true or false: JSON's, or as text (a CSV cell; spreadsheets write TRUE/FALSE).
+    Pydantic would also read 1, "yes", "off" and the like, guessing what the input meant."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError(f"must be true or false, not {value!r}")
+
+
 def refuse_bool(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("must be a number, not true/false")
@@ -97,10 +107,18 @@ def ascii_integer(value: Any) -> Any:
     return value
 
 
+def not_blank(value: str) -> str:
+    """A text of spaces only says nothing: a required reason or id given so is missing."""
+    if not value.strip():
+        raise ValueError("must not be blank (it holds only white space)")
+    return value
+
+
 CustomerId = Annotated[str, AfterValidator(check_customer_id)]
 Time = Annotated[datetime, BeforeValidator(parse_time)]
-Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-Text = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+Boolean = Annotated[bool, BeforeValidator(strict_bool)]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(not_blank)]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=2000), AfterValidator(not_blank)]
 MAX_DIGITS, DECIMAL_PLACES = 19, 4
 
 
@@ -247,7 +265,7 @@ class Complaint(Command):
 class ResolveComplaint(Command):
     type: Literal["complaint_resolved"]
     complaint_id: Id
-    satisfied: bool
+    satisfied: Boolean
     cost: Cost | None = None
 
 

@@ -84,9 +84,26 @@ def test_a_refund_or_resolution_before_its_order_or_complaint_in_the_input_is_ap
     outcome = engine.import_files([refunds, opened])
     assert outcome.rejected == [] and outcome.stored == 5  # with the implicit identified
     assert [t for _, t, _ in stream(engine, "c-1")] == [
-        "identified", "purchase", "complaint", "refund", "complaint_resolved"
-    ]  # each after what it names, in recording order too
+        "identified", "purchase", "refund", "complaint", "complaint_resolved"
+    ]  # each right after what it names, in recording order too
     assert engine.import_files([refunds, opened]).duplicates == 4
+
+
+def test_refunds_waiting_for_their_purchase_keep_their_input_order(engine, tmp_path):
+    """Of two refunds too large together, the later in the input is the one refused,
+    whether or not the first came before its purchase."""
+    lines = [
+        refund("c-1", "o-1", "6", day=5),
+        purchase("c-1", "o-1", "10", day=4),
+        refund("c-1", "o-1", "5", day=6),
+    ]
+    outcome = engine.import_files(
+        [write_jsonl(tmp_path / "in.jsonl", lines)], skip_invalid=True
+    )
+    assert rejected_of(outcome) == [("in.jsonl", 3, ["amount"])]
+    assert [p.get("amount") for _, t, p in stream(engine, "c-1") if t == "refund"] == [
+        Decimal("6")
+    ]
 
 
 def test_a_refund_whose_order_is_nowhere_in_the_input_is_still_a_bad_line(engine, tmp_path):
@@ -288,6 +305,17 @@ def test_csv_errors_name_the_line_a_row_starts_on(engine, tmp_path):
         ("in.csv", 7, ["amount"]),
         ("in.csv", 8, ["(line)"]),
     ]
+    assert outcome.rejected[-1].raw.text == f"purchase,c-1,{at(1)},o-5,5,extra"  # to mend
+
+
+def test_a_csv_row_of_empty_cells_is_a_blank_line(engine, tmp_path):
+    """Spreadsheets export trailing rows of separators only."""
+    path = write(
+        tmp_path / "in.csv",
+        f"type,customer_id,occurred_at,order_id,amount\npurchase,c-1,{at(1)},o-1,5\n,,,,\n,,\n",
+    )
+    outcome = engine.import_files([path])
+    assert (outcome.rejected, outcome.stored) == ([], 2)
 
 
 def test_a_csv_row_with_an_unknown_column_value_is_an_extra_field(engine, tmp_path):
@@ -346,7 +374,8 @@ def test_every_row_a_csv_writer_makes_is_read_back_cell_for_cell(rows):
     csv.writer(text).writerows([header, *rows])
     text.seek(0)
     records = [record for _, record in read_csv(text)]
-    assert records == [{k: v for k, v in zip(header, row, strict=True) if v} for row in rows]
+    expected = [{k: v for k, v in zip(header, row, strict=True) if v} for row in rows]
+    assert records == [record for record in expected if record]  # rows of empty cells: blank
 
 
 def test_a_csv_header_with_a_stray_quote_reads_no_row(engine, tmp_path):

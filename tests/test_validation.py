@@ -432,10 +432,28 @@ def test_every_enum_value_is_accepted(engine, type_, field):
         assert engine.events("c-1")[-1].payload()[field] == value
 
 
+@pytest.mark.parametrize(
+    ("type_", "field"),
+    [("disqualified", "reason"), ("purchase", "order_id"), ("manager_assigned", "manager"),
+     ("complaint", "complaint_id"), ("left", "reason"), ("purchase", "event_id")],
+)
+def test_an_id_or_text_of_white_space_only_is_refused(engine, type_, field):
+    for blank in [" ", "\t \n"]:
+        refused(engine, {**FULL[type_], field: blank}, field, "must not be blank")
+
+
 def test_satisfied_must_be_a_boolean(engine):
     engine.record(FULL["complaint"])
-    for bad in ["maybe", 2, None, "", [True]]:
+    for bad in ["maybe", 2, None, "", [True], 1, 0, "1", "yes", "off", "t"]:
         refused(engine, {**FULL["complaint_resolved"], "satisfied": bad}, "satisfied")
+
+
+@pytest.mark.parametrize(("given", "read"), [(True, True), ("TRUE", True), (" false ", False)])
+def test_satisfied_is_true_or_false_in_json_or_as_text(engine, given, read):
+    """CSV cells are text, and spreadsheets write TRUE and FALSE."""
+    engine.record(FULL["complaint"])
+    engine.record({**FULL["complaint_resolved"], "satisfied": given})
+    assert engine.events("c-1")[-1].payload()["satisfied"] is read
 
 
 # --- customer ids ----------------------------------------------------------------------------
