@@ -46,7 +46,8 @@ def decode_json(text: str, where: str) -> Any:
     try:
         return DECODER.decode(text)
     except json.JSONDecodeError as exc:
-        reason = f"not valid JSON: {exc.msg} at column {exc.colno}"
+        line = f"line {exc.lineno} " if exc.lineno > 1 else ""  # a text of several lines
+        reason = f"not valid JSON: {exc.msg} at {line}column {exc.colno}"
     except DuplicateKey as exc:
         name = exc.args[0]
         raise InputError(name, f"duplicate field {name}: given more than once") from None

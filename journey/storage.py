@@ -59,6 +59,20 @@ def check_postgres_query(url: URL) -> None:
         )
 
 
+def check_sqlite_url(url: URL) -> None:
+    """A SQLite URL names a file and nothing else: the event store opens the path alone, so
+    a parameter would hold for the read models only. The file's folder must exist: a
+    mistyped path would otherwise make a new, empty store wherever it pointed."""
+    if url.query:
+        raise StorageError(
+            f"unknown parameter {', '.join(map(repr, sorted(url.query)))} in the database "
+            "URL: a SQLite URL is sqlite:///FILE and nothing more"
+        )
+    folder = Path(url.database).parent if url.database and url.database != ":memory:" else None
+    if folder is not None and not folder.is_dir():
+        raise StorageError(f"no folder {str(folder)!r} for the SQLite file {url.database!r}")
+
+
 @dataclass(frozen=True)
 class Database:
     """A parsed database URL, with what eventsourcing and SQLAlchemy each need from it."""
@@ -79,6 +93,8 @@ class Database:
             )
         if parsed.get_backend_name() == "postgresql":
             check_postgres_query(parsed)
+        else:
+            check_sqlite_url(parsed)
         return cls(parsed)
 
     @property
@@ -98,8 +114,6 @@ class Database:
         common = {"ORIGINATOR_ID_TYPE": "text"}
         if not self.is_postgres:
             path = self.sqlite_path
-            if path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
             return {
                 **common,
                 "PERSISTENCE_MODULE": "eventsourcing.sqlite",

@@ -242,6 +242,34 @@ def test_record_reads_stdin_and_keeps_actor(db_url):
         assert {e.actor for e in engine.events("c-17")} == {"cli-test"}
 
 
+def test_record_reads_stdin_with_a_byte_order_mark_as_import_does(db_url):
+    result = run(db_url, "record", input="\ufeff" + json.dumps(PURCHASE))
+    assert result.exit_code == 0, result.output
+    with connect(db_url) as engine:
+        assert [e.TYPE for e in engine.events("c-17")] == ["identified", "purchase"]
+
+
+def test_record_names_the_line_of_a_fault_in_a_text_of_several_lines(sqlite_url):
+    result = run(sqlite_url, "record", "--json", input=json.dumps(PURCHASE) + "\n{}\n")
+    assert result.exit_code == 1
+    assert "Extra data at line 2 column 1" in json.loads(result.stderr)["error"]
+
+
+@pytest.mark.parametrize(
+    "url, said",
+    [("sqlite:///{tmp}/j.db?mode=ro", "unknown parameter 'mode'"),
+     ("sqlite:///{tmp}/no/such/folder/j.db", "no folder")],
+)
+def test_a_sqlite_url_journey_cannot_honour_is_a_usage_error(tmp_path, url, said):
+    """A mistyped path made a new store (and its folders) wherever it pointed."""
+    result = CliRunner().invoke(
+        app, ["--db", url.format(tmp=tmp_path), "record", json.dumps(PURCHASE), "--json"]
+    )
+    assert result.exit_code == 2, result.output
+    assert said in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("text, field", [
     ('{"type": "purchase"}', "customer_id"),
     ("{not json", "(event)"),

@@ -212,7 +212,7 @@ def record(
     as_json: JsonFlag = False,
 ) -> None:
     """Store one event and print its position in the log."""
-    text = event if event is not None else sys.stdin.read()
+    text = event if event is not None else sys.stdin.read().removeprefix("\ufeff")
     try:
         data = decode_json(text, "(event)")
     except InputError as exc:
