@@ -28,7 +28,7 @@ from pydantic import (
 from pydantic_core import PydanticKnownError
 
 from journey.errors import InputError
-from journey.moments import within_calendar
+from journey.moments import check_microseconds, within_calendar
 
 CUSTOMER_ID = re.compile(r"[A-Za-z0-9._:@-]+")
 
@@ -41,10 +41,6 @@ def check_customer_id(value: str) -> str:
     if not CUSTOMER_ID.fullmatch(value):
         raise ValueError("may contain only letters, digits and . _ : @ -")
     return value
-
-
-#: A fraction of a second (or of an offset's second) in an ISO 8601 time.
-FRACTION = re.compile(r"[.,](\d+)", re.ASCII)
 
 
 def parse_time(value: Any) -> datetime:
@@ -61,13 +57,6 @@ def parse_time(value: Any) -> datetime:
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise ValueError(f"{value!s} has no time zone (add Z or an offset such as +01:00)")
     return within_calendar(parsed)
-
-
-def check_microseconds(value: str) -> None:
-    """fromisoformat drops digits past the sixth: two instants would become one (and the
-    second a duplicate of the first)."""
-    if any(len(digits) > 6 for digits in FRACTION.findall(value)):
-        raise ValueError(f"{value!r} has more than 6 digits after the point: at most microseconds")
 
 
 def strict_bool(value: Any) -> Any:

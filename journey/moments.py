@@ -8,6 +8,7 @@ customer data anyway, so it is refused at the boundary with the field named.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
 
 EARLIEST_YEAR, LATEST_YEAR = 1900, 2999
@@ -23,6 +24,17 @@ def within_calendar(moment: datetime) -> datetime:
     return moment
 
 
+#: A fraction of a second (or of an offset's second) in an ISO 8601 time.
+FRACTION = re.compile(r"[.,](\d+)", re.ASCII)
+
+
+def check_microseconds(value: str) -> None:
+    """fromisoformat drops digits past the sixth: two instants would become one (and the
+    second a duplicate of the first)."""
+    if any(len(digits) > 6 for digits in FRACTION.findall(value)):
+        raise ValueError(f"{value!r} has more than 6 digits after the point: at most microseconds")
+
+
 def parse_moment(text: str | None) -> datetime | None:
     """A query moment: ISO 8601 with a zone, a bare date (00:00 UTC), or 'now'."""
     if text is None or text == "now":
@@ -31,6 +43,7 @@ def parse_moment(text: str | None) -> datetime | None:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(f"{text!r} is not a time: {TIME_FORMS}") from None
+    check_microseconds(text)
     if is_date(text):  # a bare date, in any ISO 8601 form (2025-01-15, 20250115)
         moment = moment.replace(tzinfo=UTC)
     elif moment.tzinfo is None:

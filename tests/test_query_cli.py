@@ -69,7 +69,8 @@ def test_time_arguments(db):
     for day in ("2025-01-15", "20250115"):  # a bare date, extended or basic: 00:00 UTC
         as_of = lines(run(db, "show", "c-1", "--as-of", day, "--json").stdout)[0]["as_of"]
         assert as_of == "2025-01-15T00:00:00Z"
-    for bad in ("2025-01-15T12:00:00", "20250115T1200", "yesterday"):
+    too_fine = "2025-01-15T12:00:00.1234567Z"  # was cut to microseconds
+    for bad in ("2025-01-15T12:00:00", "20250115T1200", "yesterday", "", too_fine):
         assert run(db, "show", "c-1", "--as-of", bad).exit_code == 2
 
 

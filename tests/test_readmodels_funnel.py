@@ -12,11 +12,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from readmodel_support import NOW, customer_ids, models, record_all, records
+from readmodel_support import NOW, contacts, customer_ids, models, record_all, records
 from typer.testing import CliRunner
 
 from journey.cli import app
 from projections.pointintime import PointInTime
+from projections.readmodels.operate import model_names
 from projections.readmodels.queries import (
     LEVELS,
     NEW,
@@ -288,6 +289,7 @@ def test_funnel_cli_flow_between_two_moments(sampled):
         ["funnel", "--as-of", "2024-01-01", "--from", "2023-01-01", "--to", "2024-01-01"],
         ["funnel", "--as-of", "yesterday"],
         ["funnel", "--as-of", "2024-01-01T10:00:00"],  # no zone
+        ["projections", "rebuild", ""],
         ["funnel", "--as-of", "2024-01-01", "--settings", "/nonexistent/settings.json"],
         ["projections", "rebuild"],
         ["projections", "rebuild", "summary", "--all"],
@@ -300,3 +302,34 @@ def test_usage_errors_exit_2(sqlite_url, args):
     result = invoke("--db", sqlite_url, *args)
     assert result.exit_code == 2, (result.exit_code, result.output)
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "as_of", ["", "2024-01-01T10:00:00.1234567Z"]  # an unset shell variable; cut to µs
+)
+def test_a_funnel_time_that_is_not_one_is_a_usage_error(sampled, as_of):
+    result = invoke("--db", sampled[0], "funnel", "--as-of", as_of, "--json")
+    assert result.exit_code == 2, result.output
+    assert "--as-of" in json.loads(result.stderr)["error"]
+
+
+def test_a_model_named_twice_is_run_once():
+    """A runner given a name twice waited for the lock it held itself, then gave up."""
+    assert model_names(["summary", "timeline", "summary"]) == ["summary", "timeline"]
+    with pytest.raises(ValueError, match="no read model ''"):
+        model_names([""])
+
+
+def test_the_funnel_says_when_its_timeline_is_behind_the_log(sampled):
+    """A runner keeps the timeline (holds its lock) but has not caught up yet."""
+    url, _ = sampled
+    with models(url) as m:
+        m.runner.catch_up("timeline")
+        record_all(m.journey, contacts(["c-late-1", "c-late-2"]))
+        behind = m.journey.app.count_after(m.runner.serving("timeline").position)
+        with m.store.lock("run:timeline"):
+            result = invoke("--db", url, "funnel", "--json")
+    assert result.exit_code == 0, result.output
+    assert f"{behind} events behind the log" in result.stderr
+    again = invoke("--db", url, "funnel", "--json")  # free: caught up first
+    assert "behind" not in again.stderr

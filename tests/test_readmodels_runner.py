@@ -312,6 +312,26 @@ def test_a_runner_checks_its_locks_before_every_page_it_writes(db_url):
         assert runner.serving("summary").position == two_pages
 
 
+def test_a_stopped_runner_leaves_after_the_page_it_is_writing(db_url):
+    """Ctrl-C waited for the whole backlog (minutes, over a large import)."""
+    with models(db_url) as m:
+        record_all(m.journey, records(20, seed=9))
+        runner = Runner(m.journey.app, m.store, DEFAULT, page=5)
+        stop = threading.Event()
+        pages = []
+
+        def check() -> None:  # asked to stop while the second page is read
+            pages.append(True)
+            if len(pages) == 3:
+                stop.set()
+
+        runner.run(["summary", "timeline"], stop, check=check)
+        two_pages = m.journey.app.select_notifications(0, 10)[-1].id
+        assert runner.serving("summary").position == two_pages
+        assert runner.serving("timeline").position == 0
+        assert runner.catch_up("summary") > 0  # the rest, where it left
+
+
 def test_a_runner_waits_for_a_reader_catching_the_model_up(db_url):
     """A read (the service, ``journey funnel``) holds the runner's lock while it catches a
     model up: a runner starting then waits for it, rather than take it for another

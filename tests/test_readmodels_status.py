@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 from readmodel_support import contacts, customer_ids, models, record_all, records
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
+from journey.api import Journey
 from journey.cli import app
 from projections.readmodels.queries import view
 from projections.settings import DEFAULT, Settings
@@ -20,6 +22,7 @@ KEYS = {
     "position",
     "head",
     "lag_events",
+    "refresh_due",
     "lag_seconds",
     "settings_version",
     "stale",
@@ -102,6 +105,47 @@ def test_status_lag_and_staleness_follow_the_log_and_the_settings(db_url, tmp_pa
 
         text = invoke("--db", db_url, "projections", "status", "--settings", str(path))
         assert text.exit_code == 0 and "up to date" in text.stdout
+
+
+def test_status_counts_summary_rows_whose_time_driven_change_has_come(db_url):
+    """Every event applied, but a lapse (or the next day's counters) due and not applied:
+    the summary is behind the clock, and status said "up to date"."""
+    with models(db_url) as m:  # rows computed at the support's fixed moment, long past
+        record_all(m.journey, records(15, seed=41))
+        m.runner.catch_up("summary")
+        m.runner.catch_up("purchases")
+        m.runner.catch_up("timeline")
+        due, since = m.store.overdue(m.runner.serving("summary").generation, datetime.now(UTC))
+        assert due > 0
+        row = status(db_url)["summary"]
+        assert (row["lag_events"], row["refresh_due"]) == (0, due)
+        assert row["lag_seconds"] >= (datetime.now(UTC) - since).total_seconds() - 5
+        assert "wait for a time-driven change" in invoke(
+            "--db", db_url, "projections", "status"
+        ).stdout
+        assert status(db_url)["timeline"]["refresh_due"] == 0
+        assert invoke("--db", db_url, "projections", "run", "--once").exit_code == 0
+        row = status(db_url)["summary"]
+        assert (row["refresh_due"], row["lag_seconds"]) == (0, 0)
+
+
+def test_a_what_if_query_on_a_new_store_does_not_set_the_runners_rules(db_url, tmp_path):
+    """``show --settings`` first on a store made generation 1 with its rules, which every
+    runner then applied, saying nothing."""
+    path = tmp_path / "what-if.json"
+    path.write_text(json.dumps({"lapsed_after_days": 200}))
+    with Journey(db_url) as journey:  # no read model yet
+        record_all(journey, records(5, seed=41))
+        first = customer_ids(journey)[0]
+    shown = invoke("--db", db_url, "show", first, "--settings", str(path), "--json")
+    assert shown.exit_code == 0, shown.output
+    assert {r["settings_version"] for r in status(db_url).values()} == {DEFAULT.version}
+    ran = invoke("--db", db_url, "projections", "run", "--once", "--settings", str(path))
+    assert ran.exit_code == 0
+    assert "note: summary keeps the rules it was built with" in ran.stderr
+    assert "note: purchases" not in ran.stderr  # it has no rules
+    plain = invoke("--db", db_url, "projections", "run", "--once")
+    assert "note:" not in plain.stderr
 
 
 def test_status_shows_an_unfinished_build(db_url):

@@ -60,15 +60,20 @@ def settings_or_fail(path: str | None, as_json: bool) -> Settings:
 
 
 def open_models(
-    ctx: typer.Context, settings: Settings, as_json: bool, existing: bool = True
+    ctx: typer.Context,
+    settings: Settings,
+    as_json: bool,
+    existing: bool = True,
+    sets_rules: bool = True,
 ) -> ReadModels:
     """The read models of ``--db``'s store; ``existing``: only a store Journey has used
-    (a runner may start before the first event; status, rebuild, funnel may not)."""
+    (a runner may start before the first event; status, rebuild, funnel may not);
+    ``sets_rules``: see ``ReadModels.open`` (runners and rebuilds do, queries not)."""
     options: Options = ctx.obj
     try:
         if existing:
             must_exist(options.db)
-        return ReadModels.open(options.db, settings)
+        return ReadModels.open(options.db, settings, sets_rules=sets_rules)
     except StorageError as exc:
         fail(str(exc), as_json=as_json, code=USAGE)
 
@@ -112,6 +117,7 @@ def run(
     options: Options = ctx.obj
     if once:
         with closing(open_models(ctx, rules, False, existing=False)) as models, reporting(False):
+            warn_stale(models, chosen, rules)
             others = models.catch_up_each(chosen, lock_wait)
         done = [name for name in chosen if name not in others]
         if done:
@@ -141,16 +147,28 @@ def run(
             on_pass=report,
             poll_seconds=poll,
             lock_wait=lock_wait,
+            on_open=lambda models: warn_stale(models, chosen, rules),
         )
     except LockBusy as exc:
         fail(str(exc), as_json=False)
+
+
+def warn_stale(models: ReadModels, names: list[str], rules: Settings) -> None:
+    """A runner applies each generation's own rules: say so when they are not the ones
+    it was given, which it would otherwise seem to apply."""
+    for name in names:
+        if reasons := stale_reasons(models.runner.serving(name), rules):
+            err.print(
+                f"note: {name} keeps the rules it was built with ({'; '.join(reasons)}); "
+                f"`journey projections rebuild {name}` with these settings applies them"
+            )
 
 
 @projections.command("status")
 def status(ctx: typer.Context, settings: SettingsPath = None, as_json: JsonFlag = False) -> None:
     """Each read model's position, the log head, the lag and whether it is stale."""
     rules = settings_or_fail(settings, as_json)
-    with closing(open_models(ctx, rules, as_json)) as models, reporting(as_json):
+    with closing(open_models(ctx, rules, as_json, sets_rules=False)) as models, reporting(as_json):
         rows = models.status()
     if as_json:
         emit_json({"read_models": rows})
@@ -162,6 +180,8 @@ def status(ctx: typer.Context, settings: SettingsPath = None, as_json: JsonFlag 
             if row["stale"]
             else f"behind by {row['lag_events']:,} events"
             if row["lag_events"]
+            else f"{row['refresh_due']:,} rows wait for a time-driven change"
+            if row["refresh_due"]
             else "up to date"
         )
         if row["building"]:
@@ -251,7 +271,7 @@ def funnel_command(
     """Customers per stage, status and level at a moment; or the flow between two."""
     if (start is None) != (end is None) or (as_of is not None and start is not None):
         fail("give --as-of TIME, or both --from T1 and --to T2", as_json=as_json, code=USAGE)
-    (moment,) = moments(as_json, as_of or ("now" if start is None else None))
+    (moment,) = moments(as_json, as_of if as_of is not None or start else "now")
     (first,), (last,) = (
         moments(as_json, start, option="--from"),
         moments(as_json, end, option="--to"),
@@ -259,10 +279,17 @@ def funnel_command(
     if first is not None and last is not None and first > last:
         fail("--from must not be later than --to", as_json=as_json, code=USAGE)
     rules = settings_or_fail(settings, as_json)
-    with closing(open_models(ctx, rules, as_json)) as models, reporting(as_json):
-        models.refresh(["timeline"])
+    with closing(open_models(ctx, rules, as_json, sets_rules=False)) as models, reporting(as_json):
+        current = models.refresh(["timeline"])  # else a runner keeps it
         answer = funnel(models.store, moment) if start is None else flow(models.store, first, last)
-        stale = stale_reasons(models.runner.serving("timeline"), rules)
+        serving = models.runner.serving("timeline")
+        stale = stale_reasons(serving, rules)
+        behind = 0 if current else models.engine.app.count_after(serving.position)
+    if behind:
+        err.print(
+            f"note: the timeline read model these counts come from is {behind} events behind "
+            "the log (the runner that keeps it is catching up)"
+        )
     if stale:  # the counts are the timeline's, by the rules it was built with
         err.print(
             f"note: the timeline read model these counts come from is stale ({'; '.join(stale)}): "

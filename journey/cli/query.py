@@ -49,7 +49,7 @@ def open_queries(
     try:
         settings = load_settings(settings_path)
         must_exist(options.db)
-        models = ReadModels.open(options.db, settings)
+        models = ReadModels.open(options.db, settings, sets_rules=False)
     except (SettingsError, StorageError) as exc:
         fail(str(exc), as_json=as_json, code=USAGE)
     return PointInTime(models.engine, settings, populations=models.population), models

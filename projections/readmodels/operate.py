@@ -21,7 +21,7 @@ from projections.readmodels.store import MODELS, Generation, LockBusy, ReadModel
 from projections.readmodels.tables import CODE_VERSION
 from projections.rules.rfm import Population
 from projections.rules.window import iso
-from projections.settings import Settings
+from projections.settings import Settings, load_settings
 
 log = logging.getLogger("journey.projections")
 
@@ -44,9 +44,15 @@ class ReadModels:
     refreshing: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def open(cls, url: str | None, settings: Settings) -> ReadModels:
+    def open(cls, url: str | None, settings: Settings, *, sets_rules: bool = True) -> ReadModels:
+        """``sets_rules``: whether ``settings`` are the rules of the first generations of
+        a store that has none yet (those of a runner or a rebuild). A query's are a
+        what-if (``show --settings``): those generations take $JOURNEY_SETTINGS or the
+        defaults instead, else every runner would go on applying the query's rules."""
         engine = Journey(url)
         store = ReadModelStore(engine.database)
+        if not sets_rules:
+            store.ensure(load_settings())
         return cls(engine, store, Runner(engine.app, store, settings))
 
     def close(self) -> None:
@@ -108,6 +114,11 @@ class ReadModels:
                 continue
             waiting = app.select_notifications(generation.position, 1)
             oldest = app.mapper.to_domain_event(waiting[0]).timestamp if waiting else None
+            due, since = 0, None
+            if generation.name == "summary":  # rows whose time-driven change has come
+                due, since = self.store.overdue(generation.generation, now)
+            if since is not None and (oldest is None or since < oldest):
+                oldest = since
             reasons = stale_reasons(generation, self.runner.settings)
             building = self._building(generation.name)
             rows.append(
@@ -117,6 +128,7 @@ class ReadModels:
                     "position": generation.position,
                     "head": head,
                     "lag_events": app.count_after(generation.position),
+                    "refresh_due": due,
                     "lag_seconds": round((now - oldest).total_seconds(), 3) if oldest else 0.0,
                     "settings_version": generation.settings_version,
                     "code_version": generation.code_version,
@@ -160,9 +172,11 @@ def run_supervised(
     retry_seconds: float = 2.0,
     poll_seconds: float = 0.25,
     lock_wait: float = LOCK_WAIT,
+    on_open: Callable[[ReadModels], None] | None = None,
 ) -> None:
     """Run until ``stop``; after a lost database connection, reconnect and go on (the
-    position lives in the database, so nothing is lost or repeated). ``poll_seconds`` is
+    position lives in the database, so nothing is lost or repeated). ``on_open`` is
+    called with the models first opened (to warn of stale ones). ``poll_seconds`` is
     how long it waits for new events before looking again (on PostgreSQL a NOTIFY ends
     the wait at once). At the start every lock is waited for (``runner_locks``) for
     ``lock_wait`` seconds, then LockBusy: another runner has one. After a reconnection
@@ -172,6 +186,9 @@ def run_supervised(
     while not stop.is_set():
         try:
             models = ReadModels.open(url, settings)
+            if on_open:
+                on_open(models)
+                on_open = None
             try:
                 with held_locks(models.store, names, stop, waiting) as locks:
                     waiting = None
@@ -302,8 +319,11 @@ def waiter(models: ReadModels) -> Iterator[Callable[[float], None] | None]:
 
 
 def model_names(names: Sequence[str] | None) -> list[str]:
-    chosen = list(names or MODELS)
+    """The models named, each once (a name given twice waited for its own lock)."""
+    chosen = list(dict.fromkeys(names or MODELS))
     unknown = [n for n in chosen if n not in MODELS]
     if unknown:
-        raise ValueError(f"no read model {', '.join(unknown)}; expected {', '.join(MODELS)}")
+        raise ValueError(
+            f"no read model {', '.join(map(repr, unknown))}; expected {', '.join(MODELS)}"
+        )
     return chosen

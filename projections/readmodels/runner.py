@@ -33,6 +33,10 @@ REFRESH_BATCH = 2000
 Progress = Callable[[int], None]
 
 
+class Stopped(Exception):
+    """The runner was asked to stop: it leaves after the page it is writing."""
+
+
 class Runner:
     """Applies the log to read models."""
 
@@ -173,21 +177,30 @@ class Runner:
         on_pass: Callable[[dict[str, int]], None] | None = None,
         check: Callable[[], None] | None = None,
     ) -> None:
-        """Keep ``names`` up to date until ``stop`` is set; ``wait`` blocks until the log
-        may have grown (LISTEN/NOTIFY) or the poll interval passes. ``check`` runs before
-        each page and each batch of refreshes is written, and raises if this runner lost
-        its right to write (its locks): a backlog is many pages."""
+        """Keep ``names`` up to date until ``stop`` is set (heard between pages: each is
+        its own transaction, so a runner stopped midway resumes where it left); ``wait``
+        blocks until the log may have grown (LISTEN/NOTIFY) or the poll interval passes.
+        ``check`` runs before each page and each batch of refreshes is written, and raises
+        if this runner lost its right to write (its locks): a backlog is many pages."""
         pause = wait or stop.wait
-        while not stop.is_set():
+
+        def checked() -> None:  # a stop is heard between pages, not after a whole backlog
+            if stop.is_set():
+                raise Stopped
             if check:  # may change ``names`` (operate.HeldLocks): each pass reads it afresh
                 check()
-            done = {name: self.catch_up(name, check=check) for name in list(names)}
-            while "summary" in names:
-                if check:
-                    check()
-                if not (refreshed := self.refresh_due()):
-                    break
-                done["refreshed"] = done.get("refreshed", 0) + refreshed
+
+        while not stop.is_set():
+            try:
+                checked()
+                done = {name: self.catch_up(name, check=checked) for name in list(names)}
+                while "summary" in names:
+                    checked()
+                    if not (refreshed := self.refresh_due()):
+                        break
+                    done["refreshed"] = done.get("refreshed", 0) + refreshed
+            except Stopped:
+                return
             if on_pass:
                 on_pass(done)
             if not any(done.values()):

@@ -25,6 +25,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    func,
     insert,
     select,
     text,
@@ -378,6 +379,16 @@ class ReadModelStore:
                 .limit(limit)
             )
             return [r.customer_id for r in rows]
+
+    def overdue(self, generation: int, now: datetime) -> tuple[int, datetime | None]:
+        """How many summary rows' time-driven change has come and is not applied yet, and
+        the earliest moment one came: what a runner not running leaves behind."""
+        table = self.table("summary", generation)
+        with self.engine.connect() as conn:
+            count, earliest = conn.execute(
+                select(func.count(), func.min(table.c.refresh_at)).where(table.c.refresh_at <= now)
+            ).one()
+        return count, earliest
 
     @contextmanager
     def writing(self) -> Iterator[Connection]:
