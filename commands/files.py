@@ -189,7 +189,7 @@ def csv_rows(lines: Lines, required: tuple[str, ...] = ()) -> Iterator[Record]:
                 yield start, bad_start(f"is not valid CSV: {exc}", lines, spans and quote, header)
         else:
             if unusable:  # each row under a header that cannot be used, counted and kept
-                if cells or lines.unreadable:
+                if any(cells) or lines.unreadable:
                     yield start, bad_row(unusable, lines)
                 continue
             if lines.unreadable and len(lines.row) > 1:
@@ -244,7 +244,9 @@ def row_of(cells: list[str], lines: Lines, header: list[str]) -> dict[str, Any] 
     if problem := stray_quote_error(lines):
         return problem
     if len(cells) > len(header):
-        return bad_row("has more cells than the header has names", lines)
+        error = InputError("(line)", "has more cells than the header has names")
+        error.text = "".join(lines.row).rstrip("\r\n")  # the whole row, cells over lines too
+        return error
     missing = [None] * (len(header) - len(cells))  # absent, like an empty cell
     return unflatten(dict(zip(header, cells + missing, strict=True)))
 

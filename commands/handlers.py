@@ -496,22 +496,24 @@ def opened_at(commands: list[tuple[int, Command]]) -> dict[tuple[str, str, str],
     return found
 
 
+#: The purchase or complaint each type opens, and each that needs one: (kind, id field).
+OPENS = {Purchase: ("order", "order_id"), Complaint: ("complaint", "complaint_id")}
+NEEDS = {Refund: ("order", "order_id"), ResolveComplaint: ("complaint", "complaint_id")}
+
+
 def opened_key(command: Command) -> tuple[str, str, str] | None:
-    """The purchase or complaint ``command`` opens, keyed as ``opens_key`` names it."""
-    if isinstance(command, Purchase):
-        return (command.customer_id, "order", command.order_id)
-    if isinstance(command, Complaint):
-        return (command.customer_id, "complaint", command.complaint_id)
-    return None
+    """The purchase or complaint ``command`` opens, by (customer, kind, id)."""
+    return keyed(OPENS, command)
 
 
 def opens_key(command: Command) -> tuple[str, str, str] | None:
-    """The purchase or complaint a refund or resolution needs, as ``opened_at`` keys it."""
-    if isinstance(command, Refund):
-        return (command.customer_id, "order", command.order_id)
-    if isinstance(command, ResolveComplaint):
-        return (command.customer_id, "complaint", command.complaint_id)
-    return None
+    """The purchase or complaint a refund or resolution needs, keyed alike."""
+    return keyed(NEEDS, command)
+
+
+def keyed(table: dict[type, tuple[str, str]], command: Command) -> tuple[str, str, str] | None:
+    found = table.get(type(command))
+    return None if found is None else (command.customer_id, found[0], getattr(command, found[1]))
 
 
 def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

@@ -46,12 +46,7 @@ def check_postgres_query(url: URL) -> None:
     """Only ``?schema=NAME`` is read from a PostgreSQL URL: another parameter (a misspelt
     ``schem``, an ``sslmode``) would be ignored by the event store while the read models
     took it, so it is refused rather than half applied."""
-    unknown = sorted(set(url.query) - {"schema"})
-    if unknown:
-        raise StorageError(
-            f"unknown parameter {', '.join(map(repr, unknown))} in the database URL: "
-            "only ?schema=NAME is read"
-        )
+    refuse_parameters(url, {"schema"}, "only ?schema=NAME is read")
     schema = url.query.get("schema")
     if schema is not None and (not isinstance(schema, str) or not SCHEMA_NAME.fullmatch(schema)):
         raise StorageError(
@@ -63,14 +58,19 @@ def check_sqlite_url(url: URL) -> None:
     """A SQLite URL names a file and nothing else: the event store opens the path alone, so
     a parameter would hold for the read models only. The file's folder must exist: a
     mistyped path would otherwise make a new, empty store wherever it pointed."""
-    if url.query:
-        raise StorageError(
-            f"unknown parameter {', '.join(map(repr, sorted(url.query)))} in the database "
-            "URL: a SQLite URL is sqlite:///FILE and nothing more"
-        )
+    refuse_parameters(url, set(), "a SQLite URL is sqlite:///FILE and nothing more")
     folder = Path(url.database).parent if url.database and url.database != ":memory:" else None
     if folder is not None and not folder.is_dir():
-        raise StorageError(f"no folder {str(folder)!r} for the SQLite file {url.database!r}")
+        raise StorageError(
+            f"no Journey store at {url.database!r}: its folder {str(folder)!r} does not exist"
+        )
+
+
+def refuse_parameters(url: URL, read: set[str], which: str) -> None:
+    if unknown := sorted(set(url.query) - read):
+        raise StorageError(
+            f"unknown parameter {', '.join(map(repr, unknown))} in the database URL: {which}"
+        )
 
 
 @dataclass(frozen=True)

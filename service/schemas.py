@@ -155,8 +155,13 @@ class ReadModelStatus(BaseModel):
     generation: int
     position: int = Field(description="Last log position applied.")
     head: int = Field(description="Last log position stored.")
-    lag_events: int
-    lag_seconds: float
+    lag_events: int = Field(description="Entries of the log after the position.")
+    refresh_due: int = Field(
+        description="Summary rows whose time-driven change has come and is not applied yet."
+    )
+    lag_seconds: float = Field(
+        description="How long the oldest unapplied event, or the oldest due change, has waited."
+    )
     settings_version: str
     code_version: str
     stale: bool

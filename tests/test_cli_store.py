@@ -258,7 +258,7 @@ def test_record_names_the_line_of_a_fault_in_a_text_of_several_lines(sqlite_url)
 @pytest.mark.parametrize(
     "url, said",
     [("sqlite:///{tmp}/j.db?mode=ro", "unknown parameter 'mode'"),
-     ("sqlite:///{tmp}/no/such/folder/j.db", "no folder")],
+     ("sqlite:///{tmp}/no/such/folder/j.db", "does not exist")],
 )
 def test_a_sqlite_url_journey_cannot_honour_is_a_usage_error(tmp_path, url, said):
     """A mistyped path made a new store (and its folders) wherever it pointed."""

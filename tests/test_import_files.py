@@ -308,6 +308,15 @@ def test_csv_errors_name_the_line_a_row_starts_on(engine, tmp_path):
     assert outcome.rejected[-1].raw.text == f"purchase,c-1,{at(1)},o-5,5,extra"  # to mend
 
 
+def test_a_csv_row_over_several_lines_with_too_many_cells_keeps_all_its_lines(engine, tmp_path):
+    path = write(
+        tmp_path / "in.csv",
+        f'type,customer_id,occurred_at,order_id,amount\npurchase,c-1,{at(1)},o-5,5,"two\nlines"\n',
+    )
+    (rejected,) = engine.import_files([path]).rejected
+    assert rejected.raw.text == f'purchase,c-1,{at(1)},o-5,5,"two\nlines"'  # to mend
+
+
 def test_a_csv_row_of_empty_cells_is_a_blank_line(engine, tmp_path):
     """Spreadsheets export trailing rows of separators only."""
     path = write(
@@ -611,7 +620,7 @@ def test_a_csv_header_without_a_required_column_is_said_once(engine, tmp_path, h
 def test_rows_under_a_header_that_cannot_be_read_are_bad_lines_each(engine, tmp_path, header):
     rows = [f"identified,c-{i},{at(1)}".encode() for i in (1, 2)]
     path = tmp_path / "in.csv"
-    path.write_bytes(b"\n".join([header, *rows]) + b"\n")
+    path.write_bytes(b"\n".join([header, *rows, b",,"]) + b"\n")  # a row of empty cells: blank
     outcome = engine.import_files([str(path)], skip_invalid=True)
     assert [(r.line, r.errors[0].field) for r in outcome.rejected] == [
         (1, "(line)"), (2, "(line)"), (3, "(line)")

@@ -330,6 +330,6 @@ def test_the_funnel_says_when_its_timeline_is_behind_the_log(sampled):
         with m.store.lock("run:timeline"):
             result = invoke("--db", url, "funnel", "--json")
     assert result.exit_code == 0, result.output
-    assert f"{behind} events behind the log" in result.stderr
+    assert f"{behind} entries of the log behind" in result.stderr
     again = invoke("--db", url, "funnel", "--json")  # free: caught up first
     assert "behind" not in again.stderr

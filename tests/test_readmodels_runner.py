@@ -325,10 +325,12 @@ def test_a_stopped_runner_leaves_after_the_page_it_is_writing(db_url):
             if len(pages) == 3:
                 stop.set()
 
-        runner.run(["summary", "timeline"], stop, check=check)
+        passes: list[dict] = []
+        runner.run(["summary", "timeline"], stop, check=check, on_pass=passes.append)
         two_pages = m.journey.app.select_notifications(0, 10)[-1].id
         assert runner.serving("summary").position == two_pages
         assert runner.serving("timeline").position == 0
+        assert passes == [{"summary": 10, "timeline": 0}]  # what it did is still reported
         assert runner.catch_up("summary") > 0  # the rest, where it left
 
 

@@ -142,10 +142,27 @@ def test_a_what_if_query_on_a_new_store_does_not_set_the_runners_rules(db_url, t
     assert {r["settings_version"] for r in status(db_url).values()} == {DEFAULT.version}
     ran = invoke("--db", db_url, "projections", "run", "--once", "--settings", str(path))
     assert ran.exit_code == 0
-    assert "note: summary keeps the rules it was built with" in ran.stderr
+    assert "note: summary is stale (built with settings" in ran.stderr
     assert "note: purchases" not in ran.stderr  # it has no rules
     plain = invoke("--db", db_url, "projections", "run", "--once")
     assert "note:" not in plain.stderr
+
+
+def test_journey_settings_are_read_only_for_a_new_stores_first_rules(db_url, tmp_path, monkeypatch):
+    """A what-if query took $JOURNEY_SETTINGS each time it opened the read models: a bad
+    file there broke every query, even one given --settings, with a traceback."""
+    good = tmp_path / "good.json"
+    good.write_text("{}")
+    with Journey(db_url) as journey:
+        record_all(journey, records(3, seed=41))
+    monkeypatch.setenv("JOURNEY_SETTINGS", str(tmp_path / "missing.json"))
+    fresh = invoke("--db", db_url, "projections", "status", "--settings", str(good), "--json")
+    assert fresh.exit_code == 2 and "missing.json" in json.loads(fresh.stderr)["error"]
+    monkeypatch.delenv("JOURNEY_SETTINGS")
+    assert invoke("--db", db_url, "projections", "status").exit_code == 0  # generations made
+    monkeypatch.setenv("JOURNEY_SETTINGS", str(tmp_path / "missing.json"))
+    again = invoke("--db", db_url, "projections", "status", "--settings", str(good), "--json")
+    assert again.exit_code == 0, again.output
 
 
 def test_status_shows_an_unfinished_build(db_url):

@@ -74,7 +74,7 @@ def open_models(
         if existing:
             must_exist(options.db)
         return ReadModels.open(options.db, settings, sets_rules=sets_rules)
-    except StorageError as exc:
+    except (StorageError, SettingsError) as exc:  # $JOURNEY_SETTINGS, for a new store's rules
         fail(str(exc), as_json=as_json, code=USAGE)
 
 
@@ -159,8 +159,8 @@ def warn_stale(models: ReadModels, names: list[str], rules: Settings) -> None:
     for name in names:
         if reasons := stale_reasons(models.runner.serving(name), rules):
             err.print(
-                f"note: {name} keeps the rules it was built with ({'; '.join(reasons)}); "
-                f"`journey projections rebuild {name}` with these settings applies them"
+                f"note: {name} is stale ({'; '.join(reasons)}): it is kept by the rules it "
+                f"was built with until `journey projections rebuild {name}` with these settings"
             )
 
 
@@ -287,8 +287,8 @@ def funnel_command(
         behind = 0 if current else models.engine.app.count_after(serving.position)
     if behind:
         err.print(
-            f"note: the timeline read model these counts come from is {behind} events behind "
-            "the log (the runner that keeps it is catching up)"
+            f"note: the timeline read model these counts come from is {behind} entries of the "
+            "log behind (the runner that keeps it is catching up)"
         )
     if stale:  # the counts are the timeline's, by the rules it was built with
         err.print(

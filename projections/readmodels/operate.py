@@ -51,9 +51,8 @@ class ReadModels:
         defaults instead, else every runner would go on applying the query's rules."""
         engine = Journey(url)
         store = ReadModelStore(engine.database)
-        if not sets_rules:
-            store.ensure(load_settings())
-        return cls(engine, store, Runner(engine.app, store, settings))
+        first = None if sets_rules else load_settings  # read only for a store's first
+        return cls(engine, store, Runner(engine.app, store, settings, first_rules=first))
 
     def close(self) -> None:
         self.store.close()

@@ -48,13 +48,16 @@ class Runner:
         *,
         page: int = PAGE,
         clock: Callable[[], datetime] = utc_now,
+        first_rules: Callable[[], Settings] | None = None,
     ):
+        """``first_rules``: the rules of a new store's first generations, when they are
+        not ``settings`` (operate.ReadModels.open)."""
         self.app = app
         self.store = store
         self.settings = settings
         self.page = page
         self.clock = clock
-        store.ensure(settings)
+        store.ensure(first_rules or settings)
 
     def serving(self, name: str) -> Generation:
         with self.store.engine.connect() as conn:
@@ -190,20 +193,23 @@ class Runner:
             if check:  # may change ``names`` (operate.HeldLocks): each pass reads it afresh
                 check()
 
-        while not stop.is_set():
+        stopped = False
+        while not stopped and not stop.is_set():
+            done = Counter(dict.fromkeys(names, 0))  # what the pass wrote, stopped or not
             try:
                 checked()
-                done = {name: self.catch_up(name, check=checked) for name in list(names)}
+                for name in list(names):
+                    self.catch_up(name, check=checked, on_progress=counting(done, name))
                 while "summary" in names:
                     checked()
                     if not (refreshed := self.refresh_due()):
                         break
-                    done["refreshed"] = done.get("refreshed", 0) + refreshed
+                    done["refreshed"] += refreshed
             except Stopped:
-                return
+                stopped = True
             if on_pass:
-                on_pass(done)
-            if not any(done.values()):
+                on_pass(dict(done))
+            if not stopped and not done.total():
                 pause(poll_seconds)
 
     def reload(self, generation: Generation) -> Generation:
@@ -212,6 +218,13 @@ class Runner:
             if (found.name, found.generation) == (generation.name, generation.generation):
                 return found
         raise LookupError(f"generation {generation.generation} of {generation.name} is gone")
+
+
+def counting(done: Counter[str], name: str) -> Progress:
+    def count(applied: int) -> None:
+        done[name] += applied
+
+    return count
 
 
 def rows_for(

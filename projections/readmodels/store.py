@@ -128,15 +128,18 @@ class ReadModelStore:
 
     # -- generations -------------------------------------------------------------------
 
-    def ensure(self, settings: Settings) -> None:
-        """Create the state table and a first, empty serving generation of every model, and
-        sweep the tables of generations a crash left retired. Safe when several processes
-        open a new store at once."""
+    def ensure(self, settings: Settings | Callable[[], Settings]) -> None:
+        """Create the state table and a first, empty serving generation of every model
+        (with ``settings``, or those it makes: asked only then), and sweep the tables of
+        generations a crash left retired. Safe when several processes open a new store at
+        once."""
         with first_use_lock(self.database):
             state_metadata.create_all(self.engine)
             with self.writing() as conn:
                 for model in MODELS.values():
                     if self.serving(conn, model.name) is None:
+                        if callable(settings):
+                            settings = settings()
                         self._create_generation(conn, model, 1, "serving", settings)
                         self._point_view(conn, model, 1)
         with self.writing() as conn:
