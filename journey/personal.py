@@ -37,6 +37,9 @@ ERASED = "[erased]"
 SEALED = "[sealed]"
 KEYS_TABLE = "journey_keys"
 #: How long a reading process trusts a key it fetched (erasure elsewhere wins after that).
+#: VACUUM FULL waits for every reader of the key table, and every writer queues behind
+#: it: so it waits a moment at a time (writers go between), up to PURGE_WAIT seconds.
+PURGE_LOCK_WAIT, PURGE_LOCK_PAUSE, PURGE_WAIT = "500ms", 0.5, 600.0
 CACHE_SECONDS = 5.0
 CACHE_SIZE = 4096
 
@@ -243,10 +246,18 @@ class Keyring:
         """Push deleted keys out of the database files. PostgreSQL's plain VACUUM frees a
         dead row but leaves its bytes in the page's free space, so the table is rewritten
         into a new file (VACUUM FULL; the old file is truncated and unlinked)."""
-        if self.tables.pg:
-            self.tables.autocommit(f"VACUUM FULL {self.table}")
-        else:
+        if not self.tables.pg:
             self.tables.autocommit("PRAGMA wal_checkpoint(TRUNCATE)")
+            return
+        deadline = time.monotonic() + PURGE_WAIT
+        while True:
+            try:
+                self.tables.autocommit(f"VACUUM FULL {self.table}", lock_timeout=PURGE_LOCK_WAIT)
+                return
+            except Exception as exc:  # psycopg's LockNotAvailable; others are raised
+                if getattr(exc, "sqlstate", None) != "55P03" or time.monotonic() > deadline:
+                    raise
+                time.sleep(PURGE_LOCK_PAUSE)  # the writers queued behind it go first
 
 
 class KeyRace(IntegrityError):

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from journey.storage import Database
+
+#: Seconds of rest after which the PostgreSQL connection is checked before it is used.
+PING_AFTER = 1.0
 
 
 class SideTables:
@@ -28,6 +32,7 @@ class SideTables:
         self.memory = not self.pg and ":memory:" in database.sqlite_path
         self.datastore = datastore
         self._conn: Any = None
+        self._used_at = 0.0
         self._lock = threading.RLock()
         self.events_table = self.name(events_table)
         self.position = "notification_id" if self.pg else "rowid"
@@ -40,6 +45,10 @@ class SideTables:
         return statement.replace("?", "%s") if self.pg else statement
 
     def connection(self) -> Any:
+        if self.pg and self._conn is not None and not self._usable():
+            self._conn.close()  # lost (a server restart, a terminated backend): open anew
+            self._conn = None
+        self._used_at = time.monotonic()
         if self._conn is None:
             if self.pg:
                 self._conn = self.database.connect()
@@ -53,6 +62,20 @@ class SideTables:
                 # (SQLite's own default is off; some builds turn it on).
                 self._conn.execute("PRAGMA secure_delete=ON")
         return self._conn
+
+    def _usable(self) -> bool:
+        """Whether the PostgreSQL connection still works: checked with a round trip after
+        a pause (as the event store's pool pre-pings), else a connection the server dropped
+        failed every later use, and the service answered 503 until it was restarted."""
+        if self._conn.closed:
+            return False
+        if time.monotonic() - self._used_at < PING_AFTER:
+            return True
+        try:
+            self._conn.execute("SELECT 1")
+        except Exception:  # psycopg.OperationalError and kin: any fault means reopen
+            return False
+        return True
 
     @contextmanager
     def transaction(self, lock: str | None = None) -> Iterator[Any]:
@@ -108,12 +131,22 @@ class SideTables:
         else:
             yield self.connection()
 
-    def autocommit(self, statement: str) -> None:
-        """A statement that cannot run inside a transaction (VACUUM, checkpoints)."""
+    def autocommit(self, statement: str, lock_timeout: str | None = None) -> None:
+        """A statement that cannot run inside a transaction (VACUUM, checkpoints); with a
+        ``lock_timeout`` (PostgreSQL), it waits at most that long for its locks."""
         if self.memory:
             return
         with self._lock:
-            self.connection().execute(statement)
+            conn = self.connection()
+            if lock_timeout is None:
+                conn.execute(statement)
+                return
+            conn.execute(f"SET lock_timeout = '{lock_timeout}'")
+            try:
+                conn.execute(statement)
+            finally:
+                if not conn.closed:
+                    conn.execute("RESET lock_timeout")
 
     def close(self) -> None:
         with self._lock:

@@ -225,6 +225,50 @@ def test_sqlite_files_hold_neither_plaintext_nor_key_after_erasure(sqlite_url):
 
 
 @pytest.mark.postgres
+def test_personal_data_is_read_and_written_again_after_a_lost_connection(pg_url, monkeypatch):
+    """The side tables' own connection, once dropped by the server, failed every later
+    use (the service answered 503 on personal data until it was restarted)."""
+    import journey.sidetables
+
+    with opened(pg_url, actor="tester") as engine:
+        engine.record(ev("identified", "c-1", at(1), personal={"name": NAME}))
+        engine.events("c-1")[0].payload()  # the key read: the side connection open
+        pid = engine.app.tables.connection().info.backend_pid
+        with engine.database.connect() as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", [pid])  # this test's own
+        monkeypatch.setattr(journey.sidetables, "PING_AFTER", 0.0)
+        engine.record(ev("contact", "c-1", at(2), channel="email", direction="inbound",
+                         purpose="inquiry", personal={"note": NOTE}))
+        assert engine.events("c-1")[-1].payload()["personal"] == {"note": NOTE}
+
+
+def test_an_erasure_waiting_for_a_long_reader_of_the_keys_lets_writers_through(pg_url):
+    """VACUUM FULL queued every writer of personal data behind it for as long as any
+    reader of the key table ran (a 20 s report held writes for 20 s)."""
+    import threading
+
+    with opened(pg_url, actor="tester") as engine, opened(pg_url, actor="writer") as other:
+        engine.record(ev("identified", "c-1", at(1), personal={"name": NAME}))
+        long_reader = engine.database.connect()
+        long_reader.autocommit = False
+        long_reader.execute(f'SELECT count(*) FROM "{engine.database.schema}".journey_keys')
+        erasing = threading.Thread(target=engine.erase, args=("c-1", "asked"), daemon=True)
+        erasing.start()
+        try:
+            time.sleep(0.3)
+            other.app.tables.autocommit("SET statement_timeout = '20s'")  # blocked: fails
+            for i in range(3):  # each needs a new key: an insert into the key table
+                other.record(ev("identified", f"w-{i}", at(1), personal={"name": "W"}))
+            assert erasing.is_alive()  # it waits for the long reader still
+        finally:
+            long_reader.rollback()
+            long_reader.close()
+        erasing.join(60)
+        assert not erasing.is_alive()
+        assert answer_of(engine, "c-1")["customer_id"] == "c-1"
+        assert engine.events("c-1")[-1].TYPE == "erased"
+
+
 def test_postgres_holds_neither_plaintext_nor_key_after_erasure(pg_url):
     with opened(pg_url, actor="tester") as engine:
         populate(engine)

@@ -251,6 +251,25 @@ def sampled(db_url):
         yield db_url, m
 
 
+def test_the_funnel_counts_in_one_statement_so_its_totals_agree(sampled):
+    """Three statements at READ COMMITTED, while customers were added, each saw another
+    population: stages, statuses and levels summed to different totals."""
+    from sqlalchemy import event
+
+    _, m = sampled
+    m.runner.catch_up("timeline")
+    statements = []
+    listen = lambda *args: statements.append(args[2])  # noqa: E731
+    event.listen(m.store.engine, "before_cursor_execute", listen)
+    try:
+        answer = funnel(m.store, NOW)
+    finally:
+        event.remove(m.store.engine, "before_cursor_execute", listen)
+    assert len([s for s in statements if "customer_timeline" in s]) == 1
+    totals = {sum(answer[key].values()) for key in ("stages", "statuses", "levels")}
+    assert len(totals) == 1 and totals.pop() > 0
+
+
 def test_funnel_cli_prints_exactly_the_public_shape(sampled):
     url, m = sampled
     moment = datetime(2024, 6, 1, tzinfo=UTC)

@@ -32,7 +32,7 @@ from projections.pointintime import PointInTime
 from projections.readmodels import parallel
 from projections.readmodels.queries import view
 from projections.readmodels.rebuild import Walks, fold, rebuild, rebuild_many
-from projections.readmodels.store import ReadModelStore
+from projections.readmodels.store import PositionMoved, ReadModelStore
 from projections.settings import Settings
 
 NAMES = ("summary", "timeline", "purchases")
@@ -219,6 +219,53 @@ def test_readers_see_the_old_generation_then_the_new_one_never_a_mixture(db_url)
         assert all(f == new for f in seen[first_new:])
 
 
+def test_a_runner_reading_a_generation_a_switch_dropped_reads_the_new_one(db_url):
+    """The tables of a generation read a moment before a switch dropped them were taken
+    for a lost database: the runner reconnected (a stall, and a log line of an outage)."""
+    with models(db_url) as m:
+        record_all(m.journey, sample(10, seed=8))
+        m.runner.catch_up("summary")
+        stale = serving(m.store, "summary")
+        record_all(m.journey, contacts(customer_ids(m.journey)[:2]))
+        rebuild(m.runner, "summary")
+        assert m.runner.refresh_due(stale) == 1  # ask again, of the serving generation
+        with pytest.raises(PositionMoved), m.runner.retired_meanwhile(stale):
+            m.runner.apply_page("summary", stale)
+        assert m.runner.catch_up("summary") == 0  # the new generation is where the log is
+
+
+@pytest.mark.postgres
+def test_a_switch_does_not_hold_up_readers_behind_a_long_one(pg_url, monkeypatch):
+    """PostgreSQL queues every reader after a waiting DROP VIEW: the switch waited for a
+    long reader (a report, a dump) without limit, and the service's reads and the feed
+    with it. Now it gives up after a moment, lets the readers through, and tries again."""
+    from projections.readmodels import rebuild as rebuilding
+
+    monkeypatch.setattr(rebuilding, "READERS_PAUSE", 0.05)
+    with models(pg_url) as m:
+        record_all(m.journey, sample(10, seed=8))
+        m.runner.catch_up("timeline")
+        query = f'SELECT count(*) FROM "{m.journey.database.schema}".customer_timeline'
+        long_reader = m.journey.database.connect()
+        long_reader.autocommit = False
+        long_reader.execute(query).fetchone()  # its transaction holds the view
+        done = threading.Thread(target=rebuild, args=(m.runner, "timeline"), daemon=True)
+        done.start()
+        try:
+            with m.journey.database.connect() as reader:  # came after the switch began
+                reader.execute("SET statement_timeout = '20s'")  # blocked: fails, not hangs
+                for _ in range(5):
+                    time.sleep(0.2)
+                    reader.execute(query).fetchone()
+            assert done.is_alive()  # it waits for the long reader still
+            assert serving(m.store, "timeline").generation == 1
+        finally:
+            long_reader.rollback()
+            long_reader.close()
+        done.join(60)
+        assert serving(m.store, "timeline").generation == 2
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_a_rebuild_with_nothing_recorded_serves_an_empty_generation(db_url, name):
     with models(db_url) as m:
@@ -249,6 +296,14 @@ def test_a_generation_gets_the_indexes_its_build_did_without_when_it_serves(db_u
         for name in NAMES:
             assert serving(m.store, name).generation == 2
             assert index_names(m.store, name, 2) == every[name]
+        if m.journey.database.is_postgres:  # and statistics, for the planner to use them
+            with m.journey.database.connect() as conn:
+                analyzed = conn.execute(
+                    "SELECT relname FROM pg_stat_user_tables WHERE schemaname = %s "
+                    "AND relname LIKE '%%_g2' AND last_analyze IS NOT NULL",
+                    [m.journey.database.schema],
+                ).fetchall()
+            assert len(analyzed) == len(NAMES), analyzed
 
 
 def test_progress_over_walks_that_resume_apart_never_goes_back():

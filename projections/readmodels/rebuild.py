@@ -10,6 +10,8 @@ share the walk, so the log is read and decoded once for all of them.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack, closing
@@ -17,10 +19,14 @@ from contextlib import ExitStack, closing
 from projections.readmodels.bulk import Prepared
 from projections.readmodels.parallel import Fold, folded
 from projections.readmodels.runner import Runner
-from projections.readmodels.store import Generation, PositionMoved, ReadModelStore
+from projections.readmodels.store import Generation, PositionMoved, ReadersBusy, ReadModelStore
 from projections.readmodels.tables import CODE_VERSION
 
 CHUNK = 1000
+#: Seconds between a switch that gave up on a long reader and its next try.
+READERS_PAUSE = 1.0
+
+log = logging.getLogger(__name__)
 
 #: How far behind the log a serving summary may be for a rebuild's switch to catch it up
 #: first (a few seconds of applying), so that those events' changes are announced with
@@ -113,6 +119,7 @@ def switch_when_caught_up(runner: Runner, name: str, generation: Generation) -> 
     made first: a runner refreshing the serving one meanwhile would send the switch round
     again."""
     runner.store.finish_indexes(name, generation.generation)
+    waited = False
     while True:
         now = runner.clock()
         in_step = False
@@ -132,6 +139,11 @@ def switch_when_caught_up(runner: Runner, name: str, generation: Generation) -> 
             return
         except PositionMoved:
             continue
+        except ReadersBusy:  # a long reader: let the readers queued behind the switch go
+            if not waited:
+                log.warning("the switch of %s waits for a long reader of it to finish", name)
+            waited = True
+            time.sleep(READERS_PAUSE)
 
 
 def resumable(store: ReadModelStore, name: str, settings_version: str) -> Generation | None:

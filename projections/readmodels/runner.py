@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from journey.application import JourneyApplication, Stream
 from projections.readmodels.entries import page_entries, refresh_entries
@@ -84,7 +87,8 @@ class Runner:
             if generation is not None:
                 current = self.reload(generation)
             try:
-                count = self.apply_page(name, current, now)
+                with self.retired_meanwhile(current):
+                    count = self.apply_page(name, current, now)
             except PositionMoved:
                 continue  # another writer applied that page: read on from where it got
             if not count:
@@ -139,11 +143,15 @@ class Runner:
         generation, announcing each change, unless given another); how many were due."""
         generation = generation or self.serving("summary")
         now = now or self.clock()
-        due = self.store.due_for_refresh(generation.generation, now, REFRESH_BATCH)
-        if not due:
-            return 0
-        streams = self.app.customer_streams(due, up_to=generation.position)
-        previous = self.store.previous_summaries(generation.generation, due)
+        try:
+            with self.retired_meanwhile(generation):
+                due = self.store.due_for_refresh(generation.generation, now, REFRESH_BATCH)
+                if not due:
+                    return 0
+                streams = self.app.customer_streams(due, up_to=generation.position)
+                previous = self.store.previous_summaries(generation.generation, due)
+        except PositionMoved:
+            return 1  # the caller asks again, of the generation serving now
         rows: list[dict[str, Any]] = []
         entries: list[dict[str, Any]] = []
         rules = generation.rules()
@@ -211,6 +219,20 @@ class Runner:
                 on_pass(dict(done))
             if not stopped and not done.total():
                 pause(poll_seconds)
+
+    @contextmanager
+    def retired_meanwhile(self, generation: Generation) -> Iterator[None]:
+        """A rebuild's switch may drop ``generation``'s tables between the moment it was
+        read and a query of them: that is PositionMoved (read the serving one again), not
+        a lost database (the runner reconnected, and said so)."""
+        try:
+            yield
+        except SQLAlchemyError:
+            try:
+                self.reload(generation)
+            except LookupError:
+                raise PositionMoved(f"{generation.name} generation was retired") from None
+            raise
 
     def reload(self, generation: Generation) -> Generation:
         """``generation`` as it stands now (its position moves as it is written)."""

@@ -31,7 +31,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.schema import CreateTable
 
 from journey.application import first_use_lock
@@ -64,6 +64,18 @@ class LockLost(JourneyError):
 class PositionMoved(JourneyError):
     """The generation's position is not where this writer read from: another writer got
     there first. Nothing was written; read again from the new position."""
+
+
+class ReadersBusy(JourneyError):
+    """A switch waited ``SWITCH_LOCK_WAIT`` for the readers of a view (a long report, a
+    dump) and gave up for now: nothing was changed; try again after a pause."""
+
+
+#: How long a switch waits for a view's readers before it gives up and tries again later.
+#: PostgreSQL queues every reader that comes after a waiting DROP VIEW behind it, so an
+#: unbounded wait froze the service's reads and the feed for as long as the longest reader.
+SWITCH_LOCK_WAIT = "500ms"
+LOCK_NOT_AVAILABLE = "55P03"
 
 
 @dataclass(frozen=True)
@@ -201,7 +213,9 @@ class ReadModelStore:
         Writers of either generation wait for this transaction, then find theirs retired."""
         model = MODELS[name]
         self.finish_indexes(name, generation)
-        with self.writing() as conn:
+        with self.readers_waited_for(), self.writing() as conn:
+            if self.database.is_postgres:
+                conn.execute(text(f"SET LOCAL lock_timeout = '{SWITCH_LOCK_WAIT}'"))
             conn.execute(  # first: a runner's write waits from here on, or went before
                 update(generations).where(generations.c.name == name).values(updated_at=utc_now())
             )
@@ -220,16 +234,33 @@ class ReadModelStore:
                 if name == "summary":
                     self._announce_rebuild(conn, old, new, now or utc_now())
         if old is not None:
-            with self.writing() as conn:
+            with suppress(ReadersBusy), self.readers_waited_for(), self.writing() as conn:
+                if self.database.is_postgres:  # else left retired, swept by the next ensure()
+                    conn.execute(text(f"SET LOCAL lock_timeout = '{SWITCH_LOCK_WAIT}'"))
                 self._drop_generation(conn, model, old.generation)
+
+    @contextmanager
+    def readers_waited_for(self) -> Iterator[None]:
+        """PostgreSQL's lock timeout, as ReadersBusy."""
+        try:
+            yield
+        except OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+                raise
+            raise ReadersBusy("readers held the read model longer than a switch waits") from None
 
     def finish_indexes(self, name: str, generation: int) -> None:
         """The indexes a generation's build did without, in a transaction of their own:
         building them takes a while on a large log, and readers wait for the transaction
-        that repoints their view."""
+        that repoints their view. On PostgreSQL the table's statistics too: without them
+        (autovacuum may come much later, or be off) the planner scans where an index
+        would serve."""
+        table = self.table(name, generation)
         with self.writing() as conn:
-            for index in deferred_indexes(self.table(name, generation)):
+            for index in deferred_indexes(table):
                 index.create(conn, checkfirst=True)
+            if self.database.is_postgres:  # a bulk-built table has no statistics yet
+                conn.execute(text(f'ANALYZE "{table.name}"'))
 
     def _refreshed_since(
         self, conn: Connection, name: str, old: Generation | None, now: datetime | None
