@@ -110,19 +110,26 @@ class Feed:
         page: int = 500,
     ) -> Iterator[FeedEntry]:
         """Every entry after ``after``, then each new one as it is written, until ``stop``.
-        On PostgreSQL it wakes on the writers' NOTIFY; on SQLite it polls."""
-        wakeups = listening(self.store) if self.store.database.is_postgres else polling()
-        with wakeups as wait:
+        On PostgreSQL it wakes on the writers' NOTIFY (and looks at ``stop`` every
+        ``LISTEN_IDLE`` seconds: a subscriber polling there cost a query five times a second
+        each); on SQLite it polls every ``poll_seconds``."""
+        pg = self.store.database.is_postgres
+        idle = max(poll_seconds, LISTEN_IDLE) if pg else poll_seconds
+        with listening(self.store) if pg else polling() as wait:
             while not stop.is_set():
                 entries = self.read(after, page, kinds, customer_id)
                 for entry in entries:
                     yield entry
                     after = entry.position
                 if len(entries) < page:
-                    wait(stop, poll_seconds)
+                    wait(stop, idle)
 
 
 Wait = Callable[[threading.Event, float], None]
+
+#: Seconds a listener waits for a NOTIFY before it looks again anyway (for ``stop``, and
+#: for time-driven work a notification does not announce).
+LISTEN_IDLE = 1.0
 
 
 @contextmanager

@@ -334,6 +334,43 @@ def test_a_stopped_runner_leaves_after_the_page_it_is_writing(db_url):
         assert runner.catch_up("summary") > 0  # the rest, where it left
 
 
+@pytest.mark.postgres
+def test_an_idle_runner_and_subscriber_on_postgres_wait_for_notifications(pg_url, monkeypatch):
+    """They polled as on SQLite, a pass (a dozen queries) four or five times a second
+    each, though a NOTIFY wakes them; now they look at most once a LISTEN_IDLE unwoken."""
+    from projections import feed as feeds
+
+    with models(pg_url) as m:
+        record_all(m.journey, records(3, seed=9))
+        m.runner.catch_up("summary")
+        stop = threading.Event()
+        passes: list[dict] = []
+        reads: list[int] = []
+        read = Feed.read
+        monkeypatch.setattr(Feed, "read", lambda self, *a: reads.append(1) or read(self, *a))
+
+        def subscribe() -> None:
+            for _ in Feed(m.store).follow(10**9, stop=stop, poll_seconds=0.2):
+                pass
+
+        threads = [
+            threading.Thread(
+                target=run_supervised,
+                args=(pg_url, DEFAULT, ["summary"], stop),
+                kwargs={"on_pass": passes.append, "poll_seconds": 0.25},
+            ),
+            threading.Thread(target=subscribe),
+        ]
+        for thread in threads:
+            thread.start()
+        time.sleep(2.5 * feeds.LISTEN_IDLE)
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+        assert 1 <= len(passes) <= 4, passes  # polling every 0.25 s made about ten
+        assert 1 <= len(reads) <= 4, reads
+
+
 def test_a_runner_waits_for_a_reader_catching_the_model_up(db_url):
     """A read (the service, ``journey funnel``) holds the runner's lock while it catches a
     model up: a runner starting then waits for it, rather than take it for another

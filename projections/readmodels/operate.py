@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from journey.api import Journey
+from projections.feed import LISTEN_IDLE
 from projections.readmodels.queries import rfm_population
 from projections.readmodels.runner import Runner
 from projections.readmodels.store import MODELS, Generation, LockBusy, ReadModelStore
@@ -300,8 +301,10 @@ def every(checks: list[Callable[[], None]]) -> Callable[[], None]:
 
 @contextmanager
 def waiter(models: ReadModels) -> Iterator[Callable[[float], None] | None]:
-    """On PostgreSQL, block until the event store NOTIFYs (or the timeout); on SQLite,
-    None, which makes the runner poll."""
+    """On PostgreSQL, block until the event store NOTIFYs, or ``LISTEN_IDLE`` seconds
+    pass at least (time-driven changes come a second late at most; an idle runner that
+    looked four times a second cost a core's twentieth); on SQLite, None: the runner
+    polls."""
     database = models.engine.database
     if not database.is_postgres:
         yield None
@@ -311,7 +314,7 @@ def waiter(models: ReadModels) -> Iterator[Callable[[float], None] | None]:
         conn.execute(f'LISTEN "{channel}"')
 
         def wait(timeout: float) -> None:
-            for _ in conn.notifies(timeout=timeout, stop_after=1):
+            for _ in conn.notifies(timeout=max(timeout, LISTEN_IDLE), stop_after=1):
                 pass
 
         yield wait
