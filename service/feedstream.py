@@ -13,11 +13,13 @@ import asyncio
 import concurrent.futures
 import json
 import threading
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 
 from projections.feed import Feed, FeedEntry
 
 QUEUE = 256
+#: Seconds between two checks that the key of an open stream is still active.
+KEY_CHECK_SECONDS = 5.0
 BATCH = 200
 RETRY_MS = 1000
 
@@ -42,9 +44,13 @@ async def sse_events(
     *,
     keepalive_seconds: float,
     poll_seconds: float,
+    allowed: Callable[[], bool],
 ) -> AsyncIterator[bytes]:
     """The bytes of an SSE response: every entry after ``after``, then each new one, with a
-    keep-alive comment whenever nothing was sent for ``keepalive_seconds``."""
+    keep-alive comment whenever nothing was sent for ``keepalive_seconds``. Every
+    ``KEY_CHECK_SECONDS`` it asks ``allowed`` whether the caller's key still may read,
+    and ends the stream when not: a stream never ends by itself, so a key revoked after
+    it opened kept receiving every customer's changes."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[FeedEntry | Ended] = asyncio.Queue(maxsize=QUEUE)
     stop = threading.Event()
@@ -81,12 +87,22 @@ async def sse_events(
     thread.start()
     try:
         yield f"retry: {RETRY_MS}\n: journey feed after position {after}\n\n".encode()
+        sent = checked = loop.time()
         while True:
+            if loop.time() - checked >= KEY_CHECK_SECONDS:
+                if not await asyncio.to_thread(allowed):
+                    yield b": the key is revoked or lacks feed:read now; the stream ends\n\n"
+                    return
+                checked = loop.time()
+            until = min(sent + keepalive_seconds, checked + KEY_CHECK_SECONDS)
             try:
-                item = await asyncio.wait_for(queue.get(), keepalive_seconds)
+                item = await asyncio.wait_for(queue.get(), max(until - loop.time(), 0.0))
             except TimeoutError:
-                yield b": keep-alive\n\n"
+                if loop.time() - sent >= keepalive_seconds:
+                    yield b": keep-alive\n\n"
+                    sent = loop.time()
                 continue
+            sent = loop.time()
             chunk = []
             while True:
                 if isinstance(item, Ended):

@@ -134,6 +134,12 @@ class Keys:
             rows = conn.execute(select(api_keys).order_by(api_keys.c.name)).all()
         return [of(row) for row in rows]
 
+    def named(self, name: str) -> ApiKey | None:
+        """The key named ``name`` as it stands now (revoked or not), or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(api_keys).where(api_keys.c.name == name)).first()
+        return None if row is None else of(row)
+
     def verify(self, key: str) -> ApiKey | None:
         """The active key ``key`` is, or None (unknown, malformed or revoked)."""
         if not key.startswith(PREFIX) or len(key) > 200:

@@ -433,6 +433,31 @@ def test_sse_resumes_after_last_event_id_and_filters(api):
         assert bad.json()["errors"][0]["field"] == "Last-Event-ID"
 
 
+def test_an_open_stream_ends_when_its_key_is_revoked(api, sqlite_url, monkeypatch):
+    """A stream never ends by itself: a key revoked after it opened kept receiving every
+    customer's changes for as long as the connection lasted."""
+    from service import feedstream
+
+    monkeypatch.setattr(feedstream, "KEY_CHECK_SECONDS", 0.3)
+    engine = make_engine(Database.parse(sqlite_url))
+    keys = Keys(engine)
+    key = keys.create("leaked", ["feed:read"])
+    said = ""
+    try:
+        with api.client.stream("GET", "/v1/feed", headers=api.as_(key)) as response:
+            assert response.status_code == 200
+            for chunk in response.iter_text():
+                said += chunk
+                if "keep-alive" in said and "leaked" not in said:
+                    keys.revoke("leaked")
+                    said += "(leaked revoked)"
+                if "stream ends" in said or said.count("keep-alive") > 40:
+                    break
+    finally:
+        engine.dispose()
+    assert "(leaked revoked)" in said and ": the key is revoked" in said
+
+
 def test_sse_delivers_entries_written_after_it_opened(api):
     refresh_summary(api)
     head = api.get("/v1/feed/page").json()["head"]

@@ -13,6 +13,7 @@ from service.errors import error_responses, problem
 from service.feedstream import sse_events
 from service.keys import ApiKey
 from service.routes.customers import valid_id
+from service.state import Service
 
 MAX_POSITION = 2**63 - 1
 
@@ -60,7 +61,7 @@ router = APIRouter(tags=["feed"])
     responses={200: STREAM, **error_responses(422)},
 )
 async def follow_feed(
-    _key: Reader,
+    key: Reader,
     service: ServiceDep,
     after: FeedAfter = 0,
     kinds: Kinds = None,
@@ -81,6 +82,7 @@ async def follow_feed(
         customer_id,
         keepalive_seconds=service.keepalive_seconds,
         poll_seconds=service.poll_seconds,
+        allowed=lambda: may_read(service, key.name),
     )
     return StreamingResponse(
         events,
@@ -110,6 +112,12 @@ def feed_page(
             "head": service.feed.head(),
         }
     )
+
+
+def may_read(service: Service, name: str) -> bool:
+    """Whether the key ``name`` is still active with ``feed:read``."""
+    found = service.keys.named(name)
+    return found is not None and found.active and "feed:read" in found.scopes
 
 
 def resume_position(after: int, last_event_id: str | None) -> int:
