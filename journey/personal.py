@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import IntegrityError
 
 from journey.chunks import chunks
+from journey.errors import JourneyError
 from journey.integrity import canonical_json
 from journey.sidetables import SideTables
 
@@ -255,8 +256,13 @@ class Keyring:
                 self.tables.autocommit(f"VACUUM FULL {self.table}", lock_timeout=PURGE_LOCK_WAIT)
                 return
             except Exception as exc:  # psycopg's LockNotAvailable; others are raised
-                if getattr(exc, "sqlstate", None) != "55P03" or time.monotonic() > deadline:
+                if getattr(exc, "sqlstate", None) != "55P03":
                     raise
+                if time.monotonic() > deadline:
+                    raise JourneyError(
+                        f"the key is deleted, but readers of {self.table} kept it from being "
+                        f"rewritten for {PURGE_WAIT:.0f} s: run the erase again later"
+                    ) from exc
                 time.sleep(PURGE_LOCK_PAUSE)  # the writers queued behind it go first
 
 

@@ -3,8 +3,9 @@
 ``Feed.follow`` blocks (on PostgreSQL it waits for the feed writers' NOTIFY), so each
 subscriber gets a thread of its own that follows the feed and hands entries to the event
 loop through a bounded queue: a slow client holds back only its own thread, and a client
-that goes away stops it within half a second. Each entry is one SSE event whose ``id`` is
-its position, so a client that reconnects with ``Last-Event-ID`` resumes right after it.
+that goes away stops it within a second (PostgreSQL: the follower's wait for a NOTIFY).
+Each entry is one SSE event whose ``id`` is its position, so a client that reconnects
+with ``Last-Event-ID`` resumes right after it.
 """
 
 from __future__ import annotations

@@ -242,6 +242,7 @@ def test_personal_data_is_read_and_written_again_after_a_lost_connection(pg_url,
         assert engine.events("c-1")[-1].payload()["personal"] == {"note": NOTE}
 
 
+@pytest.mark.postgres
 def test_an_erasure_waiting_for_a_long_reader_of_the_keys_lets_writers_through(pg_url):
     """VACUUM FULL queued every writer of personal data behind it for as long as any
     reader of the key table ran (a 20 s report held writes for 20 s)."""
@@ -269,6 +270,25 @@ def test_an_erasure_waiting_for_a_long_reader_of_the_keys_lets_writers_through(p
         assert engine.events("c-1")[-1].TYPE == "erased"
 
 
+@pytest.mark.postgres
+def test_an_erasure_that_cannot_rewrite_the_keys_says_what_to_do(pg_url, monkeypatch):
+    import journey.personal
+
+    monkeypatch.setattr(journey.personal, "PURGE_WAIT", 0.0)
+    with opened(pg_url, actor="tester") as engine:
+        engine.record(ev("identified", "c-1", at(1), personal={"name": NAME}))
+        with engine.database.connect() as reader:
+            reader.autocommit = False
+            reader.execute(f'SELECT count(*) FROM "{engine.database.schema}".journey_keys')
+            result = cli(pg_url, "erase", "c-1", "--reason", "asked", "--json")
+            reader.rollback()
+        assert result.exit_code == 1, result.output
+        assert "run the erase again later" in result.output
+        assert engine.app.keyring.key("c-1") is None  # deleted all the same
+        assert cli(pg_url, "erase", "c-1", "--reason", "asked").exit_code == 0
+
+
+@pytest.mark.postgres
 def test_postgres_holds_neither_plaintext_nor_key_after_erasure(pg_url):
     with opened(pg_url, actor="tester") as engine:
         populate(engine)

@@ -266,6 +266,33 @@ def test_a_switch_does_not_hold_up_readers_behind_a_long_one(pg_url, monkeypatch
         assert serving(m.store, "timeline").generation == 2
 
 
+@pytest.mark.postgres
+def test_an_old_generation_a_reader_holds_is_left_retired_then_swept(pg_url):
+    """The switch leaves an old generation whose table a reader still holds; a later start
+    sweeps it, without waiting for that reader (every command's start hung behind it)."""
+    with models(pg_url) as m:
+        record_all(m.journey, sample(10, seed=8))
+        m.runner.catch_up("timeline")
+        reader = m.journey.database.connect()
+        reader.autocommit = False
+        schema = m.journey.database.schema
+        reader.execute(f'SELECT count(*) FROM "{schema}".customer_timeline_g1').fetchone()
+        try:
+            rebuild(m.runner, "timeline")
+            assert serving(m.store, "timeline").generation == 2
+            start = threading.Thread(target=m.store.ensure, args=(m.runner.settings,))
+            start.start()  # the reader still holds g1: left for later, not waited for
+            start.join(20)
+            assert not start.is_alive()
+            assert [g.status for g in m.store.all_generations() if g.name == "timeline"] == [
+                "retired", "serving"]
+        finally:
+            reader.rollback()
+            reader.close()
+        m.store.ensure(m.runner.settings)
+        assert [g.generation for g in m.store.all_generations() if g.name == "timeline"] == [2]
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_a_rebuild_with_nothing_recorded_serves_an_empty_generation(db_url, name):
     with models(db_url) as m:

@@ -363,12 +363,15 @@ def test_an_idle_runner_and_subscriber_on_postgres_wait_for_notifications(pg_url
         ]
         for thread in threads:
             thread.start()
-        time.sleep(2.5 * feeds.LISTEN_IDLE)
+        time.sleep(5 * feeds.LISTEN_IDLE)
         stop.set()
         for thread in threads:
             thread.join(30)
-        assert 1 <= len(passes) <= 4, passes  # polling every 0.25 s made about ten
-        assert 1 <= len(reads) <= 4, reads
+        # Polling every 0.25 s made about twenty; about five now, and a few more when
+        # another Journey store in the same database is written (the event store's
+        # channel is the database's, not the schema's).
+        assert 1 <= len(passes) <= 10, passes
+        assert 1 <= len(reads) <= 10, reads
 
 
 def test_a_runner_waits_for_a_reader_catching_the_model_up(db_url):

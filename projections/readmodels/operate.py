@@ -177,11 +177,12 @@ def run_supervised(
     """Run until ``stop``; after a lost database connection, reconnect and go on (the
     position lives in the database, so nothing is lost or repeated). ``on_open`` is
     called with the models first opened (to warn of stale ones). ``poll_seconds`` is
-    how long it waits for new events before looking again (on PostgreSQL a NOTIFY ends
-    the wait at once). At the start every lock is waited for (``runner_locks``) for
-    ``lock_wait`` seconds, then LockBusy: another runner has one. After a reconnection
-    another runner may have taken some meanwhile: the models whose locks are free run at
-    once, and the others join as their locks come free (``HeldLocks``)."""
+    how long it waits for new events before looking again (on PostgreSQL at least
+    ``LISTEN_IDLE``, and a NOTIFY ends the wait at once). At the start every lock is
+    waited for (``runner_locks``) for ``lock_wait`` seconds, then LockBusy: another runner
+    has one. After a reconnection another runner may have taken some meanwhile: the models
+    whose locks are free run at once, and the others join as their locks come free
+    (``HeldLocks``)."""
     waiting: float | None = lock_wait  # None after it has run: take what is free
     while not stop.is_set():
         try:

@@ -118,7 +118,7 @@ def switch_when_caught_up(runner: Runner, name: str, generation: Generation) -> 
     there to avoid: the switch announces the difference. The new generation's indexes are
     made first: a runner refreshing the serving one meanwhile would send the switch round
     again."""
-    runner.store.finish_indexes(name, generation.generation)
+    runner.store.finish_indexes(name, generation.generation, analyze=True)
     waited = False
     while True:
         now = runner.clock()

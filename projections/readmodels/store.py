@@ -154,11 +154,11 @@ class ReadModelStore:
                             settings = settings()
                         self._create_generation(conn, model, 1, "serving", settings)
                         self._point_view(conn, model, 1)
-        with self.writing() as conn:
-            for retired in conn.execute(
-                select(generations).where(generations.c.status == "retired")
-            ):
-                self._drop_generation(conn, MODELS[retired.name], retired.generation)
+        with suppress(ReadersBusy), self.readers_waited_for(), self.writing() as conn:
+            self._bound_lock_waits(conn)  # a reader of one: left for the next time
+            retired = select(generations).where(generations.c.status == "retired")
+            for row in conn.execute(retired.with_for_update(skip_locked=True)).all():
+                self._drop_generation(conn, MODELS[row.name], row.generation)
 
     def serving(self, conn: Connection, name: str) -> Generation | None:
         row = conn.execute(
@@ -214,8 +214,6 @@ class ReadModelStore:
         model = MODELS[name]
         self.finish_indexes(name, generation)
         with self.readers_waited_for(), self.writing() as conn:
-            if self.database.is_postgres:
-                conn.execute(text(f"SET LOCAL lock_timeout = '{SWITCH_LOCK_WAIT}'"))
             conn.execute(  # first: a runner's write waits from here on, or went before
                 update(generations).where(generations.c.name == name).values(updated_at=utc_now())
             )
@@ -228,6 +226,7 @@ class ReadModelStore:
             if self._refreshed_since(conn, name, old, now):
                 raise PositionMoved("the serving summary was refreshed meanwhile")
             self._set_status(conn, name, generation, "serving")
+            self._bound_lock_waits(conn)  # for the view's readers, not the writers above
             self._point_view(conn, model, generation)
             if old is not None:
                 self._set_status(conn, name, old.generation, "retired")
@@ -235,9 +234,12 @@ class ReadModelStore:
                     self._announce_rebuild(conn, old, new, now or utc_now())
         if old is not None:
             with suppress(ReadersBusy), self.readers_waited_for(), self.writing() as conn:
-                if self.database.is_postgres:  # else left retired, swept by the next ensure()
-                    conn.execute(text(f"SET LOCAL lock_timeout = '{SWITCH_LOCK_WAIT}'"))
+                self._bound_lock_waits(conn)  # else left retired, swept by a later ensure()
                 self._drop_generation(conn, model, old.generation)
+
+    def _bound_lock_waits(self, conn: Connection) -> None:
+        if self.database.is_postgres:
+            conn.execute(text(f"SET LOCAL lock_timeout = '{SWITCH_LOCK_WAIT}'"))
 
     @contextmanager
     def readers_waited_for(self) -> Iterator[None]:
@@ -249,17 +251,17 @@ class ReadModelStore:
                 raise
             raise ReadersBusy("readers held the read model longer than a switch waits") from None
 
-    def finish_indexes(self, name: str, generation: int) -> None:
+    def finish_indexes(self, name: str, generation: int, analyze: bool = False) -> None:
         """The indexes a generation's build did without, in a transaction of their own:
         building them takes a while on a large log, and readers wait for the transaction
-        that repoints their view. On PostgreSQL the table's statistics too: without them
-        (autovacuum may come much later, or be off) the planner scans where an index
-        would serve."""
+        that repoints their view. ``analyze``: on PostgreSQL the table's statistics too
+        (once, before the switch's tries): without them (autovacuum may come much later,
+        or be off) the planner scans where an index would serve."""
         table = self.table(name, generation)
         with self.writing() as conn:
             for index in deferred_indexes(table):
                 index.create(conn, checkfirst=True)
-            if self.database.is_postgres:  # a bulk-built table has no statistics yet
+            if analyze and self.database.is_postgres:  # a bulk-built table has no statistics
                 conn.execute(text(f'ANALYZE "{table.name}"'))
 
     def _refreshed_since(
