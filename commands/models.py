@@ -64,8 +64,9 @@ def strict_bool(value: Any) -> Any:
     Pydantic would also read 1, "yes", "off" and the like, guessing what the input meant."""
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
+    word = value.strip().lower() if isinstance(value, str) else None
+    if word in ("true", "false"):
+        return word == "true"
     raise ValueError(f"must be true or false, not {value!r}")
 
 

@@ -32,15 +32,16 @@ from journey.chunks import chunks
 from journey.errors import JourneyError
 from journey.integrity import canonical_json
 from journey.sidetables import SideTables
+from journey.storage import lock_timed_out
 
 ERASED = "[erased]"
 #: What bulk readers (reports, diffs) show for a field they did not open.
 SEALED = "[sealed]"
 KEYS_TABLE = "journey_keys"
-#: How long a reading process trusts a key it fetched (erasure elsewhere wins after that).
 #: VACUUM FULL waits for every reader of the key table, and every writer queues behind
 #: it: so it waits a moment at a time (writers go between), up to PURGE_WAIT seconds.
 PURGE_LOCK_WAIT, PURGE_LOCK_PAUSE, PURGE_WAIT = "500ms", 0.5, 600.0
+#: How long a reading process trusts a key it fetched (erasure elsewhere wins after that).
 CACHE_SECONDS = 5.0
 CACHE_SIZE = 4096
 
@@ -255,8 +256,8 @@ class Keyring:
             try:
                 self.tables.autocommit(f"VACUUM FULL {self.table}", lock_timeout=PURGE_LOCK_WAIT)
                 return
-            except Exception as exc:  # psycopg's LockNotAvailable; others are raised
-                if getattr(exc, "sqlstate", None) != "55P03":
+            except Exception as exc:  # LockNotAvailable is waited out; others are raised
+                if not lock_timed_out(exc):
                     raise
                 if time.monotonic() > deadline:
                     raise JourneyError(

@@ -66,6 +66,12 @@ def check_sqlite_url(url: URL) -> None:
         )
 
 
+def lock_timed_out(exc: BaseException) -> bool:
+    """Whether ``exc`` (psycopg's, or SQLAlchemy's around it) is PostgreSQL's
+    ``lock_timeout`` running out: LockNotAvailable, SQLSTATE 55P03."""
+    return getattr(getattr(exc, "orig", exc), "sqlstate", None) == "55P03"
+
+
 def refuse_parameters(url: URL, read: set[str], which: str) -> None:
     if unknown := sorted(set(url.query) - read):
         raise StorageError(

@@ -25,6 +25,10 @@ from projections.rules.window import iso
 
 KINDS = ("loyalty_stage", "status", "relationship_level")
 
+#: Seconds a listener waits for a NOTIFY before it looks again anyway (for ``stop``, and
+#: for time-driven work a notification does not announce).
+LISTEN_IDLE = 1.0
+
 
 @dataclass(frozen=True)
 class FeedEntry:
@@ -126,10 +130,6 @@ class Feed:
 
 
 Wait = Callable[[threading.Event, float], None]
-
-#: Seconds a listener waits for a NOTIFY before it looks again anyway (for ``stop``, and
-#: for time-driven work a notification does not announce).
-LISTEN_IDLE = 1.0
 
 
 @contextmanager

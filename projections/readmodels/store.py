@@ -37,7 +37,7 @@ from sqlalchemy.schema import CreateTable
 from journey.application import first_use_lock
 from journey.chunks import chunks
 from journey.errors import JourneyError
-from journey.storage import Database
+from journey.storage import Database, lock_timed_out
 from projections.readmodels.announce import append_rebuild_changes
 from projections.readmodels.bulk import Prepared, delete_rows, insert_rows, prepare
 from projections.readmodels.tables import (
@@ -75,7 +75,6 @@ class ReadersBusy(JourneyError):
 #: PostgreSQL queues every reader that comes after a waiting DROP VIEW behind it, so an
 #: unbounded wait froze the service's reads and the feed for as long as the longest reader.
 SWITCH_LOCK_WAIT = "500ms"
-LOCK_NOT_AVAILABLE = "55P03"
 
 
 @dataclass(frozen=True)
@@ -247,7 +246,7 @@ class ReadModelStore:
         try:
             yield
         except OperationalError as exc:
-            if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+            if not lock_timed_out(exc):
                 raise
             raise ReadersBusy("readers held the read model longer than a switch waits") from None
 
