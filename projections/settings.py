@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from decimal import Decimal
 from functools import cached_property
@@ -116,6 +116,16 @@ class Settings(BaseModel):
         rules a read model was built with, and take any value unchecked)."""
         return type(self).model_validate({**self.model_dump(), **(update or {})})
 
+    def changed(self, since: Settings, names: Iterable[str] | None = None) -> list[str]:
+        """``name: old → new`` for each setting of ``names`` (default every one) that
+        differs from ``since``: what an operator must know to judge a stale read model."""
+        now, before = self.model_dump(mode="json"), since.model_dump(mode="json")
+        return [
+            f"{name}: {before[name]} → {now[name]}"
+            for name in (names if names is not None else now)
+            if now[name] != before[name]
+        ]
+
     def days(self, name: str) -> timedelta:
         """A day-count setting as a duration."""
         return duration(getattr(self, name))
@@ -137,6 +147,31 @@ WINDOWS = (
     "reactive_days",
     "frequency_days",
     "involvement_days",
+)
+
+
+#: The settings the loyalty stage, status and relationship level follow, and so the
+#: timeline, which holds only those three: the value scores' settings change none of them
+#: (tests/test_rows_equivalence.py shows it), so a change of those alone leaves the
+#: timeline right and a rebuild of it would be wasted.
+CLASSIFICATION = (
+    "advocate_referral_days",
+    "client_min_purchases",
+    "client_min_categories",
+    "client_min_tenure_days",
+    "client_recent_days",
+    "client_min_recent_purchases",
+    "repeat_min_purchases",
+    "lapsed_after_days",
+    "at_risk_min_purchases",
+    "at_risk_min_days",
+    "at_risk_gap_factor",
+    "partnership_meeting_days",
+    "proactive_days",
+    "proactive_min_months",
+    "accountable_days",
+    "accountable_follow_up_days",
+    "reactive_days",
 )
 
 

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from journey.api import Journey
 from journey.cli import app
 from projections.readmodels.queries import view
+from projections.readmodels.tables import generations
 from projections.settings import DEFAULT, Settings
 
 NAMES = ("summary", "timeline", "purchases")
@@ -186,3 +187,50 @@ def test_a_read_model_built_by_other_projection_code_is_stale(db_url, monkeypatc
         for row in status(db_url).values():
             assert row["stale"] is True
             assert any("projection code" in reason for reason in row["stale_reasons"])
+
+
+def test_a_score_setting_leaves_the_timeline_serving_and_each_reason_names_the_setting(
+    db_url, tmp_path
+):
+    """The timeline holds stage, status and level only: a change of `trust_base` called it
+    stale, the funnel warned and operators rebuilt it for nothing."""
+    scores = tmp_path / "scores.json"
+    scores.write_text(json.dumps({"trust_base": 60}))
+    both = tmp_path / "both.json"
+    both.write_text(json.dumps({"trust_base": 60, "lapsed_after_days": 200}))
+    with models(db_url) as m:
+        record_all(m.journey, records(5, seed=43))
+        assert invoke("--db", db_url, "projections", "run", "--once").exit_code == 0
+    rows = status(db_url, "--settings", str(scores))
+    assert (rows["timeline"]["stale"], rows["timeline"]["stale_reasons"]) == (False, [])
+    assert rows["summary"]["stale"] is True
+    assert rows["summary"]["stale_reasons"][0].endswith("(trust_base: 50 → 60)")
+    counted = invoke("--db", db_url, "funnel", "--json", "--settings", str(scores))
+    assert counted.exit_code == 0 and "stale" not in counted.stderr
+
+    rows = status(db_url, "--settings", str(both))
+    assert rows["timeline"]["stale_reasons"][0].endswith("(lapsed_after_days: 365 → 200)")
+    assert rows["summary"]["stale_reasons"][0].endswith(
+        "(lapsed_after_days: 365 → 200, trust_base: 50 → 60)"
+    )
+    assert rows["purchases"]["stale"] is False
+
+
+def test_a_generation_whose_stored_settings_this_journey_cannot_read_is_stale(db_url):
+    """Settings written by another Journey (a setting since removed) cannot be compared
+    value by value: say so rather than fail or call it fresh."""
+    with models(db_url) as m:
+        record_all(m.journey, records(3, seed=44))
+        assert invoke("--db", db_url, "projections", "run", "--once").exit_code == 0
+        with m.store.engine.begin() as conn:
+            conn.execute(
+                generations.update().values(
+                    settings={**DEFAULT.model_dump(mode="json"), "retired_setting": 1},
+                    settings_version="0123456789ab",
+                )
+            )
+    rows = status(db_url)
+    for name in ("summary", "timeline"):
+        assert rows[name]["stale"] is True
+        assert "not readable by this Journey" in rows[name]["stale_reasons"][0]
+    assert rows["purchases"]["stale"] is False

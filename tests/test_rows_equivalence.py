@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import islice
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -34,7 +35,7 @@ from projections.rules.answer import Answer, answer_from
 from projections.rules.changes import candidates, next_change
 from projections.rules.facts import Facts
 from projections.rules.window import ordered
-from projections.settings import DEFAULT, Settings
+from projections.settings import CLASSIFICATION, DEFAULT, Settings
 
 NOW = datetime(2025, 7, 1, tzinfo=UTC)
 
@@ -126,6 +127,39 @@ def test_generated_histories_with_distinct_windows(raw):
     assert intervals(story.events, DISTINCT_WINDOWS) == reference_intervals(
         story.events, DISTINCT_WINDOWS
     )
+
+
+def other_settings(name: str) -> st.SearchStrategy[Any]:
+    """Any valid value of one setting (their bounds in projections/settings.py)."""
+    if name == "default_margin_rate":
+        return st.decimals(0, 1, places=2)
+    if name.startswith("nps_"):
+        return st.integers(0, 10)
+    if name.endswith("_days"):
+        return st.integers(1, 900)
+    return st.integers(1, 100)
+
+
+#: Every setting the timeline is said not to follow, each drawn anew.
+not_classification = st.fixed_dictionaries(
+    {name: other_settings(name) for name in Settings.model_fields if name not in CLASSIFICATION}
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(specs, min_size=1, max_size=14), not_classification)
+def test_the_timeline_follows_the_classification_settings_alone(raw, others):
+    """Why `projections status` calls a timeline stale only for a change of CLASSIFICATION:
+    any values of every other setting give the same intervals."""
+    story, _ = record(expand(raw))
+    for rules in (DEFAULT, DISTINCT_WINDOWS):
+        changed = rules.model_copy(update=others)
+        assert intervals(story.events, changed) == intervals(story.events, rules)
+
+
+def test_every_classification_setting_is_one():
+    assert set(CLASSIFICATION) < set(Settings.model_fields)
+    assert len(set(CLASSIFICATION)) == len(CLASSIFICATION)
 
 
 def test_sample_histories(sample_streams):

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from journey.api import Journey
 from projections.feed import LISTEN_IDLE
 from projections.readmodels.queries import rfm_population
@@ -154,13 +156,29 @@ class ReadModels:
 
 
 def stale_reasons(generation: Generation, settings: Settings) -> list[str]:
-    """Why a generation no longer says what the current settings and code would."""
+    """Why a generation no longer says what the current settings and code would: only
+    the settings its rows follow count (the timeline's are the classification's)."""
     reasons = []
-    if MODELS[generation.name].uses_settings and generation.settings_version != settings.version:
-        reasons.append(f"built with settings {generation.settings_version}, now {settings.version}")
+    if changed := settings_changed(generation, settings):
+        reasons.append(
+            f"built with settings {generation.settings_version}, now {settings.version} "
+            f"({', '.join(changed)})"
+        )
     if generation.code_version != CODE_VERSION:
         reasons.append(f"built by projection code {generation.code_version}, now {CODE_VERSION}")
     return reasons
+
+
+def settings_changed(generation: Generation, settings: Settings) -> list[str]:
+    """The settings the generation's rows follow that now have other values."""
+    names = MODELS[generation.name].settings
+    if generation.settings_version == settings.version:
+        return []
+    try:
+        built_with = generation.rules()
+    except ValidationError:  # written by an older Journey: say what little is known
+        return ["its stored settings are not readable by this Journey"] if names != () else []
+    return settings.changed(built_with, names)
 
 
 def run_supervised(

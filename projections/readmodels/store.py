@@ -50,7 +50,7 @@ from projections.readmodels.tables import (
     summary_table,
     timeline_table,
 )
-from projections.settings import Settings
+from projections.settings import CLASSIFICATION, Settings
 
 
 class LockBusy(JourneyError):
@@ -79,13 +79,13 @@ SWITCH_LOCK_WAIT = "500ms"
 
 @dataclass(frozen=True)
 class Model:
-    """A read model: its public name, the view readers query, its table shape, and whether
-    its rows depend on the rule settings."""
+    """A read model: its public name, the view readers query, its table shape, and the
+    rule settings its rows depend on (None: every one)."""
 
     name: str
     view: str
     make_table: Any
-    uses_settings: bool = True
+    settings: tuple[str, ...] | None = None
 
     def table_name(self, generation: int) -> str:
         return f"{self.view}_g{generation}"
@@ -93,8 +93,8 @@ class Model:
 
 MODELS: dict[str, Model] = {
     "summary": Model("summary", "customer_summary", summary_table),
-    "timeline": Model("timeline", "customer_timeline", timeline_table),
-    "purchases": Model("purchases", "customer_purchases", purchases_table, uses_settings=False),
+    "timeline": Model("timeline", "customer_timeline", timeline_table, CLASSIFICATION),
+    "purchases": Model("purchases", "customer_purchases", purchases_table, ()),
 }
 
 
