@@ -47,8 +47,9 @@ from results import Row, write_rows  # bench/results.py
 from stores import fresh_store  # bench/stores.py
 
 from commands import handlers
-from journey.api import Journey, collector_paused
+from journey.api import Journey
 from journey.application import JourneyApplication
+from journey.collecting import collector_paused
 from journey.sample import sample
 from journey.storage import Database
 
@@ -277,7 +278,7 @@ def report(
         f"policies, save); it stored {', '.join(f'{r.stored:,} on {r.db}' for r in results)} "
         f"events (input + implicit identifications + referral conversions). The baselines "
         f"store the same records with no reading, validation or guards; all three run with "
-        f"Python's cyclic garbage collector paused (api.collector_paused), as an import does.\n"
+        f"Python's cyclic garbage collector paused (journey.collecting), as an import does.\n"
         f"* per-event baseline measured on the first {min(slice_, n):,} events, one save() "
         f"each; its events/s is assumed to hold for all {n:,}."
     )
@@ -322,12 +323,30 @@ def rows(results: list[Result], n: int) -> list[Row]:
     """The figures for bench/run_all.py's report."""
     found = []
     for r in results:
-        common = {"benchmark": "import", "db": r.db, "figure_name": f"journey import of {n:,}",
-                  "figure": r.journey, "unit": "events/s"}
-        found.append(Row(**common, baseline_name="batched eventsourcing saves",
-                         baseline=r.batched, target=TARGET_BATCHED, note=r.breakdown()))
-        found.append(Row(**common, baseline_name="one save() per event",
-                         baseline=r.per_event, target=TARGET_PER_EVENT))
+        common = {
+            "benchmark": "import",
+            "db": r.db,
+            "figure_name": f"journey import of {n:,}",
+            "figure": r.journey,
+            "unit": "events/s",
+        }
+        found.append(
+            Row(
+                **common,
+                baseline_name="batched eventsourcing saves",
+                baseline=r.batched,
+                target=TARGET_BATCHED,
+                note=r.breakdown(),
+            )
+        )
+        found.append(
+            Row(
+                **common,
+                baseline_name="one save() per event",
+                baseline=r.per_event,
+                target=TARGET_PER_EVENT,
+            )
+        )
     return found
 
 

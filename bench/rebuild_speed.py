@@ -55,8 +55,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from results import Row, write_rows  # bench/results.py
 from stores import fresh_store  # bench/stores.py
 
-from journey.api import Journey, collector_paused
+from journey.api import Journey
 from journey.application import JourneyApplication
+from journey.collecting import collector_paused
 from journey.sample import sample
 from journey.storage import Database
 from projections.readmodels.operate import ReadModels

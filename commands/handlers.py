@@ -14,10 +14,10 @@ import logging
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from eventsourcing.persistence import IntegrityError
@@ -27,6 +27,7 @@ from journey.application import JourneyApplication
 from journey.customer import Customer
 from journey.errors import InputError, RetryableConflict
 from journey.events import USER_EVENT_CLASSES, CustomerEvent
+from journey.moments import utc_now
 from journey.personal import CustomerKey
 from journey.referrals import Referrers, index_id
 
@@ -35,10 +36,6 @@ log = logging.getLogger("journey.commands")
 Clock = Callable[[], datetime]
 SAVE_BATCH_EVENTS = 5000
 RETRIES = 5
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def default_actor() -> str:
@@ -457,7 +454,7 @@ def apply_all(
     opened = opened_at(commands)
     waiting: dict[tuple[str, str, str], list[tuple[int, Command]]] = {}
     for index, (line, command) in enumerate(commands):
-        if (key := opens_key(command)) is not None and opened.get(key, -1) > index:
+        if (key := needed_key(command)) is not None and opened.get(key, -1) > index:
             waiting.setdefault(key, []).append((line, command))
             continue
         apply_one(uow, outcome, line, command, on_progress)
@@ -506,7 +503,7 @@ def opened_key(command: Command) -> tuple[str, str, str] | None:
     return keyed(OPENS, command)
 
 
-def opens_key(command: Command) -> tuple[str, str, str] | None:
+def needed_key(command: Command) -> tuple[str, str, str] | None:
     """The purchase or complaint a refund or resolution needs, keyed alike."""
     return keyed(NEEDS, command)
 
@@ -514,14 +511,3 @@ def opens_key(command: Command) -> tuple[str, str, str] | None:
 def keyed(table: dict[type, tuple[str, str]], command: Command) -> tuple[str, str, str] | None:
     found = table.get(type(command))
     return None if found is None else (command.customer_id, found[0], getattr(command, found[1]))
-
-
-def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

@@ -10,9 +10,7 @@ with connect("postgresql://postgres@127.0.0.1/journey") as engine:
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,14 +27,16 @@ from commands.handlers import (
     back_off,
     default_actor,
     record_batch,
-    utc_now,
 )
 from commands.models import Command, InvalidInput, parse_command
+from journey import connect  # noqa: F401  (re-exported: services import it from here)
 from journey.application import JourneyApplication
+from journey.collecting import collector_paused
 from journey.customer import Customer
 from journey.errors import InputError, JourneyError, RetryableConflict, utf8_text
 from journey.events import CustomerEvent, Erased
 from journey.integrity import Report
+from journey.moments import utc_now
 from journey.personal import is_sealed
 from journey.storage import Database
 
@@ -76,24 +76,6 @@ class RejectedInput(InputError):
         self.args = ("; ".join(str(e) for e in errors),)
         self.errors = errors
         self.kind = errors[0].kind
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector while a batch is held in memory.
-
-    A bulk import keeps every input, command and aggregate alive until it is saved, so
-    each full collection rescans all of them and frees nothing: a quarter of the time of
-    a 100,000-event import went there. Reference counting still frees what is dropped;
-    the collector resumes, if it was on, when the batch is done.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 class Journey:
@@ -269,8 +251,3 @@ class Source:
 
     path: str | None
     line: int
-
-
-def connect(url: str | None = None, **options: Any) -> Journey:
-    """Open the event store at ``url`` (default: $JOURNEY_DB_URL or sqlite:///journey.db)."""
-    return Journey(url, **options)

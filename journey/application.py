@@ -256,14 +256,13 @@ class JourneyApplication(Application[str]):
     def customer_ids(self, after: str | None = None, up_to: int | None = None) -> list[str]:
         """Every customer id in order (those after ``after``; with events at or before
         ``up_to``): what a rebuild walks through."""
-        pg = self.database.is_postgres
-        mark = "%s" if pg else "?"
+        mark = "%s" if self.database.is_postgres else "?"
         where, params = [f"originator_id NOT LIKE {mark}"], ["~%"]
         if after is not None:
             where.append(f"originator_id > {mark}")
             params.append(after)
         if up_to is not None:
-            where.append(f"{'notification_id' if pg else 'rowid'} <= {mark}")
+            where.append(f"{self.database.position_column} <= {mark}")
             params.append(up_to)
         table = self._qualified(self.recorder.events_table_name)
         statement = (
@@ -291,10 +290,8 @@ class JourneyApplication(Application[str]):
     def count_customer_events(self, up_to: int, among_after: str | None = None) -> int:
         """How many customer events lie at or before ``up_to`` (of customers after
         ``among_after``): the total a rebuild's progress counts towards."""
-        pg = self.database.is_postgres
-        mark = "%s" if pg else "?"
-        position = "notification_id" if pg else "rowid"
-        where = [f"originator_id NOT LIKE {mark}", f"{position} <= {mark}"]
+        mark = "%s" if self.database.is_postgres else "?"
+        where = [f"originator_id NOT LIKE {mark}", f"{self.database.position_column} <= {mark}"]
         params: list[Any] = ["~%", up_to]
         if among_after is not None:
             where.append(f"originator_id > {mark}")
@@ -306,8 +303,7 @@ class JourneyApplication(Application[str]):
 
     def count_after(self, position: int) -> int:
         """How many notifications lie after ``position`` (a reader's lag in events)."""
-        pg = self.database.is_postgres
-        column, mark = ("notification_id", "%s") if pg else ("rowid", "?")
+        column, mark = self.database.position_column, "%s" if self.database.is_postgres else "?"
         table = self._qualified(self.recorder.events_table_name)
         with self.recorder.datastore.transaction(commit=False) as curs:
             curs.execute(f"SELECT COUNT(*) AS n FROM {table} WHERE {column} > {mark}", [position])
@@ -321,6 +317,16 @@ class JourneyApplication(Application[str]):
     def customer_events(self, customer_id: str) -> list[CustomerEvent]:
         """A customer's stored events in recording order (empty when unknown)."""
         return [e for e in self.events.get(customer_id) if is_customer_event(e)]
+
+    def all_customer_events(self, after: int = 0, page: int = 5000) -> Iterator[CustomerEvent]:
+        """Every customer event after log position ``after``, in the log's order, read a
+        page at a time (the engine's own records left out)."""
+        while notifications := self.select_notifications(after, page):
+            for notification in notifications:
+                event = self.mapper.to_domain_event(notification)
+                if is_customer_event(event):
+                    yield event
+            after = notifications[-1].id
 
     def select_notifications(self, after: int, limit: int) -> Sequence[Notification]:
         """Notifications with id greater than ``after`` (ids can have gaps)."""
@@ -339,7 +345,7 @@ class JourneyApplication(Application[str]):
         self, ids: list[str], up_to: int | None = None
     ) -> dict[str, list[tuple[int, StoredEvent]]]:
         table = self._qualified(self.recorder.events_table_name)
-        position = "notification_id" if self.database.is_postgres else "rowid"
+        position = self.database.position_column
         columns = f"{position} AS position, originator_id, originator_version, topic, state"
         order = "ORDER BY originator_id, originator_version"
         if self.database.is_postgres:

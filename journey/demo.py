@@ -12,17 +12,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from journey.api import Journey
-from journey.events import CustomerEvent, is_customer_event
+from journey.events import CustomerEvent
 from journey.sample import sample
 
 DEMO_SEED = 2025
-PAGE = 1000
 #: The example lines printed, in this order: each tells one part of the story.
 EXAMPLES = (
     "referral",
@@ -90,12 +88,7 @@ def run_demo(
 
 def stored_events(engine: Journey, after: int = 0) -> list[CustomerEvent]:
     """Every customer event in the store's global order after a notification id."""
-    events: list[CustomerEvent] = []
-    while page := engine.app.select_notifications(after, PAGE):
-        after = page[-1].id
-        decoded = (engine.app.mapper.to_domain_event(item) for item in page)
-        events += [e for e in decoded if is_customer_event(e)]
-    return events
+    return list(engine.app.all_customer_events(after))
 
 
 def _tally(summary: DemoSummary, events: list[CustomerEvent]) -> None:
@@ -161,23 +154,3 @@ def describe(event: CustomerEvent) -> str:
         " ".join([event.customer_id, event.TYPE, ", ".join(fields)]).rstrip()
         + f" · occurred {event.occurred_at:%Y-%m-%d}, recorded {event.recorded_at:%Y-%m-%d}"
     )
-
-
-def summary_as_dict(summary: DemoSummary) -> dict[str, Any]:
-    """The summary for ``--json``."""
-    return {
-        "inputs": summary.inputs,
-        "stored": summary.stored,
-        "derived": summary.derived,
-        "duplicates": summary.duplicates,
-        "customers": summary.customers,
-        "events_by_type": dict(summary.by_type),
-        "backfilled": summary.backfilled,
-        "referral_conversions": summary.conversions,
-        "refunds": {"full": summary.full_refunds, "partial": summary.partial_refunds},
-        "complaints": {
-            "opened": summary.by_type["complaint"],
-            "resolved_satisfied": summary.resolved_satisfied,
-            "resolved_unsatisfied": summary.resolved_unsatisfied,
-        },
-    }

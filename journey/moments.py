@@ -16,6 +16,11 @@ TIME_FORMS = "ISO 8601 with a time zone, a date (start of that day UTC) or 'now'
 TIME_HELP = TIME_FORMS + " (default)."
 
 
+def utc_now() -> datetime:
+    """The clock of every writer and reader: aware, in UTC."""
+    return datetime.now(UTC)
+
+
 def within_calendar(moment: datetime) -> datetime:
     if not EARLIEST_YEAR <= moment.year <= LATEST_YEAR:
         raise ValueError(

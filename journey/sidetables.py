@@ -35,7 +35,7 @@ class SideTables:
         self._used_at = 0.0
         self._lock = threading.RLock()
         self.events_table = self.name(events_table)
-        self.position = "notification_id" if self.pg else "rowid"
+        self.position = database.position_column
 
     def name(self, table: str) -> str:
         """A table name, qualified by the URL's schema on PostgreSQL."""
@@ -54,7 +54,9 @@ class SideTables:
                 self._conn = self.database.connect()
             else:
                 self._conn = sqlite3.connect(
-                    self.database.sqlite_path, timeout=30, isolation_level=None,
+                    self.database.sqlite_path,
+                    timeout=30,
+                    isolation_level=None,
                     check_same_thread=False,
                 )
                 # Keys are written here: every page this connection frees is zeroed, so no

@@ -21,9 +21,8 @@ from sqlalchemy import column, func, select, table
 
 from projections.readmodels.store import ReadModelStore
 from projections.readmodels.tables import feed
+from projections.rules.answer import CLASSIFICATIONS as KINDS
 from projections.rules.window import iso
-
-KINDS = ("loyalty_stage", "status", "relationship_level")
 
 #: Seconds a listener waits for a NOTIFY before it looks again anyway (for ``stop``, and
 #: for time-driven work a notification does not announce).

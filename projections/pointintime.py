@@ -10,22 +10,21 @@ of the notification log (correct for any ``known_at``, slow on big stores).
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 
 from journey.api import Journey
 from journey.application import JourneyApplication
 from journey.errors import JourneyError
 from journey.events import CustomerEvent, is_customer_event
+from journey.moments import utc_now
 from projections.history import Step, replay
+from projections.report import all_streams
 from projections.rules.answer import Answer, evaluate
 from projections.rules.rfm import Population, RfmInputs
 from projections.rules.window import iso, known
 from projections.settings import DEFAULT, Settings
-
-PAGE = 5000
 
 #: Gives RFM's population at a moment from a read model, or None when it cannot.
 PopulationSource = Callable[[datetime], Population | None]
@@ -38,10 +37,6 @@ class NotFound(JourneyError):
     def __init__(self, customer_id: str, reason: str):
         super().__init__(f"customer {customer_id!r} {reason}")
         self.customer_id = customer_id
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class PointInTime:
@@ -129,22 +124,10 @@ class PointInTime:
 
     def population(self, as_of: datetime, known_at: datetime) -> Population:
         """RFM inputs of every customer with a purchase at ``as_of``, from the whole log."""
-        streams: dict[str, list[CustomerEvent]] = defaultdict(list)
-        for event in self._all_events():
-            if event.recorded_at <= known_at:
-                streams[event.originator_id].append(event)
+        streams = all_streams(self.app, known_at)
         answers = (evaluate(events, as_of, self.settings) for events in streams.values())
         members = (RfmInputs.of(answer) for answer in answers if answer is not None)
         return Population(m for m in members if m is not None)
-
-    def _all_events(self) -> Iterable[CustomerEvent]:
-        after = 0
-        while page := self.app.select_notifications(after, PAGE):
-            for notification in page:
-                event = self.app.mapper.to_domain_event(notification)
-                if is_customer_event(event):
-                    yield event
-            after = page[-1].id
 
     def _answer(self, customer_id: str, as_of: datetime, known_at: datetime) -> Found:
         stream = self.events(customer_id)

@@ -22,26 +22,20 @@ from datetime import datetime
 from typing import Any
 
 from journey.application import JourneyApplication
-from journey.events import CustomerEvent, is_customer_event
+from journey.events import CustomerEvent
 from projections.history import describe, replay
 from projections.readmodels.queries import LEVELS, STAGES, STATUSES
 from projections.rules.answer import CLASSIFICATIONS, Answer, evaluate
 from projections.rules.window import iso
 from projections.settings import DEFAULT, Settings
 
-PAGE = 5000
-
 
 def all_streams(app: JourneyApplication, known_at: datetime) -> dict[str, list[CustomerEvent]]:
     """Every customer's events recorded at or before ``known_at``, in recording order."""
     streams: dict[str, list[CustomerEvent]] = defaultdict(list)
-    after = 0
-    while page := app.select_notifications(after, PAGE):
-        for notification in page:
-            event = app.mapper.to_domain_event(notification)
-            if is_customer_event(event) and event.recorded_at <= known_at:
-                streams[event.originator_id].append(event)
-        after = page[-1].id
+    for event in app.all_customer_events():
+        if event.recorded_at <= known_at:
+            streams[event.originator_id].append(event)
     return streams
 
 
@@ -97,7 +91,9 @@ class Report:
 
 
 def answers(
-    streams: dict[str, list[CustomerEvent]], as_of: datetime, known_at: datetime,
+    streams: dict[str, list[CustomerEvent]],
+    as_of: datetime,
+    known_at: datetime,
     settings: Settings,
 ) -> dict[str, Answer]:
     found: dict[str, Answer] = {}
@@ -165,7 +161,8 @@ def diff(
         if old == new:
             continue
         events = [
-            e for e in streams[customer_id]
+            e
+            for e in streams[customer_id]
             if early < e.recorded_at <= late and e.occurred_at <= as_of
         ]
         changes.append(Change(customer_id, old, new, events))

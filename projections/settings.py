@@ -117,11 +117,11 @@ class Settings(BaseModel):
         return type(self).model_validate({**self.model_dump(), **(update or {})})
 
     def changed(self, since: Settings, names: Iterable[str] | None = None) -> list[str]:
-        """``name: old → new`` for each setting of ``names`` (default every one) that
+        """``name: old -> new`` for each setting of ``names`` (default every one) that
         differs from ``since``: what an operator must know to judge a stale read model."""
         now, before = self.model_dump(mode="json"), since.model_dump(mode="json")
         return [
-            f"{name}: {before[name]} → {now[name]}"
+            f"{name}: {before[name]} -> {now[name]}"
             for name in (names if names is not None else now)
             if now[name] != before[name]
         ]

@@ -204,14 +204,14 @@ def test_a_score_setting_leaves_the_timeline_serving_and_each_reason_names_the_s
     rows = status(db_url, "--settings", str(scores))
     assert (rows["timeline"]["stale"], rows["timeline"]["stale_reasons"]) == (False, [])
     assert rows["summary"]["stale"] is True
-    assert rows["summary"]["stale_reasons"][0].endswith("(trust_base: 50 → 60)")
+    assert rows["summary"]["stale_reasons"][0].endswith("(trust_base: 50 -> 60)")
     counted = invoke("--db", db_url, "funnel", "--json", "--settings", str(scores))
     assert counted.exit_code == 0 and "stale" not in counted.stderr
 
     rows = status(db_url, "--settings", str(both))
-    assert rows["timeline"]["stale_reasons"][0].endswith("(lapsed_after_days: 365 → 200)")
+    assert rows["timeline"]["stale_reasons"][0].endswith("(lapsed_after_days: 365 -> 200)")
     assert rows["summary"]["stale_reasons"][0].endswith(
-        "(lapsed_after_days: 365 → 200, trust_base: 50 → 60)"
+        "(lapsed_after_days: 365 -> 200, trust_base: 50 -> 60)"
     )
     assert rows["purchases"]["stale"] is False
 

@@ -32,8 +32,8 @@ from sqlalchemy import (
 )
 
 from projections.readmodels.tables import TIME, feed
+from projections.rules.answer import CLASSIFICATIONS as KINDS
 
-KINDS = ("loyalty_stage", "status", "relationship_level")
 COLUMNS = (
     "customer_id",
     "kind",

@@ -18,13 +18,12 @@ from typing import Any
 
 from journey.application import Stream
 from projections.readmodels.rows import samples
+from projections.rules.answer import CLASSIFICATIONS as KINDS
 from projections.rules.answer import verdicts_from
 from projections.rules.facts import Facts
 from projections.rules.verdict import Verdict
 from projections.rules.window import ordered
 from projections.settings import Settings
-
-KINDS = ("loyalty_stage", "status", "relationship_level")
 
 #: A customer's classifications, kind by kind (None before the customer exists).
 State = Mapping[str, str | None]

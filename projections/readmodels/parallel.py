@@ -26,9 +26,9 @@ from multiprocessing import get_context
 from typing import Any
 
 from journey.application import JourneyApplication
+from journey.collecting import collector_paused
 from journey.storage import Database
 from projections.readmodels.bulk import Prepared
-from projections.readmodels.collecting import collector_paused
 from projections.readmodels.runner import rows_for
 from projections.readmodels.store import ReadModelStore
 from projections.settings import Settings

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from journey.application import JourneyApplication, Stream
+from journey.moments import utc_now
 from projections.readmodels.entries import page_entries, refresh_entries
 from projections.readmodels.rows import purchase_rows, summary_row, timeline_rows
 from projections.readmodels.store import (
@@ -26,7 +27,6 @@ from projections.readmodels.store import (
     Generation,
     PositionMoved,
     ReadModelStore,
-    utc_now,
 )
 from projections.settings import Settings
 

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from sqlalchemy.schema import CreateTable
 from journey.application import first_use_lock
 from journey.chunks import chunks
 from journey.errors import JourneyError
+from journey.moments import utc_now
 from journey.storage import Database, lock_timed_out
 from projections.readmodels.announce import append_rebuild_changes
 from projections.readmodels.bulk import Prepared, delete_rows, insert_rows, prepare
@@ -118,10 +119,6 @@ class Generation:
     def rules(self) -> Settings:
         """The settings this generation's rows were computed with."""
         return Settings.model_validate(self.settings)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class ReadModelStore:
