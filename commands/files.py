@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import re
 import sys
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager as ContextManager
+from contextlib import nullcontext
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -59,15 +63,52 @@ def decode_json(text: str, where: str) -> Any:
 
 
 def read_records(path: str) -> Iterator[Record]:
-    """Each record of a file (``-`` is standard input, read as JSON lines). UTF-8, with or
-    without the byte-order mark spreadsheet programs write."""
+    """Each record of a file (``-`` is standard input, read as JSON lines; a name ending in
+    ``.gz`` is decompressed, its format named by the rest). UTF-8, with or without the
+    byte-order mark spreadsheet programs write. A file in another form (gzip, UTF-16, a
+    workbook) is one bad line that says so, not a bad line for each of its lines, none of
+    which says why."""
+    line = 0
+    try:
+        with open_input(path) as handle:
+            if problem := other_form(handle.peek(16)[:16]):
+                yield 1, InputError("(file)", problem)
+                return
+            for line, record in records_of(path, handle):
+                yield line, record
+    except (OSError, EOFError, zlib.error) as exc:
+        if not path.lower().endswith(".gz"):
+            raise
+        yield line + 1, InputError("(file)", f"is not whole gzip data: {exc}")
+
+
+def records_of(path: str, handle: Iterable[bytes]) -> Iterator[Record]:
+    if path != "-" and path.lower().removesuffix(".gz").endswith(".csv"):
+        return read_csv(utf8_lines(handle), REQUIRED_COLUMNS)
+    return read_jsonl(handle)
+
+
+def open_input(path: str) -> ContextManager[Any]:
+    """A file's bytes, buffered so that its start can be peeked at."""
     if path == "-":
-        yield from read_jsonl(sys.stdin.buffer)
-    elif path.lower().endswith(".csv"):
-        yield from read_csv_file(Path(path))
-    else:
-        with Path(path).open("rb") as handle:
-            yield from read_jsonl(handle)
+        return nullcontext(sys.stdin.buffer)
+    if path.lower().endswith(".gz"):
+        return gzip.open(path, "rb")
+    return Path(path).open("rb")
+
+
+#: What a file that is not UTF-8 text starts with, and what to do about it.
+FORMS = {
+    b"\x1f\x8b": "is gzip-compressed: name it .gz (in.csv.gz), or decompress it first",
+    b"\xff\xfe": 'is UTF-16 text (Excel\'s "Unicode Text"): save it as UTF-8 ("CSV UTF-8")',
+    b"\xfe\xff": "is UTF-16 text: save it as UTF-8",
+    b"PK\x03\x04": 'is a zip archive (an Excel workbook?): save it as "CSV UTF-8" first',
+    b"SQLite format 3\x00": "is a SQLite database, not a file of events",
+}
+
+
+def other_form(start: bytes) -> str | None:
+    return next((why for magic, why in FORMS.items() if start.startswith(magic)), None)
 
 
 def read_jsonl(lines: Iterable[bytes]) -> Iterator[Record]:
@@ -83,8 +124,18 @@ def read_jsonl(lines: Iterable[bytes]) -> Iterator[Record]:
         try:
             yield number, decode_json(line, "(line)")
         except InputError as error:
+            if number == 1 and looks_like_csv(line):
+                error = InputError(error.field, error.reason + CSV_HINT)
             error.text = line.rstrip("\n")  # for a rejects file
             yield number, error
+
+
+CSV_HINT = "; if this is CSV, its file name must end in .csv (standard input is JSON lines)"
+
+
+def looks_like_csv(line: str) -> bool:
+    """A header line of names with separators, where a JSON object was expected."""
+    return not line.lstrip().startswith(("{", "[")) and any(c in line for c in ",;\t")
 
 
 def not_utf8(exc: UnicodeDecodeError, raw: bytes, first: bool = False) -> InputError:
@@ -95,11 +146,6 @@ def not_utf8(exc: UnicodeDecodeError, raw: bytes, first: bool = False) -> InputE
     text = raw.decode("utf-8", "backslashreplace").rstrip("\r\n")
     error.text = text.removeprefix("\ufeff") if first else text
     return error
-
-
-def read_csv_file(path: Path) -> Iterator[Record]:
-    with path.open("rb") as handle:
-        yield from read_csv(utf8_lines(handle), required=REQUIRED_COLUMNS)
 
 
 def utf8_lines(handle: Iterable[bytes]) -> Iterator[str | InputError]:
@@ -120,9 +166,7 @@ def utf8_lines(handle: Iterable[bytes]) -> Iterator[str | InputError]:
 LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 
 
-def read_csv(
-    lines: Iterable[str | InputError], required: tuple[str, ...] = ()
-) -> Iterator[Record]:
+def read_csv(lines: Iterable[str | InputError], required: tuple[str, ...] = ()) -> Iterator[Record]:
     """CSV with a header of field names; an empty cell is an absent field, and
     ``personal.name``-style columns fill the ``personal`` object. ``lines`` are text, or
     the error of a line that could not be read as text."""
@@ -243,12 +287,24 @@ def row_of(cells: list[str], lines: Lines, header: list[str]) -> dict[str, Any] 
     """A row read whole, as a record, or why it is a bad line."""
     if problem := stray_quote_error(lines):
         return problem
-    if len(cells) > len(header):
-        error = InputError("(line)", "has more cells than the header has names")
-        error.text = "".join(lines.row).rstrip("\r\n")  # the whole row, cells over lines too
-        return error
-    missing = [None] * (len(header) - len(cells))  # absent, like an empty cell
-    return unflatten(dict(zip(header, cells + missing, strict=True)))
+    extra = len(cells) - len(header)
+    if extra > 0 and any(cells[len(header) :]):
+        return whole_row(InputError("(line)", "has more cells than the header has names"), lines)
+    cells = cells[: len(header)] + [""] * -extra  # beyond the row: absent, as an empty cell
+    named = {}
+    for column, (name, cell) in enumerate(zip(header, cells, strict=True), start=1):
+        if name:
+            named[name] = cell
+        elif cell:
+            reason = f"has a value in column {column}, which the header does not name"
+            return whole_row(InputError("(line)", reason), lines)
+    return unflatten(named)
+
+
+def whole_row(error: InputError, lines: Lines) -> InputError:
+    """``error`` with the text of its whole row (cells over several lines too), to mend."""
+    error.text = "".join(lines.row).rstrip("\r\n")
+    return error
 
 
 def stray_quote_error(lines: Lines) -> InputError | None:
@@ -291,9 +347,10 @@ def stray_quote(row: list[str]) -> bool:
 def header_problem(header: list[str], required: tuple[str, ...] = ()) -> InputError | None:
     """Why a header cannot be read unambiguously (then no row of it is): a name given
     twice, or ``personal`` beside ``personal.name``, whose values would overwrite each
-    other (or crash)."""
-    if len(set(header)) < len(header):
-        name = twice(header)
+    other (or crash). Columns without a name are allowed while they stay empty."""
+    named = [name for name in header if name]  # spreadsheets add empty columns after the last
+    if len(set(named)) < len(named):
+        name = twice(named)
         return InputError(
             name, f"duplicate field {name}: the header names it twice, so no row was read"
         )
@@ -316,16 +373,16 @@ def missing_columns(header: list[str], required: tuple[str, ...]) -> InputError 
     missing = [name for name in required if name not in header]
     if not missing:
         return None
-    near = [f"{name!r} for {name.lower()!r}" for name in header if name.lower() in missing]
+    near = [
+        f"{name!r} for {plain!r}" for name in header if (plain := name.strip().lower()) in missing
+    ]
     if near:
-        hint = f"; names are lower case: {', '.join(near)}"
+        hint = f"; names are lower case, with no spaces around them: {', '.join(near)}"
     elif len(header) == 1 and (delimiter := next((d for d in ";\t|" if d in header[0]), None)):
         hint = f"; the file seems to use {delimiter!r} between cells, not ','"
     else:
         hint = f"; the header names {', '.join(map(repr, header))}"
-    return InputError(
-        "(header)", f"has no column {', '.join(missing)}{hint} (no row was read)"
-    )
+    return InputError("(header)", f"has no column {', '.join(missing)}{hint} (no row was read)")
 
 
 def unflatten(row: dict[str, str | None]) -> dict[str, Any]:

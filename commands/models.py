@@ -104,11 +104,49 @@ def not_blank(value: str) -> str:
     return value
 
 
+#: Control characters: none in an id or a label, only tab and line breaks in a text. A NUL
+#: cannot be stored in a PostgreSQL text column: once in the log, every read model of the
+#: store failed on it, for good.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def check_text(value: str) -> str:
+    not_blank(value)
+    if found := TEXT_CONTROL.search(value):
+        raise control_character(found)
+    return value
+
+
+def check_label(value: str) -> str:
+    """An id or a category is compared as it is spelt: ``o-2`` and a spreadsheet's ``o-2 ``
+    would be two orders (a purchase counted twice, a refund finding neither), so white
+    space around it is refused rather than kept or trimmed unseen."""
+    not_blank(value)
+    if value != value.strip():
+        raise ValueError(f"{value!r} has white space at its start or end: remove it")
+    if found := CONTROL.search(value):
+        raise control_character(found)
+    return value
+
+
+def control_character(found: re.Match[str]) -> ValueError:
+    return ValueError(
+        f"holds a control character (U+{ord(found.group()):04X}) at position "
+        f"{found.start() + 1}: remove it"
+    )
+
+
 CustomerId = Annotated[str, AfterValidator(check_customer_id)]
 Time = Annotated[datetime, BeforeValidator(parse_time)]
 Boolean = Annotated[bool, BeforeValidator(strict_bool)]
-Id = Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(not_blank)]
-Text = Annotated[str, StringConstraints(min_length=1, max_length=2000), AfterValidator(not_blank)]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=2000), AfterValidator(check_text)]
+#: Order, complaint and event ids, and a purchase's category: what events are matched and
+#: counted by.
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(check_label)]
+Label = Annotated[
+    str, StringConstraints(min_length=1, max_length=2000), AfterValidator(check_label)
+]
 MAX_DIGITS, DECIMAL_PLACES = 19, 4
 
 
@@ -235,7 +273,7 @@ class Purchase(Command):
     type: Literal["purchase"]
     order_id: Id
     amount: Amount
-    category: Text | None = None
+    category: Label | None = None
     margin: Cost | None = None
 
 

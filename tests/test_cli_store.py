@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
+import threading
 
 import pytest
 from typer.testing import CliRunner
@@ -141,6 +143,54 @@ def test_the_rejects_file_may_not_be_an_input(db_url, tmp_path):
     assert "one of the files to import" in result.stderr
     assert path.read_text() == text
     assert stored(db_url, "c-17") == []
+
+
+def test_the_rejects_file_may_not_be_the_sqlite_store(tmp_path):
+    """`--rejects t.db` emptied the store and wrote the rejects over it, and the import
+    reported its events stored: every event was lost."""
+    store = tmp_path / "t.db"
+    url = f"sqlite:///{store}"
+    first = write_jsonl(tmp_path / "first.jsonl", [PURCHASE])
+    assert run(url, "import", first).exit_code == 0
+    size = store.stat().st_size
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps({**PURCHASE, "order_id": "o-2"}) + "\nnot json\n")
+    for target in (store, tmp_path / "t.db-wal", tmp_path / "." / "t.db"):
+        result = run(url, "import", str(path), "--skip-invalid", "--rejects", str(target))
+        assert result.exit_code == 2 and "the store's own file" in result.stderr, result.output
+    assert store.stat().st_size == size
+    assert stored(url, "c-17") == ["identified", "purchase"]  # the first import's
+
+
+def test_a_usage_error_found_after_the_rejects_file_leaves_it_as_it_was(tmp_path):
+    path = write_jsonl(tmp_path / "in.jsonl", [PURCHASE])
+    rejects = tmp_path / "rejects.jsonl"
+    rejects.write_text("what an earlier import rejected\n")
+    url = f"sqlite:///{tmp_path / 'no-such-folder' / 'x.db'}"
+    result = run(url, "import", path, "--skip-invalid", "--rejects", str(rejects))
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+    assert rejects.read_text() == "what an earlier import rejected\n"
+
+
+def test_a_pipe_is_imported_and_a_directory_is_said_to_be_one(db_url, tmp_path):
+    """`import /dev/stdin` and `import <(zcat f.gz)` said "no such file"; a pipe counted
+    for the progress bar would then be read empty."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    text = json.dumps(PURCHASE) + "\n"
+
+    def feed() -> None:
+        with open(fifo, "w") as end:
+            end.write(text)
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    result = run(db_url, "import", str(fifo))
+    writer.join()
+    assert result.exit_code == 0, result.output
+    assert stored(db_url, "c-17") == ["identified", "purchase"]
+    folder = run(db_url, "import", str(tmp_path))
+    assert folder.exit_code == 2 and "a directory, not a file" in folder.stderr
 
 
 def test_the_rejects_file_is_emptied_when_nothing_is_rejected(db_url, tmp_path):

@@ -4,6 +4,7 @@ first; every bad line reported with its file, line number, field and reason."""
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 from decimal import Decimal
@@ -301,7 +302,7 @@ def test_csv_errors_name_the_line_a_row_starts_on(engine, tmp_path):
     outcome = engine.import_files([path])
     assert rejected_of(outcome) == [
         ("in.csv", 4, ["amount"]),
-        ("in.csv", 5, ["amount"]),
+        ("in.csv", 5, ["order_id", "amount"]),  # an id holds no line break
         ("in.csv", 7, ["amount"]),
         ("in.csv", 8, ["(line)"]),
     ]
@@ -358,10 +359,10 @@ def test_an_unclosed_quote_in_csv_is_a_bad_line_not_a_cell_swallowing_the_rest(e
 def test_a_quote_inside_an_unquoted_csv_cell_is_a_bad_line(engine, tmp_path):
     path = write(
         tmp_path / "in.csv",
-        "type,customer_id,occurred_at,order_id,amount,category\n"  # 1
-        f'purchase,c-1,{at(1)},o"1,5,books\n'  # 2 was stored with order_id o"1
-        f'purchase,c-2,{at(1)},"o""2",5,"toys, ""new"""\n'  # 3 quoted cells: quotes doubled
-        f'purchase,c-3,{at(1)},o-3,5,"multi\nline"\n',  # 4 a quoted cell over two lines
+        "type,customer_id,occurred_at,order_id,amount,category,note\n"  # 1
+        f'purchase,c-1,{at(1)},o"1,5,books,\n'  # 2 was stored with order_id o"1
+        f'purchase,c-2,{at(1)},"o""2",5,"toys, ""new""",\n'  # 3 quoted cells: quotes doubled
+        f'qualified,c-3,{at(1)},,,,"multi\nline"\n',  # 4 a quoted cell over two lines
     )
     outcome = engine.import_files([path], skip_invalid=True)
     assert rejected_of(outcome) == [("in.csv", 2, ["(line)"])]
@@ -370,7 +371,7 @@ def test_a_quote_inside_an_unquoted_csv_cell_is_a_bad_line(engine, tmp_path):
     assert engine.events("c-1") == []
     (purchase,) = [p for _, t, p in stream(engine, "c-2") if t == "purchase"]
     assert (purchase["order_id"], purchase["category"]) == ('o"2', 'toys, "new"')
-    assert [p.get("category") for _, _, p in stream(engine, "c-3")] == [None, "multi\nline"]
+    assert [p.get("note") for _, _, p in stream(engine, "c-3")] == [None, "multi\nline"]
 
 
 CELLS = st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), max_size=6)
@@ -627,3 +628,92 @@ def test_rows_under_a_header_that_cannot_be_read_are_bad_lines_each(engine, tmp_
     ]
     assert all(r.raw is not None for r in outcome.rejected[1:])  # their text, for rejects
     assert engine.app.max_notification_id() == 0
+
+
+# --- what spreadsheets and other tools write -------------------------------------------------
+
+
+def test_empty_columns_a_spreadsheet_adds_after_the_last_are_ignored(engine, tmp_path):
+    """Excel writes `,,` after the last named column: two empty names were "duplicate
+    field" (no row read), and a row's empty cells past the header "more cells"."""
+    path = write(
+        tmp_path / "in.csv",
+        "type,customer_id,occurred_at,order_id,amount,,\n"  # 1
+        f"purchase,c-1,{at(1)},o-1,5,,\n"  # 2
+        f"purchase,c-1,{at(2)},o-2,5,,,,\n"  # 3 more empty cells than names
+        f"purchase,c-1,{at(3)},o-3,5,x,\n"  # 4 a value in a column without a name
+        f"purchase,c-1,{at(4)},o-4,5,,,y\n",  # 5 a value past the header
+    )
+    outcome = engine.import_files([path], skip_invalid=True)
+    assert rejected_of(outcome) == [("in.csv", 4, ["(line)"]), ("in.csv", 5, ["(line)"])]
+    assert "a value in column 6, which the header does not name" in (
+        outcome.rejected[0].errors[0].reason
+    )
+    assert outcome.rejected[0].raw.text == f"purchase,c-1,{at(3)},o-3,5,x,"
+    orders = [p["order_id"] for _, t, p in stream(engine, "c-1") if t == "purchase"]
+    assert orders == ["o-1", "o-2"]
+
+
+def test_a_header_name_with_spaces_around_it_is_named_in_the_hint(engine, tmp_path):
+    path = write(tmp_path / "in.csv", f"Type,Customer_ID ,occurred_at\nfeedback,c-1,{at(1)}\n")
+    outcome = engine.import_files([path], skip_invalid=True)
+    reason = outcome.rejected[0].errors[0].reason
+    assert "has no column type, customer_id" in reason
+    assert "'Type' for 'type'" in reason and "'Customer_ID ' for 'customer_id'" in reason
+    assert "no spaces around them" in reason
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "words"),
+    [
+        ("export.csv", gzip.compress(b"type,customer_id\n"), "name it .gz"),
+        ("in.csv", "type,customer_id,occurred_at\n".encode("utf-16"), "UTF-16"),
+        ("in.jsonl", b"\xfe\xff" + '{"type": "left"}\n'.encode("utf-16-be"), "UTF-16"),
+        ("book.csv", b"PK\x03\x04" + bytes(40), "zip archive"),
+        ("journey.db", b"SQLite format 3\x00" + bytes(100), "SQLite database"),
+    ],
+)
+def test_a_file_in_another_form_is_one_bad_line_that_says_which(
+    engine, tmp_path, name, content, words
+):
+    """A UTF-16 file was a bad line for each of its lines and more (its line ends split
+    its characters), none saying why; gzip alike."""
+    path = tmp_path / name
+    path.write_bytes(content * 50)
+    outcome = engine.import_files([str(path)], skip_invalid=True)
+    assert rejected_of(outcome) == [(name, 1, ["(file)"])]
+    assert words in outcome.rejected[0].errors[0].reason
+    assert engine.app.max_notification_id() == 0
+
+
+def test_csv_given_as_json_lines_says_how_to_name_it(engine, tmp_path):
+    path = write(tmp_path / "export.txt", f"type,customer_id,occurred_at\nfeedback,c-1,{at(1)}\n")
+    outcome = engine.import_files([path], skip_invalid=True)
+    first, second = (r.errors[0].reason for r in outcome.rejected)
+    assert "its file name must end in .csv" in first
+    assert "not valid JSON" in second and ".csv" not in second  # said once
+
+
+def test_a_gz_file_is_decompressed_and_its_format_named_by_the_rest(engine, tmp_path):
+    text = f"type,customer_id,occurred_at,score\nfeedback,c-1,{at(1)},3\n"
+    (tmp_path / "in.csv.gz").write_bytes(gzip.compress(text.encode()))
+    line = json.dumps(ev("feedback", "c-2", at(1), score=4)) + "\n"
+    (tmp_path / "in.jsonl.gz").write_bytes(gzip.compress(line.encode()))
+    outcome = engine.import_files([str(tmp_path / "in.csv.gz"), str(tmp_path / "in.jsonl.gz")])
+    assert (outcome.stored, outcome.rejected) == (4, [])
+    assert [t for _, t, _ in stream(engine, "c-1")] == ["identified", "feedback"]
+
+
+def test_a_gz_file_cut_short_or_not_gzip_is_a_bad_line_not_a_crash(engine, tmp_path):
+    whole = gzip.compress("".join(
+        json.dumps(ev("feedback", f"c-{n}", at(1), score=4)) + "\n" for n in range(2000)
+    ).encode())
+    (tmp_path / "cut.jsonl.gz").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "plain.jsonl.gz").write_text("not gzip\n")
+    paths = [str(tmp_path / "cut.jsonl.gz"), str(tmp_path / "plain.jsonl.gz")]
+    outcome = engine.import_files(paths, skip_invalid=True)
+    (cut, plain) = outcome.rejected
+    assert (Path(plain.source).name, plain.line) == ("plain.jsonl.gz", 1)
+    assert "is not whole gzip data" in cut.errors[0].reason
+    assert cut.line == outcome.stored // 2 + 1  # after the lines that could be read
+    assert "is not whole gzip data" in plain.errors[0].reason

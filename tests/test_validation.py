@@ -442,6 +442,51 @@ def test_an_id_or_text_of_white_space_only_is_refused(engine, type_, field):
         refused(engine, {**FULL[type_], field: blank}, field, "must not be blank")
 
 
+#: Every id, label and text field, by a type that has it (``personal.*`` are texts too).
+TEXTS = [("disqualified", "reason"), ("manager_assigned", "manager"), ("left", "reason"),
+         ("identified", "source"), ("benefit_granted", "description"), ("qualified", "note")]
+LABELS = [("purchase", "order_id"), ("purchase", "category"), ("refund", "order_id"),
+          ("complaint", "complaint_id"), ("complaint_resolved", "complaint_id"),
+          ("purchase", "event_id"), ("contact", "event_id")]
+
+
+@pytest.mark.parametrize(("type_", "field"), TEXTS + LABELS)
+def test_a_control_character_is_refused(engine, type_, field):
+    """A NUL was stored, and then no read model of a PostgreSQL store could be built."""
+    if type_ in ("refund", "complaint_resolved"):
+        engine.record(FULL["purchase" if type_ == "refund" else "complaint"])
+    for bad in ["o\x00x", "\x00", "x\x1b[31m", "a\x7fb"]:
+        refused(engine, {**FULL[type_], field: bad}, field, "control character", "U+00")
+
+
+def test_personal_data_with_a_control_character_is_refused(engine):
+    event = {**FULL["identified"], "personal": {"name": "Ren\x00e", "email": "r@x.org"}}
+    refused(engine, event, "personal.name", "control character (U+0000) at position 4")
+
+
+@pytest.mark.parametrize(("type_", "field"), TEXTS)
+def test_a_text_keeps_its_tabs_line_breaks_and_spaces(engine, type_, field):
+    engine.record({**FULL[type_], field: " two\tcolumns\r\nand lines "})
+    assert engine.events("c-1")[-1].payload()[field] == " two\tcolumns\r\nand lines "
+
+
+@pytest.mark.parametrize(("type_", "field"), LABELS)
+def test_an_id_or_label_with_white_space_around_or_a_line_break_is_refused(engine, type_, field):
+    """`o-2 ` from a spreadsheet cell was a second order: two purchases counted for one,
+    a second category for a customer who bought one, a refund finding neither."""
+    if type_ in ("refund", "complaint_resolved"):
+        engine.record(FULL["purchase" if type_ == "refund" else "complaint"])
+    for bad in [" o-2", "o-2 ", "o-2\t"]:
+        refused(engine, {**FULL[type_], field: bad}, field, "white space at its start or end")
+    refused(engine, {**FULL[type_], field: "o\n2"}, field, "control character (U+000A)")
+
+
+@pytest.mark.parametrize(("type_", "field"), [*LABELS[:2], ("complaint", "complaint_id")])
+def test_an_id_or_label_keeps_its_inner_spaces(engine, type_, field):
+    engine.record({**FULL[type_], field: "o 2"})
+    assert engine.events("c-1")[-1].payload()[field] == "o 2"
+
+
 def test_satisfied_must_be_a_boolean(engine):
     engine.record(FULL["complaint"])
     for bad in ["maybe", 2, None, "", [True], 1, 0, "1", "yes", "off", "t"]:

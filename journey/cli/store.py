@@ -21,7 +21,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from commands.files import decode_json
+from commands.files import decode_json, open_input
 from commands.handlers import Outcome
 from journey.api import Journey, RejectedInput
 from journey.cli.app import Options, app
@@ -86,11 +86,13 @@ def import_files(
         )
     paths = [str(f) for f in files]
     for path in paths:
-        if path != "-" and not Path(path).is_file():
-            fail(f"no such file: {path}", as_json=as_json, code=USAGE)
-    sink = open_rejects(rejects, paths, as_json) if rejects is not None else nullcontext()
+        if problem := unreadable(path):
+            fail(f"{problem}: {path}", as_json=as_json, code=USAGE)
+    sink = open_rejects(rejects, paths, ctx.obj.db, as_json) if rejects else nullcontext()
     engine = open_engine(ctx, as_json)
     with sink as handle:
+        if handle is not None:  # the store opened: now the rejects file may be emptied
+            handle.truncate(0)
         with reporting(as_json), interruptible(as_json), engine, progress_bar(paths) as advance:
             outcome = engine.import_files(paths, skip_invalid=skip_invalid, on_validated=advance)
         if handle is not None:
@@ -98,16 +100,44 @@ def import_files(
     report_import(outcome, skip_invalid=skip_invalid, rejects=rejects, as_json=as_json)
 
 
-def open_rejects(path: Path, inputs: list[str], as_json: bool) -> TextIO:
+def unreadable(path: str) -> str | None:
+    """Why ``path`` cannot be imported, if it cannot: a pipe (``/dev/stdin``, ``<(zcat
+    ...)``) can, though it is no regular file."""
+    if path == "-":
+        return None
+    if not Path(path).exists():
+        return "no such file"
+    if Path(path).is_dir():
+        return "a directory, not a file"
+    return None
+
+
+def open_rejects(path: Path, inputs: list[str], url: str | None, as_json: bool) -> TextIO:
     """The rejects file, opened before anything is imported: a path that could not be
-    written failed only after the good lines were stored. Never one of the inputs, which
-    opening it would empty."""
+    written failed only after the good lines were stored. Opened to append, so a usage
+    error found later (a bad ``--db``) leaves it as it was; emptied once the store is open.
+    Never one of the inputs, nor the SQLite store's own files: opening those emptied them
+    (the whole store, while the import reported its events stored)."""
     if any(p != "-" and Path(p).resolve() == path.resolve() for p in inputs):
         fail(f"--rejects {path} is one of the files to import", as_json=as_json, code=USAGE)
+    if path.resolve() in store_files(url):
+        fail(f"--rejects {path} is the store's own file (--db)", as_json=as_json, code=USAGE)
     try:
-        return path.open("w", encoding="utf-8")
+        return path.open("a", encoding="utf-8")
     except OSError as exc:
         fail(f"cannot write --rejects {path}: {exc.strerror}", as_json=as_json, code=USAGE)
+
+
+def store_files(url: str | None) -> set[Path]:
+    """The files of a SQLite store (its database, journal and write-ahead log)."""
+    try:
+        database = Database.parse(url)
+    except StorageError:
+        return set()  # said when the store is opened
+    if database.is_postgres or database.sqlite_path == ":memory:":
+        return set()
+    store = Path(database.sqlite_path).resolve()
+    return {store, *(store.with_name(store.name + end) for end in ("-wal", "-shm", "-journal"))}
 
 
 @contextmanager
@@ -124,10 +154,13 @@ def progress_bar(paths: list[str]) -> Iterator[Any]:
 
 
 def count_lines(path: str) -> int:
-    if path == "-":
+    if path == "-" or not Path(path).is_file():  # a pipe is read once, by the import
         return 0
-    with open(path, "rb") as handle:
-        return sum(1 for _ in handle)
+    try:
+        with open_input(path) as handle:
+            return sum(1 for _ in handle)
+    except (OSError, EOFError):  # not gzip after all: the import says so
+        return 0
 
 
 def write_rejects(handle: TextIO, outcome: Outcome) -> None:
