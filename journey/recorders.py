@@ -30,6 +30,8 @@ from eventsourcing.utils import retry
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
+from journey.storage import schema_channel
+
 #: Called in the inserting transaction with a cursor of it and the new events' positions.
 Seal = Callable[[Any, Sequence[int]], None]
 
@@ -48,6 +50,7 @@ class SealingSQLiteRecorder(SQLiteApplicationRecorder):
 class SealingPostgresRecorder(PostgresApplicationRecorder):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self.channel_name = schema_channel(self.datastore.schema, "journey_events")
         self.insert_columns_statement = SQL(
             "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
             "SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[], %b::bytea[]) "

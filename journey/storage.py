@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import sqlite3
@@ -77,6 +78,14 @@ def refuse_parameters(url: URL, read: set[str], which: str) -> None:
         raise StorageError(
             f"unknown parameter {', '.join(map(repr, unknown))} in the database URL: {which}"
         )
+
+
+def schema_channel(schema: str, name: str) -> str:
+    """A NOTIFY channel of one schema's: channels are the database's, so one named alike
+    in every schema woke every Journey store's listeners at each write to any of them.
+    Named by a digest of the schema, as a channel name may not reach 64 bytes and a
+    schema name may."""
+    return f"{name}_{hashlib.sha256(schema.encode()).hexdigest()[:16]}"
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ def create_app(
     """The service over the store at ``url`` (default $JOURNEY_DB_URL or sqlite:///journey.db)."""
     service = Service(url, settings, keepalive_seconds=keepalive_seconds, poll_seconds=poll_seconds)
     service.open()  # fail now, not at the first request, on a bad database
+    service.warn_stale()
     app = FastAPI(
         title="Journey",
         version="1",

@@ -4,18 +4,22 @@ keys, the feed, the settings, and the rebuilds this process started.
 Nothing here matters across restarts: positions and keys live in the database.
 """
 
+import logging
 import threading
 from datetime import datetime
 from typing import Any
 
 from projections.feed import Feed
 from projections.pointintime import PointInTime
-from projections.readmodels.operate import ReadModels
+from projections.readmodels.operate import ReadModels, stale_reasons
+from projections.readmodels.store import MODELS
 from projections.rules.rfm import Population
 from projections.settings import Settings
 from service.keys import Keys
 
 POPULATIONS = 8
+
+log = logging.getLogger("journey.service")
 
 
 class Service:
@@ -54,6 +58,18 @@ class Service:
                     self._opened = (models, Keys(models.store.engine), Feed(models.store))
                 opened = self._opened
         return opened
+
+    def warn_stale(self) -> None:
+        """At start-up, in the server's log: the read models that no longer say what this
+        server's settings and code would (the funnel, the feed and RFM read them)."""
+        for name in MODELS:
+            if reasons := stale_reasons(self.models.runner.serving(name), self.settings):
+                log.warning(
+                    "read model %s is stale (%s): `journey projections rebuild %s`",
+                    name,
+                    "; ".join(reasons),
+                    name,
+                )
 
     @property
     def models(self) -> ReadModels:

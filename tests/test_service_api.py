@@ -4,6 +4,7 @@ input gets back. The store is a real SQLite file (and PostgreSQL where marked)."
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import sqlite3
 import threading
@@ -23,6 +24,7 @@ from journey.cli import app as cli  # noqa: E402
 from journey.storage import Database  # noqa: E402
 from projections.readmodels.store import make_engine  # noqa: E402
 from projections.rules.window import iso  # noqa: E402
+from projections.settings import Settings  # noqa: E402
 from service import create_app  # noqa: E402
 from service.keys import SCOPES, Keys  # noqa: E402
 
@@ -605,3 +607,15 @@ def test_unknown_paths_and_methods_answer_in_the_one_error_shape(api):
     response = api.call("DELETE", "/v1/funnel", api.all)
     assert response.status_code == 405
     assert response.json()["errors"][0]["field"] == "(path)"
+
+
+def test_a_server_says_at_start_which_read_models_are_stale(api, sqlite_url, caplog):
+    """Only /v1/funnel said so (a header): the feed and RFM served stale models unnoticed."""
+    rules = Settings(lapsed_after_days=30)
+    with caplog.at_level(logging.WARNING, logger="journey.service"):
+        create_app(sqlite_url).state.service.close()
+        assert caplog.records == []  # built with this server's settings and code
+        create_app(sqlite_url, settings=rules).state.service.close()
+    stale = sorted(r.getMessage().split(" is stale")[0] for r in caplog.records)
+    assert stale == ["read model summary", "read model timeline"]
+    assert all("lapsed_after_days: 365 -> 30" in r.getMessage() for r in caplog.records)

@@ -29,11 +29,12 @@ from projections.readmodels.operate import (
     ReadModels,
     model_names,
     run_supervised,
+    settings_changed,
     stale_reasons,
 )
 from projections.readmodels.queries import flow, funnel
 from projections.readmodels.rebuild import rebuild_many
-from projections.readmodels.store import MODELS, Generation, LockBusy
+from projections.readmodels.store import MODELS, Generation, LockBusy, NewerCode
 from projections.settings import Settings, SettingsError, load_settings
 
 CORES = os.cpu_count() or 1
@@ -149,19 +150,43 @@ def run(
             lock_wait=lock_wait,
             on_open=lambda models: warn_stale(models, chosen, rules),
         )
-    except LockBusy as exc:
+    except (LockBusy, NewerCode) as exc:
         fail(str(exc), as_json=False)
 
 
 def warn_stale(models: ReadModels, names: list[str], rules: Settings) -> None:
-    """A runner applies each generation's own rules: say so when they are not the ones
-    it was given, which it would otherwise seem to apply."""
+    """A runner applies each generation's own settings, and its own code: say what it
+    does when either differs from what the generation was built with."""
     for name in names:
-        if reasons := stale_reasons(models.runner.serving(name), rules):
-            err.print(
-                f"note: {name} is stale ({'; '.join(reasons)}): it is kept by the rules it "
-                f"was built with until `journey projections rebuild {name}` with these settings"
-            )
+        generation = models.runner.serving(name)
+        if not (reasons := stale_reasons(generation, rules)):
+            continue
+        kept = []
+        if settings_changed(generation, rules):
+            kept.append("it is kept by the settings it was built with")
+        if generation.code_version != MODELS[name].code:
+            kept.append("rows written from now on follow this projection code, older rows not")
+        err.print(
+            f"note: {name} is stale ({'; '.join(reasons)}): {'; '.join(kept)} until "
+            f"`journey projections rebuild {name}`"
+            + (" with these settings" if settings_changed(generation, rules) else "")
+        )
+
+
+def state_of(row: dict) -> str:
+    """What an operator must know of a read model, every part of it (a stale one may be
+    behind too): what to do is in the words."""
+    parts = []
+    if row["stale"]:
+        parts.append(f"stale: {'; '.join(row['stale_reasons'])} (rebuild it)")
+    if row["lag_events"]:
+        parts.append(f"behind by {row['lag_events']:,} events")
+    if row["refresh_due"]:
+        parts.append(f"{row['refresh_due']:,} rows wait for a time-driven change")
+    state = "; ".join(parts) or "up to date"
+    if row["building"]:
+        state += f" (building generation {row['building']['generation']})"
+    return state
 
 
 @projections.command("status")
@@ -175,17 +200,7 @@ def status(ctx: typer.Context, settings: SettingsPath = None, as_json: JsonFlag 
         return
     table = Table("read model", "gen", "position", "head", "lag", "lag s", "settings", "state")
     for row in rows:
-        state = (
-            "stale: " + "; ".join(row["stale_reasons"])
-            if row["stale"]
-            else f"behind by {row['lag_events']:,} events"
-            if row["lag_events"]
-            else f"{row['refresh_due']:,} rows wait for a time-driven change"
-            if row["refresh_due"]
-            else "up to date"
-        )
-        if row["building"]:
-            state += f" (building generation {row['building']['generation']})"
+        state = state_of(row)
         table.add_row(
             row["name"],
             str(row["generation"]),

@@ -20,8 +20,13 @@ from journey.api import Journey
 from projections.feed import LISTEN_IDLE
 from projections.readmodels.queries import rfm_population
 from projections.readmodels.runner import Runner
-from projections.readmodels.store import MODELS, Generation, LockBusy, ReadModelStore
-from projections.readmodels.tables import CODE_VERSION
+from projections.readmodels.store import (
+    MODELS,
+    Generation,
+    LockBusy,
+    NewerCode,
+    ReadModelStore,
+)
 from projections.rules.rfm import Population
 from projections.rules.window import iso
 from projections.settings import Settings, load_settings
@@ -71,7 +76,7 @@ class ReadModels:
                 for name in names:
                     self._bring_up(name)
                 return True
-        except LockBusy:
+        except (LockBusy, NewerCode):  # kept by another runner, or a newer Journey's
             return False
 
     def catch_up_each(self, names: Sequence[str], lock_wait: float = LOCK_WAIT) -> list[str]:
@@ -164,8 +169,8 @@ def stale_reasons(generation: Generation, settings: Settings) -> list[str]:
             f"built with settings {generation.settings_version}, now {settings.version} "
             f"({', '.join(changed)})"
         )
-    if generation.code_version != CODE_VERSION:
-        reasons.append(f"built by projection code {generation.code_version}, now {CODE_VERSION}")
+    if (code := MODELS[generation.name].code) != generation.code_version:
+        reasons.append(f"built by projection code {generation.code_version}, now {code}")
     return reasons
 
 
@@ -222,7 +227,7 @@ def run_supervised(
                         )
             finally:
                 models.close()
-        except LockBusy:
+        except (LockBusy, NewerCode):  # reconnecting would not help
             if stop.is_set():
                 return
             raise

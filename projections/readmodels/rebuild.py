@@ -19,8 +19,13 @@ from contextlib import ExitStack, closing
 from projections.readmodels.bulk import Prepared
 from projections.readmodels.parallel import Fold, folded
 from projections.readmodels.runner import Runner
-from projections.readmodels.store import Generation, PositionMoved, ReadersBusy, ReadModelStore
-from projections.readmodels.tables import CODE_VERSION
+from projections.readmodels.store import (
+    MODELS,
+    Generation,
+    PositionMoved,
+    ReadersBusy,
+    ReadModelStore,
+)
 
 CHUNK = 1000
 #: Seconds between a switch that gave up on a long reader and its next try.
@@ -150,7 +155,8 @@ def resumable(store: ReadModelStore, name: str, settings_version: str) -> Genera
     """An unfinished build made with the same settings and code, to go on with."""
     with store.engine.connect() as conn:
         found = store.building(conn, name)
-    if found and found.settings_version == settings_version and found.code_version == CODE_VERSION:
+    same_code = found is not None and found.code_version == MODELS[name].code
+    if found and found.settings_version == settings_version and same_code:
         return found
     return None
 

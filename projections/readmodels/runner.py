@@ -27,6 +27,7 @@ from projections.readmodels.store import (
     Generation,
     PositionMoved,
     ReadModelStore,
+    check_writable,
 )
 from projections.settings import Settings
 
@@ -98,6 +99,7 @@ class Runner:
                 on_progress(count)
 
     def apply_page(self, name: str, generation: Generation, now: datetime | None = None) -> int:
+        check_writable(generation)
         notifications = self.app.select_notifications(generation.position, self.page)
         if not notifications:
             return 0
@@ -142,6 +144,7 @@ class Runner:
         """Recompute the summary rows whose time-driven change has come (of the serving
         generation, announcing each change, unless given another); how many were due."""
         generation = generation or self.serving("summary")
+        check_writable(generation)
         now = now or self.clock()
         try:
             with self.retired_meanwhile(generation):

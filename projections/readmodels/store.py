@@ -38,11 +38,10 @@ from journey.application import first_use_lock
 from journey.chunks import chunks
 from journey.errors import JourneyError
 from journey.moments import utc_now
-from journey.storage import Database, lock_timed_out
+from journey.storage import Database, lock_timed_out, schema_channel
 from projections.readmodels.announce import append_rebuild_changes
 from projections.readmodels.bulk import Prepared, delete_rows, insert_rows, prepare
 from projections.readmodels.tables import (
-    CODE_VERSION,
     deferred_indexes,
     feed,
     generations,
@@ -56,6 +55,29 @@ from projections.settings import CLASSIFICATION, Settings
 
 class LockBusy(JourneyError):
     """Another process already writes this read model."""
+
+
+class NewerCode(JourneyError):
+    """A generation built by a newer Journey's projection code: an older Journey left
+    running through an upgrade (a runner, a server) would write its older rows into it,
+    unseen, under the newer label."""
+
+    def __init__(self, generation: Generation):
+        mine = MODELS[generation.name].code
+        super().__init__(
+            f"{generation.name} generation {generation.generation} was built by projection "
+            f"code {generation.code_version}, newer than this Journey's ({mine}): it does "
+            f"not write into it; stop this Journey and run the newer one"
+        )
+
+
+def check_writable(generation: Generation) -> None:
+    """Raise NewerCode unless this Journey's code is at least the generation's."""
+    mine, built_by = MODELS[generation.name].code, generation.code_version
+    if built_by.isdigit() and mine.isdigit() and int(built_by) <= int(mine):
+        return
+    if built_by != mine:
+        raise NewerCode(generation)
 
 
 class LockLost(JourneyError):
@@ -80,18 +102,25 @@ SWITCH_LOCK_WAIT = "500ms"
 
 @dataclass(frozen=True)
 class Model:
-    """A read model: its public name, the view readers query, its table shape, and the
-    rule settings its rows depend on (None: every one)."""
+    """A read model: its public name, the view readers query, its table shape, the rule
+    settings its rows depend on (None: every one) and the version of the code that writes
+    them (``code``), each generation keeping the one it was built by."""
 
     name: str
     view: str
     make_table: Any
     settings: tuple[str, ...] | None = None
+    code: str = "2"
 
     def table_name(self, generation: int) -> str:
         return f"{self.view}_g{generation}"
 
 
+#: ``code`` is bumped, model by model, whenever the projection code changes what a model
+#: writes: a generation built by another version is stale until rebuilt, and one built by
+#: a newer version is not written by an older Journey (``Runner.writable``). 2 (2026-12-07,
+#: every model): the at-risk reason's words, and summary rows due again when a reason
+#: changes.
 MODELS: dict[str, Model] = {
     "summary": Model("summary", "customer_summary", summary_table),
     "timeline": Model("timeline", "customer_timeline", timeline_table, CLASSIFICATION),
@@ -395,11 +424,9 @@ class ReadModelStore:
 
     @property
     def feed_channel(self) -> str:
-        """The NOTIFY channel of this schema's feed: named by a digest of the schema, as a
-        channel name may not reach 64 bytes and a schema name may (pg_notify refused it,
-        and no feed entry could be written)."""
-        digest = hashlib.sha256(self.database.schema.encode()).hexdigest()[:16]
-        return f"journey_feed_{digest}"
+        """The NOTIFY channel of this schema's feed (named by digest: pg_notify refused a
+        long schema's name, and no feed entry could be written)."""
+        return schema_channel(self.database.schema, "journey_feed")
 
     def due_for_refresh(self, generation: int, now: datetime, limit: int) -> list[str]:
         table = self.table("summary", generation)
@@ -530,7 +557,7 @@ class ReadModelStore:
                 build_cursor=None,
                 settings_version=settings.version,
                 settings=settings.model_dump(mode="json"),
-                code_version=CODE_VERSION,
+                code_version=model.code,
                 created_at=now,
                 updated_at=now,
             )

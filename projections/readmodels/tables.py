@@ -51,10 +51,6 @@ class UTCDateTime(TypeDecorator):
 MONEY = Numeric(24, 4)
 TIME = UTCDateTime()
 
-#: Bumped whenever the projection code changes what it writes: a read model built by an
-#: older version is stale until rebuilt. 2 (2026-12-07): the at-risk reason's words, and
-#: summary rows due again when a reason changes.
-CODE_VERSION = "2"
 
 state_metadata = MetaData()
 
