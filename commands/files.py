@@ -83,9 +83,14 @@ def read_records(path: str) -> Iterator[Record]:
 
 
 def records_of(path: str, handle: Iterable[bytes]) -> Iterator[Record]:
-    if path != "-" and path.lower().removesuffix(".gz").endswith(".csv"):
+    if is_csv(path):
         return read_csv(utf8_lines(handle), REQUIRED_COLUMNS)
     return read_jsonl(handle)
+
+
+def is_csv(path: str) -> bool:
+    """CSV is chosen by the file's name (``.csv``, ``.csv.gz``); the rest is JSON lines."""
+    return path != "-" and path.lower().removesuffix(".gz").endswith(".csv")
 
 
 def open_input(path: str) -> ContextManager[Any]:

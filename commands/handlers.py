@@ -91,6 +91,8 @@ class UnitOfWork:
         self.app = app
         self.actor = actor
         self.clock = clock
+        #: Told how many events each stored batch held (a progress bar's second phase).
+        self.on_stored: Callable[[int], None] | None = None
         self.aggregates: dict[str, Any] = {}
         self.looked_up: set[str] = set()
         #: (referrer, referred) pairs to check once the whole batch is applied, so a
@@ -202,6 +204,8 @@ class UnitOfWork:
         return self.committed
 
     def _committed(self, batch: list[Any], recordings: list[Any]) -> None:
+        if self.on_stored:
+            self.on_stored(len(recordings))
         self.committed += self._stored(recordings)
         self.committed_lines.update(line for a in batch for line in self.lines.get(a.id, ()))
 
@@ -355,8 +359,10 @@ def record_batch(
     skip_invalid: bool,
     clock: Clock = utc_now,
     on_progress: Callable[[int], None] | None = None,
+    on_stored: Callable[[int], None] | None = None,
 ) -> Outcome:
-    """Record a batch of numbered commands as one validated whole.
+    """Record a batch of numbered commands as one validated whole (``on_progress`` told
+    of each command applied, ``on_stored`` of each batch of events stored).
 
     Every command is applied in memory first; if any fails and ``skip_invalid`` is off,
     nothing is saved. A concurrent writer that got to a customer first makes the save
@@ -369,6 +375,7 @@ def record_batch(
         if attempt:
             back_off(attempt)
         uow = UnitOfWork(app, actor, clock)
+        uow.on_stored = on_stored
         outcome = apply_all(uow, commands, on_progress)
         if outcome.rejected and not skip_invalid:  # nothing more is stored
             return settled(outcome, 0, earlier, earlier_lines)

@@ -118,13 +118,20 @@ class Journey:
         )
 
     def import_files(
-        self, paths: list[str], *, skip_invalid: bool = False, on_validated: Progress | None = None
+        self,
+        paths: list[str],
+        *,
+        skip_invalid: bool = False,
+        on_validated: Progress | None = None,
+        on_stored: Progress | None = None,
     ) -> Outcome:
-        """Import JSONL/CSV files as one input; errors name the file and its line."""
+        """Import JSONL/CSV files as one input; errors name the file and its line.
+        ``on_validated`` is told of each input validated, ``on_stored`` of each batch of
+        events stored (their number)."""
         records = (
             (Source(path, line), record) for path in paths for line, record in read_records(path)
         )
-        return self._record_sourced(records, skip_invalid, on_validated)
+        return self._record_sourced(records, skip_invalid, on_validated, on_stored)
 
     @collector_paused()
     def _record_sourced(
@@ -132,6 +139,7 @@ class Journey:
         records: Iterable[tuple[Source, Any]],
         skip_invalid: bool,
         on_validated: Progress | None,
+        on_stored: Progress | None = None,
     ) -> Outcome:
         sources: list[Source] = []
         raws: list[Any] = []
@@ -160,6 +168,7 @@ class Journey:
                 clock=self.clock,
                 skip_invalid=skip_invalid,
                 on_progress=on_validated,
+                on_stored=on_stored,
             )
             if outcome.stored >= ANALYZE_AFTER:
                 self.app.analyze()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -428,3 +429,35 @@ def test_a_postgres_url_with_a_parameter_journey_cannot_honour_is_a_usage_error(
     )
     assert result.exit_code == 2, result.output
     assert said in result.output
+
+
+def test_a_large_import_on_a_terminal_shows_validating_then_storing(db_url, tmp_path, monkeypatch):
+    """The bar stood full for the whole store (half of a 500,000-line import), and
+    counted a CSV header as an input."""
+    from rich.console import Console
+
+    from journey.cli import store
+
+    seen: dict[str, int] = {"validated": 0, "stored": 0}
+
+    class Watched(store.ImportBar):
+        def validated(self, count: int) -> None:
+            seen["validated"] += count
+            assert seen["stored"] == 0  # validation is over before anything is stored
+            super().validated(count)
+
+        def stored(self, count: int) -> None:
+            seen["stored"] += count
+            super().stored(count)
+            assert self.progress.tasks[self.storing].completed == seen["stored"]
+
+    monkeypatch.setattr(store, "err", Console(file=io.StringIO(), force_terminal=True))
+    monkeypatch.setattr(store, "PROGRESS_MIN_LINES", 10)
+    monkeypatch.setattr(store, "ImportBar", Watched)
+    rows = "".join(f"feedback,c-{n},2025-03-01T10:00:00Z,5\n" for n in range(6000))
+    path = tmp_path / "in.csv"
+    path.write_text("type,customer_id,occurred_at,score\n" + rows)
+    assert store.count_lines(str(path)) == 6000
+    result = run(db_url, "import", str(path), "--json")
+    assert result.exit_code == 0, result.output
+    assert seen == {"validated": 6000, "stored": json.loads(result.stdout)["stored"]}

@@ -17,11 +17,12 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeRemainingColumn,
 )
 
-from commands.files import decode_json, open_input
+from commands.files import decode_json, is_csv, open_input
 from commands.handlers import Outcome
 from journey.api import Journey, RejectedInput
 from journey.cli.app import Options, app
@@ -93,8 +94,13 @@ def import_files(
     with sink as handle:
         if handle is not None:  # the store opened: now the rejects file may be emptied
             handle.truncate(0)
-        with reporting(as_json), interruptible(as_json), engine, progress_bar(paths) as advance:
-            outcome = engine.import_files(paths, skip_invalid=skip_invalid, on_validated=advance)
+        with reporting(as_json), interruptible(as_json), engine, progress_bar(paths) as bar:
+            outcome = engine.import_files(
+                paths,
+                skip_invalid=skip_invalid,
+                on_validated=bar and bar.validated,
+                on_stored=bar and bar.stored,
+            )
         if handle is not None:
             write_rejects(handle, outcome)
     report_import(outcome, skip_invalid=skip_invalid, rejects=rejects, as_json=as_json)
@@ -140,17 +146,41 @@ def store_files(url: str | None) -> set[Path]:
     return {store, *(store.with_name(store.name + end) for end in ("-wal", "-shm", "-journal"))}
 
 
+class ImportBar:
+    """Two phases of a large import on a terminal: the lines validated (and applied),
+    then the events stored, batch by batch (a bar that stood full while a long store ran
+    looked hung)."""
+
+    def __init__(self, progress: Progress, lines: int):
+        self.progress = progress
+        self.validating = progress.add_task("validating", total=lines)
+        self.storing: TaskID | None = None
+
+    def validated(self, count: int) -> None:
+        self.progress.advance(self.validating, count)
+
+    def stored(self, count: int) -> None:
+        if self.storing is None:  # validation is over: the bar goes on with storing
+            self.progress.update(self.validating, visible=False)
+            self.storing = self.progress.add_task("storing", total=None)
+        self.progress.advance(self.storing, count)
+
+
 @contextmanager
-def progress_bar(paths: list[str]) -> Iterator[Any]:
-    """A bar while validating large files on a terminal; nothing otherwise."""
+def progress_bar(paths: list[str]) -> Iterator[ImportBar | None]:
+    """A bar for large files on a terminal; nothing otherwise."""
     lines = sum(count_lines(p) for p in paths)
     if not err.is_terminal or lines < PROGRESS_MIN_LINES:
         yield None
         return
-    columns = (TextColumn("validating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=err, transient=True) as progress:
-        task = progress.add_task("import", total=lines)
-        yield lambda n: progress.advance(task, n)
+        yield ImportBar(progress, lines)
 
 
 def count_lines(path: str) -> int:
@@ -158,9 +188,10 @@ def count_lines(path: str) -> int:
         return 0
     try:
         with open_input(path) as handle:
-            return sum(1 for _ in handle)
+            lines = sum(1 for _ in handle)
     except (OSError, EOFError):  # not gzip after all: the import says so
         return 0
+    return lines - 1 if is_csv(path) else lines  # a header is no input
 
 
 def write_rejects(handle: TextIO, outcome: Outcome) -> None:
