@@ -135,6 +135,10 @@ class UnitOfWork:
             self.keys.update(self.app.keyring.load(missing))
             self.keys_looked_up |= missing
 
+    def _has_key(self, customer_id: str) -> bool:
+        self._load_keys({customer_id})
+        return customer_id in self.keys or customer_id in self.new_keys
+
     def _key(self, customer_id: str) -> CustomerKey:
         """The customer's key for sealing personal data (a new one if it has none)."""
         self._load_keys({customer_id})
@@ -148,7 +152,10 @@ class UnitOfWork:
         customer = self._get(command.customer_id)
         new = customer is None
         payload = command.payload()
-        key = self._key(command.customer_id) if payload.get("personal") is not None else None
+        key, made = None, False
+        if payload.get("personal") is not None:
+            made = not self._has_key(command.customer_id)
+            key = self._key(command.customer_id)
         if new and command.type == "identified":
             if key is not None:
                 payload["personal"] = key.seal(payload["personal"])
@@ -157,9 +164,14 @@ class UnitOfWork:
             return True
         if new:
             customer = self._implicit(command.customer_id, command.occurred_at)
-        recorded = customer.record(
-            USER_EVENT_CLASSES[command.type], **self._envelope(command), payload=payload, key=key
-        )
+        recorded = False
+        try:
+            event_class = USER_EVENT_CLASSES[command.type]
+            envelope = self._envelope(command)
+            recorded = customer.record(event_class, **envelope, payload=payload, key=key)
+        finally:
+            if made and not recorded:  # refused, or a retry: nothing was sealed with it
+                del self.new_keys[command.customer_id]
         if new:
             self.aggregates[customer.id] = customer
         # The policies run for a retry too: what they derive is idempotent, and an input

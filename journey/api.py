@@ -81,9 +81,18 @@ class RejectedInput(InputError):
 class Journey:
     """One event store, opened from a database URL."""
 
-    def __init__(self, url: str | None = None, *, actor: str | None = None, clock: Clock = utc_now):
-        self.database = Database.parse(url)
-        self.app = JourneyApplication(self.database)
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        actor: str | None = None,
+        clock: Clock = utc_now,
+        app: JourneyApplication | None = None,
+    ):
+        """``app``: an application already open to record through, instead of ``url``
+        (a service's, which its read models share; closing this closes it)."""
+        self.app = app or JourneyApplication(Database.parse(url))
+        self.database = self.app.database
         self.actor = utf8_text("actor", actor or default_actor())
         self.clock = clock
 

@@ -57,6 +57,15 @@ def content_of(type_: str, occurred_at: datetime, payload: dict[str, Any]) -> Ke
     return (type_, canonical(occurred_at), fields)
 
 
+def has_personal(content: Key) -> bool:
+    return any(name == "personal" for name, _ in content[2])
+
+
+def without_personal(content: Key) -> Key:
+    type_, occurred_at, fields = content
+    return (type_, occurred_at, tuple((k, v) for k, v in fields if k != "personal"))
+
+
 def idempotency_key(type_: str, event_id: str | None, payload: dict[str, Any], content: Key) -> Key:
     """What makes two inputs "the same event": a natural id, an event_id, or the content."""
     natural = NATURAL_KEYS.get(type_)
@@ -153,9 +162,11 @@ class Customer(BaseAggregate[str]):
         for content in contents:
             id_key = idempotency_key(event_class.TYPE, event_id, payload, content)
             if id_key in self.seen:
-                if self.seen[id_key] in contents:
+                if self.seen[id_key] in contents or self._erased_copy(self.seen[id_key], content):
                     return False
                 raise self._conflict(event_class.TYPE, id_key)
+        if self._erased_copy_of_any(contents[0]):
+            return False
         self._guard(event_class, occurred_at, payload)
         content = contents[0]  # how ``remember`` will see the stored event
         seen = (idempotency_key(event_class.TYPE, event_id, payload, content), content)
@@ -176,6 +187,23 @@ class Customer(BaseAggregate[str]):
         finally:
             self.next_seen = None
         return True
+
+    def _erased_copy(self, stored: Key, content: Key) -> bool:
+        """Whether ``content`` is a stored event again, sent after the customer's erasure:
+        its personal data can no longer be compared (the key its digest was made with is
+        destroyed), so everything else must be the same. Stored again, it was a second
+        event (counted twice) and brought back the very data erased."""
+        return (
+            self.erased
+            and has_personal(content)
+            and without_personal(stored) == (without_personal(content))
+        )
+
+    def _erased_copy_of_any(self, content: Key) -> bool:
+        """``_erased_copy`` for an input known by its content alone (no id)."""
+        if not (self.erased and has_personal(content)):
+            return False
+        return any(self._erased_copy(stored, content) for stored in self.seen.values())
 
     @staticmethod
     def _contents(
@@ -198,7 +226,11 @@ class Customer(BaseAggregate[str]):
     def erase(self, reason: str, *, occurred_at: datetime, actor: str, timestamp: datetime) -> None:
         """Note that the customer's personal data was made unreadable."""
         self.trigger_event(
-            Erased, occurred_at=occurred_at, actor=actor, timestamp=timestamp, event_id=None,
+            Erased,
+            occurred_at=occurred_at,
+            actor=actor,
+            timestamp=timestamp,
+            event_id=None,
             reason=reason,
         )
 

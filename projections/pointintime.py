@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import datetime
+from typing import Protocol
 
-from journey.api import Journey
 from journey.application import JourneyApplication
 from journey.errors import JourneyError
 from journey.events import CustomerEvent, is_customer_event
@@ -39,6 +39,13 @@ class NotFound(JourneyError):
         self.customer_id = customer_id
 
 
+class HasApp(Protocol):
+    """What holds the event store's application: ``journey.api.Journey``, for one (the
+    read side does not import the write side's facade)."""
+
+    app: JourneyApplication
+
+
 class PointInTime:
     """Queries over one event store.
 
@@ -51,11 +58,12 @@ class PointInTime:
 
     def __init__(
         self,
-        source: JourneyApplication | Journey,
+        source: JourneyApplication | HasApp,
         settings: Settings = DEFAULT,
         populations: PopulationSource | None = None,
     ):
-        self.app = source.app if isinstance(source, Journey) else source
+        """``source``: the event store's application, or what holds one (a ``Journey``)."""
+        self.app = source if isinstance(source, JourneyApplication) else source.app
         self.settings = settings
         self.populations = populations
         self._streams: dict[str, list[CustomerEvent]] = {}
@@ -168,7 +176,7 @@ class Found:
 
 
 def show(
-    source: JourneyApplication | Journey,
+    source: JourneyApplication | HasApp,
     customer_id: str,
     as_of: datetime | None = None,
     known_at: datetime | None = None,
@@ -179,7 +187,7 @@ def show(
 
 
 def history(
-    source: JourneyApplication | Journey,
+    source: JourneyApplication | HasApp,
     customer_id: str,
     known_at: datetime | None = None,
     settings: Settings = DEFAULT,

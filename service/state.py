@@ -93,8 +93,8 @@ class Service:
         """A PointInTime per worker thread: its stream cache is not shared between threads."""
         models = self.models
         found = getattr(self._local, "queries", None)
-        if found is None or found.app is not models.engine.app:
-            found = PointInTime(models.engine, self.settings, populations=self.population)
+        if found is None or found.app is not models.app:
+            found = PointInTime(models.app, self.settings, populations=self.population)
             self._local.queries = found
         return found
 
@@ -103,7 +103,7 @@ class Service:
         does not grow: ranking everyone is most of the cost of a customer answer, and
         concurrent requests for "now" (resolved to the second) share one."""
         models = self.models
-        key = (as_of, models.engine.app.max_notification_id())
+        key = (as_of, models.app.max_notification_id())
         with self._population_lock:
             if key in self._populations:
                 return self._populations[key]

@@ -415,3 +415,30 @@ def test_a_second_interrupted_erasure_is_finished_too(engine):
     assert [e.TYPE for e in engine.events("c-1")][-2:] == ["contact", "erased"]
     again = engine.erase("c-1", "asked a third time")
     assert again.position is None  # now it is done
+
+
+def test_an_input_sent_again_after_its_customers_erasure_is_a_retry(engine, tmp_path):
+    """A file re-imported after an erasure stored its personal-data events a second time
+    (their digests were made with the destroyed key): costs counted twice, the erased name
+    readable again under a new key; with an event_id, the whole file was a conflict."""
+    lines = [
+        ev("identified", "c-1", at(1), personal={"name": "Ann"}),
+        ev("contact", "c-1", at(2), channel="visit", direction="outbound", purpose="offer",
+           cost="35", personal={"note": NOTE}),
+        ev("contact", "c-1", at(3), channel="phone", direction="inbound", purpose="inquiry",
+           event_id="crm-3", personal={"note": "call back"}),
+    ]
+    path = tmp_path / "crm.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert engine.import_files([str(path)]).stored == 3
+    engine.erase("c-1", "asked")
+    before = [(e.TYPE, e.originator_version) for e in engine.events("c-1")]
+    cost = PointInTime(engine).show("c-1").scores["cost_to_serve"]
+    again = engine.import_files([str(path)])
+    assert (again.stored, again.duplicates, again.rejected) == (0, 3, [])
+    assert [(e.TYPE, e.originator_version) for e in engine.events("c-1")] == before
+    assert PointInTime(engine).show("c-1").scores["cost_to_serve"] == cost
+    assert engine.app.keyring.load({"c-1"}) == {}  # no new key: nothing was sealed again
+    changed = dict(lines[1], cost="40")  # not the same event: a new one, under a new key
+    assert engine.record(changed).duplicate is False
+    refused(engine, dict(lines[2], channel="email"), "event_id", "already", kind="conflict")

@@ -192,7 +192,7 @@ def test_events_are_stored_with_positions_and_the_key_as_actor(api):
     body = response.json()
     assert body["stored"] == 3 and body["derived"] == 1 and body["duplicates"] == 0
     assert body["positions"] == sorted(body["positions"]) and len(body["positions"]) == 3
-    events = api.client.app.state.service.models.engine.events("c-2")
+    events = api.client.app.state.service.models.app.customer_events("c-2")
     assert {e.actor for e in events} == {"api:all"}
 
 
@@ -207,7 +207,7 @@ def test_a_retry_is_a_no_op_and_other_content_is_a_conflict(api):
 
 
 def test_bad_input_names_every_field_and_stores_nothing(api):
-    head = api.client.app.state.service.models.engine.app.max_notification_id()
+    head = api.client.app.state.service.models.app.max_notification_id()
     response = api.post([
         purchase("c-3", "o-1"),
         {**purchase("c-3", "o-2", amount="-5"), "occurred_at": "2025-03-01T10:00:00"},
@@ -220,7 +220,7 @@ def test_bad_input_names_every_field_and_stores_nothing(api):
     assert errors == {(1, "amount"), (1, "occurred_at"), (2, "type"), (3, "customer_id"),
                       (3, "score"), (3, "extra")}
     assert all(e["kind"] == "invalid" and e["reason"] for e in response.json()["errors"])
-    assert api.client.app.state.service.models.engine.app.max_notification_id() == head
+    assert api.client.app.state.service.models.app.max_notification_id() == head
 
 
 @pytest.mark.parametrize("body,reason", [

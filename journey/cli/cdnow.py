@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 from sqlalchemy import func, select
 
+from journey.api import Journey
 from journey.cdnow import LAST_DAY, CdnowError, Conversion, fetch, purchases, quarter_ends
 from journey.cli.app import Options, app
 from journey.cli.output import REJECTED, USAGE, emit_json, err, fail, out, reporting
@@ -59,11 +60,10 @@ def load_cdnow(
         fail(str(exc), as_json=as_json, code=REJECTED)
     models = ReadModels.open(options.db, DEFAULT)
     with closing(models), reporting(as_json):
+        journey = Journey(app=models.app, actor=options.actor)
         if not into_existing:
-            refuse_if_others(
-                models.engine, "cdnow-", "load-cdnow stores CDNOW's customers", as_json
-            )
-        stored = load(models, records)
+            refuse_if_others(journey, "cdnow-", "load-cdnow stores CDNOW's customers", as_json)
+        stored = load(journey, records)
         rebuild_with_progress(models, list(MODELS))
         quarters = [
             (label, funnel(models.store, end))
@@ -85,21 +85,21 @@ def load_cdnow(
         print_result(result)
 
 
-def load(models: ReadModels, records: Any) -> int:
+def load(journey: Journey, records: Any) -> int:
     """Record the purchases in large batches (each validated whole)."""
     stored, batch = 0, []
     for record in records:
         batch.append(record)
         if len(batch) >= BATCH:
-            stored += record_batch(models, batch)
+            stored += record_batch(journey, batch)
             batch = []
     if batch:
-        stored += record_batch(models, batch)
+        stored += record_batch(journey, batch)
     return stored
 
 
-def record_batch(models: ReadModels, batch: list[dict[str, Any]]) -> int:
-    outcome = models.engine.record_many(batch)
+def record_batch(journey: Journey, batch: list[dict[str, Any]]) -> int:
+    outcome = journey.record_many(batch)
     if outcome.rejected:
         first = outcome.rejected[0]
         raw = first.raw if isinstance(first.raw, dict) else {}

@@ -299,7 +299,7 @@ def funnel_command(
         answer = funnel(models.store, moment) if start is None else flow(models.store, first, last)
         serving = models.runner.serving("timeline")
         stale = stale_reasons(serving, rules)
-        behind = 0 if current else models.engine.app.count_after(serving.position)
+        behind = 0 if current else models.app.count_after(serving.position)
     if behind:
         err.print(
             f"note: the timeline read model these counts come from is {behind} entries of the "

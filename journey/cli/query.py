@@ -52,7 +52,7 @@ def open_queries(
         models = ReadModels.open(options.db, settings, sets_rules=False)
     except (SettingsError, StorageError) as exc:
         fail(str(exc), as_json=as_json, code=USAGE)
-    return PointInTime(models.engine, settings, populations=models.population), models
+    return PointInTime(models.app, settings, populations=models.population), models
 
 
 def moments(

@@ -16,7 +16,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from journey.api import Journey
+from journey.application import JourneyApplication
+from journey.storage import Database
 from projections.feed import LISTEN_IDLE
 from projections.readmodels.queries import rfm_population
 from projections.readmodels.runner import Runner
@@ -43,7 +44,7 @@ LOCK_WAIT, LOCK_RETRY = 30.0, 0.5
 class ReadModels:
     """An event store, its read-model store and a runner over both."""
 
-    engine: Journey
+    app: JourneyApplication
     store: ReadModelStore
     runner: Runner
     #: Refreshes of this process take turns: a second one (another request of the HTTP
@@ -57,14 +58,14 @@ class ReadModels:
         a store that has none yet (those of a runner or a rebuild). A query's are a
         what-if (``show --settings``): those generations take $JOURNEY_SETTINGS or the
         defaults instead, else every runner would go on applying the query's rules."""
-        engine = Journey(url)
-        store = ReadModelStore(engine.database)
+        app = JourneyApplication(Database.parse(url))
+        store = ReadModelStore(app.database)
         first = None if sets_rules else load_settings  # read only for a store's first
-        return cls(engine, store, Runner(engine.app, store, settings, first_rules=first))
+        return cls(app, store, Runner(app, store, settings, first_rules=first))
 
     def close(self) -> None:
         self.store.close()
-        self.engine.close()
+        self.app.close()
 
     def refresh(self, names: Sequence[str]) -> bool:
         """Catch ``names`` up now unless a runner already keeps them (holds their lock);
@@ -106,13 +107,13 @@ class ReadModels:
         self.refresh(["purchases"])
         with self.store.engine.connect() as conn:
             serving = self.store.serving(conn, "purchases")
-        if serving is None or serving.position < self.engine.app.max_notification_id():
+        if serving is None or serving.position < self.app.max_notification_id():
             return None
         return rfm_population(self.store, as_of, self.runner.settings)
 
     def status(self) -> list[dict[str, Any]]:
         """Position, head, lag and staleness of each read model's serving generation."""
-        app = self.engine.app
+        app = self.app
         head = app.max_notification_id()
         now = datetime.now(UTC)
         rows = []
@@ -329,12 +330,12 @@ def waiter(models: ReadModels) -> Iterator[Callable[[float], None] | None]:
     pass at least (time-driven changes come a second late at most; an idle runner that
     looked four times a second cost a core's twentieth); on SQLite, None: the runner
     polls."""
-    database = models.engine.database
+    database = models.app.database
     if not database.is_postgres:
         yield None
         return
     with database.connect() as conn:
-        channel = models.engine.app.recorder.channel_name
+        channel = models.app.recorder.channel_name
         conn.execute(f'LISTEN "{channel}"')
 
         def wait(timeout: float) -> None:

@@ -1,7 +1,6 @@
 """``POST /v1/events``: record events, and the OpenAPI description of its body (built
 from the input models themselves, which FastAPI cannot do for a raw body)."""
 
-import copy
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -11,6 +10,7 @@ from pydantic import TypeAdapter
 from commands.files import decode_json
 from commands.handlers import Rejected
 from commands.models import AnyCommand
+from journey.api import Journey
 from journey.errors import InputError
 from service import schemas
 from service.auth import ServiceDep, scope
@@ -92,8 +92,7 @@ async def record_events(
     does: all validated first; any bad one and nothing is stored (422, or 409 when the
     only faults are conflicts). An event already stored is an idempotent no-op."""
     events, many = parse_events(await body_of(request))
-    engine = copy.copy(service.models.engine)  # shared but for the actor: this key
-    engine.actor = f"api:{key.name}"
+    engine = Journey(app=service.models.app, actor=f"api:{key.name}")  # the key is the actor
     outcome = await run_in_threadpool(engine.record_many, events)
     if outcome.rejected:
         raise refusal(outcome.rejected, many)
