@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -383,9 +383,7 @@ def record_batch(
     """
     earlier: list[tuple[str, str, int]] = []  # stored by attempts whose save then failed
     earlier_lines: set[int] = set()
-    for attempt in range(RETRIES):
-        if attempt:
-            back_off(attempt)
+    for _ in attempts():
         uow = UnitOfWork(app, actor, clock)
         uow.on_stored = on_stored
         outcome = apply_all(uow, commands, on_progress)
@@ -420,9 +418,7 @@ def reconcile(
     (``UnitOfWork.convert_again``): of two writers that raced, the one that saved last sees
     the other's events and records the conversion; a referrer's conversion is recorded
     once (``Customer.convert_referral``), and two reconciling at once meet on its version."""
-    for attempt in range(RETRIES):
-        if attempt:
-            back_off(attempt)
+    for _ in attempts():
         uow = UnitOfWork(app, actor, clock)
         uow.convert_again(pairs, buyers)
         try:
@@ -452,10 +448,14 @@ def settled(
     return outcome
 
 
-def back_off(attempt: int) -> None:
-    """Wait a random while, longer each time, so that writers that collided do not
-    collide again in step."""
-    time.sleep(random.uniform(0, 0.02 * 2**attempt))
+def attempts() -> Iterator[int]:
+    """The tries of a write that may lose a race to another writer: each after the first
+    waits a random while, longer each time, so that writers that collided do not collide
+    again in step."""
+    for attempt in range(RETRIES):
+        if attempt:
+            time.sleep(random.uniform(0, 0.02 * 2**attempt))
+        yield attempt
 
 
 def apply_all(

@@ -18,13 +18,12 @@ from eventsourcing.persistence import IntegrityError
 
 from commands.files import read_records
 from commands.handlers import (
-    RETRIES,
     Clock,
     Outcome,
     Rejected,
     UnitOfWork,
     apply_all,
-    back_off,
+    attempts,
     default_actor,
     record_batch,
 )
@@ -203,9 +202,7 @@ class Journey:
             raise InputError("reason", f"must be at most {MAX_REASON} characters")
         utf8_text("reason", reason)  # before the key is destroyed
         destroyed = False  # by any attempt: a retry finds the key gone
-        for attempt in range(RETRIES):
-            if attempt:
-                back_off(attempt)
+        for _ in attempts():
             customer = self.app.load_many({customer_id}).get(customer_id)
             if not isinstance(customer, Customer):
                 raise JourneyError(f"customer {customer_id!r} is unknown")

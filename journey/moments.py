@@ -16,6 +16,17 @@ TIME_FORMS = "ISO 8601 with a time zone, a date (start of that day UTC) or 'now'
 TIME_HELP = TIME_FORMS + " (default)."
 
 
+def utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)
+
+
+def iso(moment: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a Z, the one spelling of time in answers."""
+    if moment is None:
+        return None
+    return utc(moment).isoformat().replace("+00:00", "Z")
+
+
 def utc_now() -> datetime:
     """The clock of every writer and reader: aware, in UTC."""
     return datetime.now(UTC)

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from journey.errors import JourneyError
 
@@ -209,3 +210,40 @@ class Database:
             conn.execute(
                 sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
             )
+
+
+def search_path(schema: str) -> str:
+    """libpq's options for ``schema`` alone on the search path, quoted as an identifier (a
+    name in capitals would be folded to lower case) and with spaces escaped for libpq."""
+    quoted = '"' + schema.replace('"', '""') + '"'
+    return "-csearch_path=" + quoted.replace("\\", "\\\\").replace(" ", "\\ ")
+
+
+def make_engine(database: Database) -> Engine:
+    """A SQLAlchemy engine on the event store's database (its schema, on PostgreSQL)."""
+    url = database.sqlalchemy_url()
+    if database.is_postgres:
+        return create_engine(
+            url,
+            pool_pre_ping=True,
+            connect_args={"options": search_path(database.schema), "connect_timeout": 10},
+        )
+    engine = create_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not pysqlite, begin transactions, so DDL (repointing a view)
+        # is transactional too: SQLAlchemy's documented recipe for SQLite.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql(
+            "BEGIN IMMEDIATE" if conn.get_execution_options().get("writing") else "BEGIN"
+        )
+
+    return engine

@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from journey.errors import JourneyError
-from projections.rules.window import iso
+from journey.moments import iso
 
 SCOPES = {
     "events:write": "record events (POST /v1/events)",

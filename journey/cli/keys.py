@@ -10,8 +10,7 @@ from rich.table import Table
 
 from journey.cli.app import Options, app
 from journey.cli.output import REJECTED, USAGE, emit_json, fail, out
-from journey.storage import Database, StorageError
-from projections.readmodels.store import make_engine
+from journey.storage import Database, StorageError, make_engine
 from service.keys import SCOPES, KeyExists, KeyProblem, Keys
 
 keys = typer.Typer(help="API keys for `journey serve`.", no_args_is_help=True)

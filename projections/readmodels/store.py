@@ -19,12 +19,9 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
-    Engine,
     MetaData,
     Table,
-    create_engine,
     delete,
-    event,
     func,
     insert,
     select,
@@ -38,7 +35,7 @@ from journey.application import first_use_lock
 from journey.chunks import chunks
 from journey.errors import JourneyError
 from journey.moments import utc_now
-from journey.storage import Database, lock_timed_out, schema_channel
+from journey.storage import Database, lock_timed_out, make_engine, schema_channel
 from projections.readmodels.announce import append_rebuild_changes
 from projections.readmodels.bulk import Prepared, delete_rows, insert_rows, prepare
 from projections.readmodels.tables import (
@@ -582,43 +579,6 @@ class ReadModelStore:
         target = model.table_name(generation)
         conn.execute(text(f'DROP VIEW IF EXISTS "{model.view}"'))
         conn.execute(text(f'CREATE VIEW "{model.view}" AS SELECT * FROM "{target}"'))
-
-
-def search_path(schema: str) -> str:
-    """libpq's options for ``schema`` alone on the search path, quoted as an identifier (a
-    name in capitals would be folded to lower case) and with spaces escaped for libpq."""
-    quoted = '"' + schema.replace('"', '""') + '"'
-    return "-csearch_path=" + quoted.replace("\\", "\\\\").replace(" ", "\\ ")
-
-
-def make_engine(database: Database) -> Engine:
-    """A SQLAlchemy engine on the event store's database (its schema, on PostgreSQL)."""
-    url = database.sqlalchemy_url()
-    if database.is_postgres:
-        return create_engine(
-            url,
-            pool_pre_ping=True,
-            connect_args={"options": search_path(database.schema), "connect_timeout": 10},
-        )
-    engine = create_engine(url, connect_args={"timeout": 30})
-
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let SQLAlchemy, not pysqlite, begin transactions, so DDL (repointing a view)
-        # is transactional too: SQLAlchemy's documented recipe for SQLite.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql(
-            "BEGIN IMMEDIATE" if conn.get_execution_options().get("writing") else "BEGIN"
-        )
-
-    return engine
 
 
 def by_customer(

@@ -8,11 +8,12 @@ days" at T is the half-open window (T - D days, T].
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from operator import attrgetter
 from typing import Any
 
 from journey.events import CustomerEvent
+from journey.moments import iso, utc  # noqa: F401  (re-exported: the answers' spelling of time)
 
 DAY = timedelta(days=1)
 
@@ -42,17 +43,6 @@ def within(moment: datetime, as_of: datetime, window: timedelta) -> bool:
 
 def whole_days(delta: timedelta) -> int:
     return delta // DAY
-
-
-def utc(moment: datetime) -> datetime:
-    return moment.astimezone(UTC)
-
-
-def iso(moment: datetime | None) -> str | None:
-    """ISO 8601 in UTC with a Z, the one spelling of time in answers."""
-    if moment is None:
-        return None
-    return utc(moment).isoformat().replace("+00:00", "Z")
 
 
 def ids(events: Iterable[Any]) -> tuple[int, ...]:
