@@ -27,7 +27,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticKnownError
 
-from journey.errors import InputError
+from journey.errors import InputError, utf8_text
 from journey.moments import check_microseconds, within_calendar
 
 CUSTOMER_ID = re.compile(r"[A-Za-z0-9._:@-]+")
@@ -393,6 +393,23 @@ def parse_command(data: Any) -> Command:
         return model.model_validate(data)
     except ValidationError as exc:
         raise InvalidInput([from_pydantic(error) for error in exc.errors()]) from None
+
+
+class EraseInput(Strict):
+    """What `journey erase` is given besides the customer: its reason, a text like any
+    event's (it is recorded in the ``erased`` event)."""
+
+    reason: Text
+
+
+def parse_erase_reason(reason: str) -> str:
+    """The reason, or the InputError that names why it cannot be recorded; checked before
+    the key is destroyed, so that nothing is half done."""
+    utf8_text("reason", reason)
+    try:
+        return EraseInput(reason=reason).reason
+    except ValidationError as exc:
+        raise from_pydantic(exc.errors()[0]) from None
 
 
 class InvalidInput(ValueError):

@@ -27,7 +27,7 @@ from commands.handlers import (
     default_actor,
     record_batch,
 )
-from commands.models import Command, InvalidInput, parse_command
+from commands.models import Command, InvalidInput, parse_command, parse_erase_reason
 from journey import connect  # noqa: F401  (re-exported: services import it from here)
 from journey.application import JourneyApplication
 from journey.collecting import collector_paused
@@ -41,7 +41,6 @@ from journey.storage import Database
 
 Progress = Callable[[int], None]
 #: As long as any free text of DOMAIN.md §2.
-MAX_REASON = 2000
 #: After storing this many events at once, the store's statistics are refreshed: the
 #: planner must not go on believing the log is empty (autovacuum may be off, or late).
 ANALYZE_AFTER = 10_000
@@ -196,11 +195,7 @@ class Journey:
         """Make the customer's personal data unreadable: destroy its key, then record an
         ``erased`` event. Safe to repeat: a customer already erased (no key, and an
         ``erased`` event stored) is left as it is."""
-        if not reason.strip():
-            raise InputError("reason", "is required")
-        if len(reason) > MAX_REASON:
-            raise InputError("reason", f"must be at most {MAX_REASON} characters")
-        utf8_text("reason", reason)  # before the key is destroyed
+        reason = parse_erase_reason(reason)
         destroyed = False  # by any attempt: a retry finds the key gone
         for _ in attempts():
             customer = self.app.load_many({customer_id}).get(customer_id)

@@ -376,7 +376,7 @@ def test_a_key_another_writer_made_first_fails_the_whole_batch_of_keys(engine):
     assert set(keyring.load({k.customer_id for k in batch})) == {f"r-{i}" for i in range(300, 310)}
 
 
-@pytest.mark.parametrize("reason", ["", "   ", "x" * 2001, "bad \udcff byte"])
+@pytest.mark.parametrize("reason", ["", "   ", "x" * 2001, "bad \udcff byte", "a NUL \x00"])
 def test_erase_needs_a_reason_of_at_most_2000_characters(engine, reason):
     """(A command line's byte that is not UTF-8 arrives as a lone surrogate.)"""
     populate(engine)
