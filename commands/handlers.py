@@ -216,9 +216,10 @@ class UnitOfWork:
         return self.committed
 
     def _committed(self, batch: list[Any], recordings: list[Any]) -> None:
+        stored = self._stored(recordings)  # customer events: not the referrer index's
         if self.on_stored:
-            self.on_stored(len(recordings))
-        self.committed += self._stored(recordings)
+            self.on_stored(len(stored))
+        self.committed += stored
         self.committed_lines.update(line for a in batch for line in self.lines.get(a.id, ()))
 
     def _batches(self, batch_events: int) -> list[list[Any]]:

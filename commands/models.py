@@ -108,6 +108,7 @@ def not_blank(value: str) -> str:
 #: cannot be stored in a PostgreSQL text column: once in the log, every read model of the
 #: store failed on it, for good.
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+NUL = re.compile("\x00")
 TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
@@ -144,6 +145,22 @@ Text = Annotated[str, StringConstraints(min_length=1, max_length=2000), AfterVal
 #: Order, complaint and event ids, and a purchase's category: what events are matched and
 #: counted by.
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(check_label)]
+
+
+def check_reference(value: str) -> str:
+    """An id that names a stored purchase or complaint: the guard looks it up as spelt, so
+    an order an older Journey stored as ``o-2 `` can still be refunded (white space and
+    control characters are refused where ids are first given, not where they are named)."""
+    not_blank(value)
+    if found := NUL.search(value):
+        raise control_character(found)
+    return value
+
+
+#: A refund's order_id and a resolution's complaint_id: an Id already stored, named.
+Reference = Annotated[
+    str, StringConstraints(min_length=1, max_length=128), AfterValidator(check_reference)
+]
 Label = Annotated[
     str, StringConstraints(min_length=1, max_length=2000), AfterValidator(check_label)
 ]
@@ -279,7 +296,7 @@ class Purchase(Command):
 
 class Refund(Command):
     type: Literal["refund"]
-    order_id: Id
+    order_id: Reference
     amount: Amount
 
 
@@ -292,7 +309,7 @@ class Complaint(Command):
 
 class ResolveComplaint(Command):
     type: Literal["complaint_resolved"]
-    complaint_id: Id
+    complaint_id: Reference
     satisfied: Boolean
     cost: Cost | None = None
 

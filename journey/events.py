@@ -251,7 +251,7 @@ class Erased(CustomerEvent):
 
     def apply(self, aggregate: Any) -> None:
         super().apply(aggregate)
-        aggregate.erased = True
+        aggregate.forget_keys()
 
 
 @dataclass

@@ -151,6 +151,9 @@ class Database:
             "POSTGRES_MAX_OVERFLOW": "4",
             "POSTGRES_CONNECT_TIMEOUT": "10",
             "POSTGRES_PRE_PING": "y",  # a connection the server dropped is replaced, not used
+            # The library's stored-function insert (its own default, unless the environment
+            # asks for it) neither seals the log nor notifies the schema's channel.
+            "POSTGRES_ENABLE_DB_FUNCTIONS": "no",
         }
 
     def sqlalchemy_url(self) -> URL:

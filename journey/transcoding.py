@@ -8,7 +8,8 @@ transcoded value (``{"_type_": ..., "_data_": ...}``), bottom-up, with the libra
 cannot write may differ: of an object with a repeated key the C decoder keeps only the last
 value, unchecked, and this revival recurses in Python, so about half the library's
 nesting depth; and NaN and Infinity, which the library reads though they are not JSON, are
-refused: the store holds no floats, so one in a stored state was put there by hand.)
+refused, and so is any number with a fraction or an exponent: the store holds no floats,
+so one in a stored state was put there by hand.)
 Encoding is the library's.
 """
 
@@ -19,7 +20,7 @@ from typing import Any
 
 from eventsourcing.persistence import JSONTranscoder
 
-from journey.integrity import refuse_constant
+from journey.integrity import refuse_constant, refuse_float
 
 _CONTAINERS = (dict, list)
 
@@ -29,7 +30,9 @@ class FastJSONTranscoder(JSONTranscoder):
         super().__init__()
         # NaN and Infinity are not JSON, and the store never writes them: a stored state
         # holding one was altered (journey/integrity.py), and is not read as a number.
-        self.plain_decoder = json.JSONDecoder(parse_constant=refuse_constant)
+        self.plain_decoder = json.JSONDecoder(
+            parse_constant=refuse_constant, parse_float=refuse_float
+        )
 
     def decode(self, data: bytes) -> Any:
         value = self.plain_decoder.decode(data.decode("utf8"))

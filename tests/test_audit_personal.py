@@ -442,3 +442,22 @@ def test_an_input_sent_again_after_its_customers_erasure_is_a_retry(engine, tmp_
     changed = dict(lines[1], cost="40")  # not the same event: a new one, under a new key
     assert engine.record(changed).duplicate is False
     refused(engine, dict(lines[2], channel="email"), "event_id", "already", kind="conflict")
+
+
+def test_only_events_sealed_with_the_destroyed_key_are_matched_without_personal_data(engine):
+    """After an erasure every input with personal data was matched, personal data aside,
+    against every stored event: new data after the erasure was dropped as a retry, an
+    event_id sent with other data was no conflict, and data added to an event stored
+    without any was thrown away."""
+    contact = ev("contact", "c-1", at(2), channel="phone", direction="inbound",
+                 purpose="inquiry")
+    engine.record(contact)  # stored without personal data
+    engine.record(ev("identified", "c-1", at(1), personal={"name": "Ann"}))
+    engine.erase("c-1", "asked")
+    later = dict(contact, occurred_at=at(5), event_id="e-5", personal={"note": "first"})
+    assert engine.record(later).duplicate is False  # after the erasure: its own key
+    refused(engine, dict(later, personal={"note": "other"}), "event_id", "already",
+            kind="conflict")
+    assert engine.record(dict(later, event_id=None, personal={"note": "other"})).duplicate is False
+    assert engine.record(dict(contact, personal={"note": "added"})).duplicate is False
+    assert engine.record(ev("identified", "c-1", at(1), personal={"name": "A"})).duplicate is True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
@@ -454,10 +455,45 @@ def test_a_large_import_on_a_terminal_shows_validating_then_storing(db_url, tmp_
     monkeypatch.setattr(store, "err", Console(file=io.StringIO(), force_terminal=True))
     monkeypatch.setattr(store, "PROGRESS_MIN_LINES", 10)
     monkeypatch.setattr(store, "ImportBar", Watched)
-    rows = "".join(f"feedback,c-{n},2025-03-01T10:00:00Z,5\n" for n in range(6000))
+    rows = "".join(f"feedback,c-{n},2025-03-01T10:00:00Z,5,\n" for n in range(6000))
+    referrals = "".join(f"referral,c-{n},2025-03-02T10:00:00Z,,r-{n}\n" for n in range(50))
     path = tmp_path / "in.csv"
-    path.write_text("type,customer_id,occurred_at,score\n" + rows)
-    assert store.count_lines(str(path)) == 6000
+    path.write_text("type,customer_id,occurred_at,score,referred_customer_id\n" + rows + referrals)
+    assert store.count_lines(str(path)) == 6050
     result = run(db_url, "import", str(path), "--json")
     assert result.exit_code == 0, result.output
-    assert seen == {"validated": 6000, "stored": json.loads(result.stdout)["stored"]}
+    # the stored count is the customer events': not the referrer index's records
+    assert seen == {"validated": 6050, "stored": json.loads(result.stdout)["stored"]}
+
+
+def test_rejects_to_a_device_or_a_hard_link_of_the_store(tmp_path):
+    """`--rejects /dev/null` crashed (a device cannot be truncated); a hard link to the
+    store passed the path check and emptied it."""
+    store = tmp_path / "t.db"
+    url = f"sqlite:///{store}"
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps(PURCHASE) + "\nnot json\n")
+    result = run(url, "import", str(path), "--skip-invalid", "--rejects", "/dev/null")
+    assert result.exit_code == 0, result.output
+    assert stored(url, "c-17") == ["identified", "purchase"]
+    os.link(store, tmp_path / "hard.db")
+    linked = run(url, "import", str(path), "--skip-invalid", "--rejects", str(tmp_path / "hard.db"))
+    assert linked.exit_code == 2 and "the store's own file" in linked.stderr
+    assert stored(url, "c-17") == ["identified", "purchase"]
+
+
+def test_a_corrupted_gz_on_a_terminal_is_a_bad_line_not_a_traceback(db_url, tmp_path, monkeypatch):
+    from rich.console import Console
+
+    from journey.cli import store
+
+    lines = "".join(json.dumps({**PURCHASE, "order_id": f"o-{n}"}) + "\n" for n in range(3000))
+    data = bytearray(gzip.compress(lines.encode()))
+    data[200:400] = bytes(b ^ 0x5A for b in data[200:400])
+    (tmp_path / "bad.jsonl.gz").write_bytes(bytes(data))
+    monkeypatch.setattr(store, "err", Console(file=io.StringIO(), force_terminal=True))
+    result = run(db_url, "import", str(tmp_path / "bad.jsonl.gz"), "--json")
+    assert result.exit_code == 1, result.output
+    (bad,) = json.loads(result.stderr)["errors"]
+    assert bad["errors"][0]["field"] == "(file)"
+    assert stored(db_url, "c-17") == []

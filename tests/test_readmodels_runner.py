@@ -599,14 +599,19 @@ def test_the_event_stores_notifications_are_each_schemas_own(pg_url):
     other = f"other_{uuid.uuid4().hex[:12]}"
     try:
         with Journey(pg_url) as mine, Journey(f"{PG_URL}?schema={other}") as theirs:
-            channel = mine.app.recorder.channel_name
-            assert channel != theirs.app.recorder.channel_name
-            with psycopg.connect(_conninfo(PG_URL), autocommit=True) as conn:
+            channel = mine.app.recorder.schema_channel
+            assert channel != theirs.app.recorder.schema_channel
+            with (
+                psycopg.connect(_conninfo(PG_URL), autocommit=True) as conn,
+                psycopg.connect(_conninfo(PG_URL), autocommit=True) as library,
+            ):
                 conn.execute(f'LISTEN "{channel}"')
                 record_all(theirs, records(2, seed=1))
                 assert list(conn.notifies(timeout=0.5, stop_after=1)) == []
+                library.execute('LISTEN "journey_events"')  # the library's subscribers' own
                 record_all(mine, records(2, seed=1))
                 assert len(list(conn.notifies(timeout=5, stop_after=1))) == 1
+                assert len(list(library.notifies(timeout=5, stop_after=1))) == 1
     finally:
         with psycopg.connect(_conninfo(PG_URL), autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{other}" CASCADE')

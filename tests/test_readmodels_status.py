@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from journey.api import Journey
 from journey.cli import app
-from projections.readmodels.operate import ReadModels, run_supervised
+from projections.readmodels.operate import UPGRADE, ReadModels, run_supervised
 from projections.readmodels.queries import view
 from projections.readmodels.store import MODELS, NewerCode
 from projections.readmodels.tables import generations
@@ -230,8 +230,15 @@ def test_a_generation_built_by_newer_code_is_not_written_by_older_code(db_url, m
             m.runner.refresh_due()
         with closing(ReadModels.open(db_url, DEFAULT)) as reader:
             assert reader.refresh(["summary"]) is False  # a reader reads it as it is
-        others = invoke("--db", db_url, "projections", "run", "--once", "timeline", "purchases")
-        assert others.exit_code == 0, others.output
+        every = invoke("--db", db_url, "projections", "run", "--once")  # the others go on
+        assert every.exit_code == 1 and "caught up: timeline, purchases" in every.stdout
+        assert "newer than this Journey's" in every.stderr
+        assert "this Journey leaves it be" in every.stderr  # not "rows ... follow this code"
+        rows = status(db_url)
+        assert rows["timeline"]["lag_events"] == rows["purchases"]["lag_events"] == 0
+        assert rows["summary"]["stale_reasons"][0].endswith(UPGRADE)
+        text = invoke("--db", db_url, "projections", "status").stdout
+        assert "upgrade this Journey" in text and "(rebuild it)" not in text
         stop = threading.Event()
         threading.Timer(10, stop.set).start()  # retried, it would not end: fail, not hang
         with pytest.raises(NewerCode):  # not retried as a lost connection would be

@@ -1,5 +1,5 @@
 """The store's transcoder decodes exactly as eventsourcing's JSONTranscoder does, but for
-NaN and Infinity, which are not JSON and which the store never writes."""
+NaN and Infinity, which are not JSON, and floats, which the store never writes."""
 
 from __future__ import annotations
 
@@ -31,8 +31,7 @@ LIBRARY, FAST = registered(JSONTranscoder()), registered(FastJSONTranscoder())
 KEYS = st.sampled_from(["_type_", "_data_", "a", "b"]) | st.text(max_size=4)
 VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=8)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.decimals(allow_nan=False, allow_infinity=False)
+    | st.decimals(allow_nan=False, allow_infinity=False)  # no floats: the store writes none
     | st.datetimes(timezones=st.just(UTC)) | st.uuids(),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS, inner, max_size=3),
     max_leaves=10,
@@ -60,6 +59,17 @@ def test_hand_made_type_shapes_decode_the_same(data, other):
     for shape in ({"_type_": "decimal_str", "_data_": "1.5", "x": data},
                   {"_type_": 1, "_data_": "x"}, {"_type_": "x"}, {"_data_": 1, "b": 2}):
         decodes_alike(LIBRARY.encode([shape, data, other]))
+
+
+@pytest.mark.parametrize("number", ["1.5", "1e400", "-0.0", "2E3"])
+def test_a_number_with_a_fraction_or_exponent_is_refused(number):
+    """The library reads floats; Journey's events hold none (amounts are decimal text), so
+    one in a stored state was put there by hand: `1e400` read as infinity hashed as the
+    null it replaced (journey/integrity.py)."""
+    text = f'{{"a": [1, {number}]}}'.encode()
+    assert LIBRARY.decode(text)
+    with pytest.raises(ValueError, match="is not a number the store writes"):
+        FAST.decode(text)
 
 
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])

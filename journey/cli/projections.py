@@ -26,6 +26,7 @@ from journey.cli.store import must_exist
 from journey.storage import StorageError
 from projections.readmodels.operate import (
     LOCK_WAIT,
+    UPGRADE,
     ReadModels,
     model_names,
     run_supervised,
@@ -34,7 +35,7 @@ from projections.readmodels.operate import (
 )
 from projections.readmodels.queries import flow, funnel
 from projections.readmodels.rebuild import rebuild_many
-from projections.readmodels.store import MODELS, Generation, LockBusy, NewerCode
+from projections.readmodels.store import MODELS, Generation, LockBusy, NewerCode, newer_code
 from projections.settings import Settings, SettingsError, load_settings
 
 CORES = os.cpu_count() or 1
@@ -119,16 +120,22 @@ def run(
     if once:
         with closing(open_models(ctx, rules, False, existing=False)) as models, reporting(False):
             warn_stale(models, chosen, rules)
-            others = models.catch_up_each(chosen, lock_wait)
-        done = [name for name in chosen if name not in others]
+            left = models.catch_up_each(chosen, lock_wait)
+        done = [name for name in chosen if name not in left]
         if done:
             out.print(f"caught up: {', '.join(done)}")
-        if others:
-            them = "them" if len(others) > 1 else "it"
-            held = f"another runner holds {', '.join(others)}; it keeps {them} up to date"
-            if not done:
-                fail(held, as_json=False)
-            err.print(held)
+        held = [name for name, why in left.items() if isinstance(why, LockBusy)]
+        problems = [str(why) for why in left.values() if isinstance(why, NewerCode)]
+        if held:
+            them = "them" if len(held) > 1 else "it"
+            also = f"another runner holds {', '.join(held)}; it keeps {them} up to date"
+            problems.insert(0, also)
+        if problems and not done:
+            fail("; ".join(problems), as_json=False)
+        for problem in problems:
+            err.print(problem)
+        if any(isinstance(why, NewerCode) for why in left.values()):
+            raise typer.Exit(1)
         return
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -161,6 +168,9 @@ def warn_stale(models: ReadModels, names: list[str], rules: Settings) -> None:
         generation = models.runner.serving(name)
         if not (reasons := stale_reasons(generation, rules)):
             continue
+        if newer_code(generation):
+            err.print(f"note: {name} is stale ({'; '.join(reasons)}); this Journey leaves it be")
+            continue
         kept = []
         if settings_changed(generation, rules):
             kept.append("it is kept by the settings it was built with")
@@ -178,7 +188,8 @@ def state_of(row: dict) -> str:
     behind too): what to do is in the words."""
     parts = []
     if row["stale"]:
-        parts.append(f"stale: {'; '.join(row['stale_reasons'])} (rebuild it)")
+        reasons = "; ".join(row["stale_reasons"])
+        parts.append(f"stale: {reasons}" + ("" if UPGRADE in reasons else " (rebuild it)"))
     if row["lag_events"]:
         parts.append(f"behind by {row['lag_events']:,} events")
     if row["refresh_due"]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import zlib
 from collections.abc import Iterator
 from contextlib import closing, contextmanager, nullcontext
 from datetime import UTC, datetime
@@ -92,8 +93,8 @@ def import_files(
     sink = open_rejects(rejects, paths, ctx.obj.db, as_json) if rejects else nullcontext()
     engine = open_engine(ctx, as_json)
     with sink as handle:
-        if handle is not None:  # the store opened: now the rejects file may be emptied
-            handle.truncate(0)
+        if handle is not None and Path(handle.name).is_file():  # the store opened: now it
+            handle.truncate(0)  # may be emptied (not /dev/stdout, which cannot be)
         with reporting(as_json), interruptible(as_json), engine, progress_bar(paths) as bar:
             outcome = engine.import_files(
                 paths,
@@ -124,14 +125,24 @@ def open_rejects(path: Path, inputs: list[str], url: str | None, as_json: bool) 
     error found later (a bad ``--db``) leaves it as it was; emptied once the store is open.
     Never one of the inputs, nor the SQLite store's own files: opening those emptied them
     (the whole store, while the import reported its events stored)."""
-    if any(p != "-" and Path(p).resolve() == path.resolve() for p in inputs):
+    if any(p != "-" and same_file(Path(p), path) for p in inputs):
         fail(f"--rejects {path} is one of the files to import", as_json=as_json, code=USAGE)
-    if path.resolve() in store_files(url):
+    if any(same_file(store, path) for store in store_files(url)):
         fail(f"--rejects {path} is the store's own file (--db)", as_json=as_json, code=USAGE)
     try:
         return path.open("a", encoding="utf-8")
     except OSError as exc:
         fail(f"cannot write --rejects {path}: {exc.strerror}", as_json=as_json, code=USAGE)
+
+
+def same_file(one: Path, other: Path) -> bool:
+    """One file under two names: the same path, a symbolic or a hard link."""
+    if one.resolve() == other.resolve():
+        return True
+    try:
+        return one.samefile(other)
+    except OSError:  # one of them does not exist yet
+        return False
 
 
 def store_files(url: str | None) -> set[Path]:
@@ -169,8 +180,11 @@ class ImportBar:
 @contextmanager
 def progress_bar(paths: list[str]) -> Iterator[ImportBar | None]:
     """A bar for large files on a terminal; nothing otherwise."""
+    if not err.is_terminal:
+        yield None
+        return
     lines = sum(count_lines(p) for p in paths)
-    if not err.is_terminal or lines < PROGRESS_MIN_LINES:
+    if lines < PROGRESS_MIN_LINES:
         yield None
         return
     columns = (
@@ -189,7 +203,7 @@ def count_lines(path: str) -> int:
     try:
         with open_input(path) as handle:
             lines = sum(1 for _ in handle)
-    except (OSError, EOFError):  # not gzip after all: the import says so
+    except (OSError, EOFError, zlib.error):  # not whole gzip data: the import says so
         return 0
     return lines - 1 if is_csv(path) else lines  # a header is no input
 

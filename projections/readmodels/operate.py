@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from journey.application import JourneyApplication
+from journey.errors import JourneyError
 from journey.storage import Database
 from projections.feed import LISTEN_IDLE
 from projections.readmodels.queries import rfm_population
@@ -27,6 +28,7 @@ from projections.readmodels.store import (
     LockBusy,
     NewerCode,
     ReadModelStore,
+    newer_code,
 )
 from projections.rules.rfm import Population
 from projections.rules.window import iso
@@ -80,19 +82,21 @@ class ReadModels:
         except (LockBusy, NewerCode):  # kept by another runner, or a newer Journey's
             return False
 
-    def catch_up_each(self, names: Sequence[str], lock_wait: float = LOCK_WAIT) -> list[str]:
+    def catch_up_each(
+        self, names: Sequence[str], lock_wait: float = LOCK_WAIT
+    ) -> dict[str, JourneyError]:
         """Catch each of ``names`` up in turn, waiting up to ``lock_wait`` seconds for its
-        lock (a reader may be catching it up); the names whose lock stayed busy, which
-        another runner keeps. What ``projections run --once`` does: a model kept by a
-        runner does not stop the others being caught up."""
-        kept_by_others = []
+        lock (a reader may be catching it up); why each it did not catch up was left
+        (another runner keeps it, or a newer Journey built it). What ``projections run
+        --once`` does: one model left does not stop the others being caught up."""
+        left: dict[str, JourneyError] = {}
         for name in names:
             try:
                 with runner_locks(self.store, [name], threading.Event(), lock_wait):
                     self._bring_up(name)
-            except LockBusy:
-                kept_by_others.append(name)
-        return kept_by_others
+            except (LockBusy, NewerCode) as exc:
+                left[name] = exc
+        return left
 
     def _bring_up(self, name: str) -> None:
         """Apply what the log holds to ``name`` and, for the summary, the changes whose
@@ -161,6 +165,10 @@ class ReadModels:
         }
 
 
+#: What a stale reason says when only a newer Journey can bring the model up to date.
+UPGRADE = "upgrade this Journey to read and keep it"
+
+
 def stale_reasons(generation: Generation, settings: Settings) -> list[str]:
     """Why a generation no longer says what the current settings and code would: only
     the settings its rows follow count (the timeline's are the classification's)."""
@@ -170,7 +178,12 @@ def stale_reasons(generation: Generation, settings: Settings) -> list[str]:
             f"built with settings {generation.settings_version}, now {settings.version} "
             f"({', '.join(changed)})"
         )
-    if (code := MODELS[generation.name].code) != generation.code_version:
+    if newer_code(generation):
+        reasons.append(
+            f"built by projection code {generation.code_version}, newer than this Journey's "
+            f"({MODELS[generation.name].code}): {UPGRADE}"
+        )
+    elif (code := MODELS[generation.name].code) != generation.code_version:
         reasons.append(f"built by projection code {generation.code_version}, now {code}")
     return reasons
 
@@ -335,7 +348,7 @@ def waiter(models: ReadModels) -> Iterator[Callable[[float], None] | None]:
         yield None
         return
     with database.connect() as conn:
-        channel = models.app.recorder.channel_name
+        channel = models.app.recorder.schema_channel
         conn.execute(f'LISTEN "{channel}"')
 
         def wait(timeout: float) -> None:

@@ -68,12 +68,18 @@ class NewerCode(JourneyError):
         )
 
 
+def newer_code(generation: Generation) -> bool:
+    """Whether the generation was built by projection code newer than this Journey's (or
+    code it cannot order: not a version it knows)."""
+    mine, built_by = MODELS[generation.name].code, generation.code_version
+    if built_by.isdigit() and mine.isdigit():
+        return int(built_by) > int(mine)
+    return built_by != mine
+
+
 def check_writable(generation: Generation) -> None:
     """Raise NewerCode unless this Journey's code is at least the generation's."""
-    mine, built_by = MODELS[generation.name].code, generation.code_version
-    if built_by.isdigit() and mine.isdigit() and int(built_by) <= int(mine):
-        return
-    if built_by != mine:
+    if newer_code(generation):
         raise NewerCode(generation)
 
 
