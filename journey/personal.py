@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import IntegrityError
 
@@ -228,7 +229,10 @@ class Keyring:
         key = self.key(customer_id)
         if key is None or key.kid != sealed["kid"]:
             return PersonalData.opened(sealed, None)
-        return PersonalData.opened(sealed, key.open(sealed))
+        try:
+            return PersonalData.opened(sealed, key.open(sealed))
+        except (InvalidTag, ValueError) as exc:  # ValueError: the plaintext is not JSON
+            raise UnreadableSeal(customer_id) from exc
 
     def destroy(self, customer_id: str) -> bool:
         """Delete the customer's key so that its bytes leave the database files: SQLite
@@ -265,6 +269,17 @@ class Keyring:
                         f"rewritten for {PURGE_WAIT:.0f} s: run the erase again later"
                     ) from exc
                 time.sleep(PURGE_LOCK_PAUSE)  # the writers queued behind it go first
+
+
+class UnreadableSeal(JourneyError):
+    """Sealed personal data its key does not open: the key or the ciphertext was altered
+    outside Journey (a traceback was all an auditor got)."""
+
+    def __init__(self, customer_id: str):
+        super().__init__(
+            f"the personal data of {customer_id!r} cannot be opened with its key: the key "
+            "(journey_keys) or the sealed data was altered outside Journey"
+        )
 
 
 class KeyRace(IntegrityError):

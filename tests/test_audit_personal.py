@@ -461,3 +461,18 @@ def test_only_events_sealed_with_the_destroyed_key_are_matched_without_personal_
     assert engine.record(dict(later, event_id=None, personal={"note": "other"})).duplicate is False
     assert engine.record(dict(contact, personal={"note": "added"})).duplicate is False
     assert engine.record(ev("identified", "c-1", at(1), personal={"name": "A"})).duplicate is True
+
+
+def test_a_key_altered_outside_journey_is_said_so_not_a_traceback(engine, db_url):
+    populate(engine)
+    raw = Raw(engine)
+    try:
+        raw.run("UPDATE {keys} SET secret = ? WHERE customer_id = ?", (bytes(64), "c-1"))
+    finally:
+        raw.close()
+    engine.app.keyring._cache.clear()
+    for command in (["export", "c-1"], ["history", "c-1"]):
+        result = cli(db_url, *command)
+        assert result.exit_code == 1, (command, result.output)
+        assert "cannot be opened with its key" in result.stderr
+        assert "Traceback" not in result.output
