@@ -518,7 +518,8 @@ class Checker:
         if seal is None:  # not part of the log: it takes no place in the chain either
             self.add(customer_id, position, version, "event inserted",
                      "this event is not in the log seal (it does not fit its customer's "
-                     "chain, or was slipped into the sealed part of the log)")
+                     "chain, or was slipped into the sealed part of the log, or its seal "
+                     "row was removed: then `seal altered` is reported after it)")
             return
         self._against_seal(seal, customer_id, position, version, event_hash, claimed)
         if claimed != event_hash and (customer_id, version) not in self.faulty:
@@ -538,7 +539,10 @@ class Checker:
                      f"sealed as version {sealed_version}, now version {version}",
                      sealed_version)
         elif sealed_hash != event_hash:
-            how = ("and its content_hash was rewritten to match" if claimed == event_hash
+            how = ("it matches its own content_hash but not the hash it was sealed with: "
+                   "the event was rewritten with its hash recomputed, or the seal row was "
+                   "altered (then `seal altered` is reported at this position too)"
+                   if claimed == event_hash
                    else "it no longer matches the hash it was sealed with")
             self.add(customer_id, position, version, "payload changed", f"content changed: {how}")
 

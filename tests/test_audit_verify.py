@@ -512,3 +512,15 @@ def test_the_librarys_stored_function_insert_is_never_used(pg_url, monkeypatch):
         populate(engine)
         report = engine.verify()
         assert report.clean and report.sealed_now == 0, report
+
+
+def test_a_changed_seal_row_is_not_told_as_a_rewritten_event(store):
+    """Only the seal row's hash was changed, and the event was said to be rewritten with
+    its hash recomputed: an auditor would look for the wrong culprit."""
+    engine, raw = store
+    position = raw.rows("c-1")[1][0]
+    raw.run("UPDATE {seal} SET event_hash = ? WHERE position = ?", ("00" * 32, position))
+    report = engine.verify()
+    assert {b.kind for b in report.breaks} >= {"seal altered", "payload changed"}
+    (changed,) = [b for b in report.breaks if b.kind == "payload changed"]
+    assert "or the seal row was altered" in changed.detail
