@@ -199,14 +199,19 @@ def test_a_changed_seal_is_detected(store):
     ]
 
 
-def test_a_tail_left_unsealed_by_a_crash_is_sealed_by_verify(store):
+def test_a_tail_left_unsealed_by_a_crash_is_sealed_by_verify(store, db_url):
     engine, raw = store
     head = engine.verify().head_chain
+    raw.run("DELETE FROM {seal} WHERE position > 4")
+    said = cli(db_url, "verify")  # as clean, but it says what sealing now may hide
+    assert said.exit_code == 0 and "3 events had no seal row" in said.stderr
+    assert "--anchor" in said.stderr
     raw.run("DELETE FROM {seal} WHERE position > 4")
     report = engine.verify()
     assert report.clean, report.breaks
     assert report.sealed_now == 3
     assert report.head_chain == head  # the same chain, recomputed from the same events
+    assert "had no seal row" not in cli(db_url, "verify").stderr  # none left to seal
 
 
 def test_the_write_path_seals_as_it_goes(store):

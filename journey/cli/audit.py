@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from journey.cli.app import app
-from journey.cli.output import OK, REJECTED, USAGE, emit_json, fail, out, reporting
+from journey.cli.output import OK, REJECTED, USAGE, emit_json, err, fail, out, reporting
 from journey.cli.projections import settings_or_fail
 from journey.cli.query import SettingsPath, known_moments, moments
 from journey.cli.store import open_engine
@@ -79,6 +79,13 @@ def print_verification(result: Report) -> None:
         f"{result.sealed_now} sealed now",
         markup=True,
     )
+    if result.sealed_now:
+        err.print(
+            f"note: {result.sealed_now} events had no seal row and were sealed now. Journey's "
+            "write path leaves none unsealed: they were stored some other way (an older "
+            "Journey, another program), or their seal rows were removed. Only a head "
+            "anchored earlier (--anchor) tells the two apart"
+        )
     out.print(
         f"head of the log seal: position {result.head_position} chain {result.head_chain}\n"
         "(keep it somewhere else; later: journey verify --anchor POSITION:CHAIN)"
