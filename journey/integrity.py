@@ -525,7 +525,10 @@ class Checker:
         if claimed != event_hash and (customer_id, version) not in self.faulty:
             self.add(customer_id, position, version, "payload changed",
                      "the stored content no longer matches its content_hash")
-        self._link(customer_id, position, version, state.get("previous_hash"), event_hash)
+        # An event whose version was changed keeps its sealed place in the chain: taken at
+        # its new version, every later one read as reordered after it (a break each).
+        in_chain = seal[2] if seal[1] == customer_id and type(seal[2]) is int else version
+        self._link(customer_id, position, in_chain, state.get("previous_hash"), event_hash)
 
     def _against_seal(self, seal: tuple, customer_id: str, position: int, version: int,
                       event_hash: str, claimed: str | None) -> None:

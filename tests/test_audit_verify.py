@@ -529,3 +529,15 @@ def test_a_changed_seal_row_is_not_told_as_a_rewritten_event(store):
     assert {b.kind for b in report.breaks} >= {"seal altered", "payload changed"}
     (changed,) = [b for b in report.breaks if b.kind == "payload changed"]
     assert "or the seal row was altered" in changed.detail
+
+
+def test_one_changed_version_is_one_break_not_one_for_every_later_event(store):
+    """A version set to 99 made every later event of the customer "reordered" after it
+    (an auditor's walk counted 16 breaks for one edit)."""
+    engine, raw = store
+    rows = raw.rows("c-1")
+    assert len(rows) >= 4
+    raw.run("UPDATE {events} SET originator_version = 99 WHERE {pos} = ?", (rows[1][0],))
+    report = engine.verify()
+    assert kinds(report) == [("c-1", 99, "events reordered")], report.breaks
+    assert "sealed as version 2" in report.breaks[0].detail
