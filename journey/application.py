@@ -29,7 +29,7 @@ from psycopg.rows import tuple_row
 from journey.chunks import chunks
 from journey.customer import Customer
 from journey.events import CustomerEvent, is_customer_event
-from journey.integrity import LogSeal, topic_of
+from journey.integrity import LogSeal, parsed, topic_of
 from journey.personal import Keyring, is_sealed
 from journey.referrals import Referrers
 from journey.sidetables import SideTables
@@ -317,6 +317,15 @@ class JourneyApplication(Application[str]):
     def customer_events(self, customer_id: str) -> list[CustomerEvent]:
         """A customer's stored events in recording order (empty when unknown)."""
         return [e for e in self.events.get(customer_id) if is_customer_event(e)]
+
+    def stored_states(self, customer_id: str) -> dict[int, tuple[str, Any]]:
+        """Each of the customer's events as stored, by version: its topic and its JSON
+        state (personal data sealed; both hashes in it), what its ``content_hash`` was
+        computed from, so that an auditor can recompute it without Journey."""
+        return {
+            stored.originator_version: (stored.topic, parsed(stored.state))
+            for stored in self.recorder.select_events(customer_id)
+        }
 
     def all_customer_events(self, after: int = 0, page: int = 5000) -> Iterator[CustomerEvent]:
         """Every customer event after log position ``after``, in the log's order, read a

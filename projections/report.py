@@ -169,12 +169,23 @@ def diff(
     return changes
 
 
+def as_stored(found: tuple[str, Any] | None) -> dict[str, Any]:
+    return {} if found is None else {"stored": {"topic": found[0], "state": found[1]}}
+
+
 def dossier(
-    events: Iterable[CustomerEvent], customer_id: str, now: datetime, settings: Settings = DEFAULT
+    events: Iterable[CustomerEvent],
+    customer_id: str,
+    now: datetime,
+    settings: Settings = DEFAULT,
+    stored: dict[int, tuple[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """One customer's file: every event with both times, its actor and payload (personal
     data as the events were read: opened, or ``[erased]``), the history replay with its
-    reasons, and the answer now; every answer in it was made from what was known ``now``."""
+    reasons, and the answer now; every answer in it was made from what was known ``now``.
+    ``stored`` (``JourneyApplication.stored_states``) adds each event as stored, its hash's
+    input: the payload shown is read (amounts normalised, times in UTC), not hashed."""
+    stored = stored or {}
     stream = list(events)
     steps = replay(stream, settings, now)
     steps = [replace(s, answer=replace(s.answer, known_at=now)) for s in steps]
@@ -187,7 +198,12 @@ def dossier(
         "settings_version": settings.version,
         "erased": any(e.TYPE == "erased" for e in stream),
         "events": [
-            {**describe(e), "content_hash": e.content_hash, "previous_hash": e.previous_hash}
+            {
+                **describe(e),
+                "content_hash": e.content_hash,
+                "previous_hash": e.previous_hash,
+                **as_stored(stored.get(e.originator_version)),
+            }
             for e in stream
         ],
         "history": [step.as_dict(n) for n, step in enumerate(steps, start=1)],

@@ -4,6 +4,7 @@ between two knowledge moments naming the recorded events behind each change, `ex
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from datetime import UTC, datetime
@@ -142,6 +143,22 @@ def test_export_is_the_whole_dossier(story, db_url):
     assert dossier["current"]["loyalty_stage"] == PointInTime(engine).show("a").loyalty_stage.value
     known = {dossier["current"]["known_at"], *(s["state"]["known_at"] for s in dossier["history"])}
     assert known == {dossier["generated_at"]}
+
+
+def test_each_hash_in_a_dossier_can_be_recomputed_without_journey(story, db_url):
+    """The payload a dossier shows is read (amounts normalised, times in UTC), not what was
+    hashed: an auditor could not check a content_hash from it. The recipe README gives,
+    followed here with hashlib and json alone."""
+    engine, _ = story
+    engine.record(purchase("a", "o-spelt", "99.00", day=9))  # shown as 99, stored as spelt
+    dossier = json.loads(cli(db_url, "export", "a").stdout)
+    for event in dossier["events"]:
+        state = dict(event["stored"]["state"])
+        assert state.pop("content_hash") == event["content_hash"]
+        hashed = [event["stored"]["topic"], "a", event["id"], state]
+        text = json.dumps(hashed, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        assert hashlib.sha256(text.encode()).hexdigest() == event["content_hash"]
+    assert '"99.00"' in json.dumps(dossier["events"][-1]["stored"])
 
 
 def test_diff_shows_personal_data_by_field_name_only(story):

@@ -194,7 +194,8 @@ def export(
         events = engine.events(customer_id)
         if not events:
             fail(f"customer {customer_id!r} is unknown", as_json=True)
-        document = reports.dossier(events, customer_id, datetime.now(UTC), rules)
+        stored = engine.app.stored_states(customer_id)
+        document = reports.dossier(events, customer_id, datetime.now(UTC), rules, stored)
     emit_json(document)
 
 
