@@ -76,6 +76,41 @@ class RejectedInput(InputError):
         self.kind = errors[0].kind
 
 
+#: What a refund or resolution names, the type that opens it, and how its absence reads.
+OPENERS = {"order_id": ("purchase", "no purchase "), "complaint_id": ("complaint", "no complaint ")}
+
+
+def point_at_refused_openers(
+    rejected: list[Rejected], raws: list[Any], sources: list[Source]
+) -> None:
+    """A refund or resolution whose purchase or complaint was itself refused in the same
+    input says where ("no complaint 'k1'" alone sent one looking in the store)."""
+    refused: dict[tuple[Any, str, Any], Source] = {}
+    for r in rejected:
+        if (named := opened_by(raws[r.line])) is not None:
+            refused.setdefault(named, sources[r.line])
+    for r in rejected:
+        raw, here = raws[r.line], sources[r.line]
+        for n, error in enumerate(r.errors):
+            missing = OPENERS.get(error.field, (None, None))[1]
+            if not (isinstance(raw, dict) and missing and error.reason.startswith(missing)):
+                continue
+            opener = refused.get((raw.get("customer_id"), error.field, raw.get(error.field)))
+            if opener is not None:
+                where = f"line {opener.line}"
+                where += f" of {opener.path}" if opener.path != here.path else ""
+                reason = f"{error.reason} (the one on {where} was refused)"
+                r.errors[n] = InputError(error.field, reason)
+
+
+def opened_by(raw: Any) -> tuple[Any, str, Any] | None:
+    """(customer, id field, id) of the purchase or complaint an input would open."""
+    for field, (type_, _) in OPENERS.items():
+        if isinstance(raw, dict) and raw.get("type") == type_:
+            return raw.get("customer_id"), field, raw.get(field)
+    return None
+
+
 class Journey:
     """One event store, opened from a database URL."""
 
@@ -180,6 +215,7 @@ class Journey:
             if outcome.stored >= ANALYZE_AFTER:
                 self.app.analyze()
         outcome.rejected = sorted(invalid + outcome.rejected, key=lambda r: r.line)
+        point_at_refused_openers(outcome.rejected, raws, sources)
         for rejected in outcome.rejected:
             seq = rejected.line
             rejected.raw = raws[seq]

@@ -717,3 +717,23 @@ def test_a_gz_file_cut_short_or_not_gzip_is_a_bad_line_not_a_crash(engine, tmp_p
     assert "is not whole gzip data" in cut.errors[0].reason
     assert cut.line == outcome.stored // 2 + 1  # after the lines that could be read
     assert "is not whole gzip data" in plain.errors[0].reason
+
+
+def test_a_resolution_whose_complaint_was_refused_says_which_line(engine, tmp_path):
+    """"no complaint 'k1'" alone sent a data engineer looking in the store for a complaint
+    that was on line 2, refused for its severity."""
+    path = write(
+        tmp_path / "crm.csv",
+        "type,customer_id,occurred_at,complaint_id,topic,severity,satisfied\n"
+        f"complaint,c-1,{at(1)},k1,product,HIGH,\n"
+        f"complaint_resolved,c-1,{at(2)},k1,,,true\n"
+        f"complaint_resolved,c-1,{at(2)},k2,,,true\n",
+    )
+    outcome = engine.import_files([path], skip_invalid=True)
+    assert rejected_of(outcome) == [
+        ("crm.csv", 2, ["severity"]), ("crm.csv", 3, ["complaint_id"]),
+        ("crm.csv", 4, ["complaint_id"]),
+    ]
+    pointed, alone = (r.errors[0].reason for r in outcome.rejected[1:])
+    assert pointed.endswith("(the one on line 2 was refused)")
+    assert alone == "no complaint 'k2' for customer 'c-1'"
