@@ -47,11 +47,11 @@ def parse_time(value: Any) -> datetime:
     if isinstance(value, datetime):
         parsed = value
     elif isinstance(value, str):
+        check_microseconds(value)
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
             raise ValueError(f"{value!r} is not an ISO 8601 time") from None
-        check_microseconds(value)
     else:
         raise ValueError("must be an ISO 8601 time string, e.g. 2025-03-01T10:00:00Z")
     if parsed.tzinfo is None or parsed.utcoffset() is None:

@@ -89,6 +89,8 @@ def point_at_refused_openers(
     for r in rejected:
         if (named := opened_by(raws[r.line])) is not None:
             refused.setdefault(named, sources[r.line])
+    if not refused:
+        return
     for r in rejected:
         raw, here = raws[r.line], sources[r.line]
         for n, error in enumerate(r.errors):
@@ -97,18 +99,29 @@ def point_at_refused_openers(
                 continue
             opener = refused.get((raw.get("customer_id"), error.field, raw.get(error.field)))
             if opener is not None:
-                where = f"line {opener.line}"
-                where += f" of {opener.path}" if opener.path != here.path else ""
-                reason = f"{error.reason} (the one on {where} was refused)"
-                r.errors[n] = InputError(error.field, reason)
+                r.errors[n] = InputError(
+                    error.field, f"{error.reason} ({refused_at(opener, here)})"
+                )
 
 
-def opened_by(raw: Any) -> tuple[Any, str, Any] | None:
-    """(customer, id field, id) of the purchase or complaint an input would open."""
+def opened_by(raw: Any) -> tuple[str, str, str] | None:
+    """(customer, id field, id) of the purchase or complaint an input would open: given
+    as text (an id given as an object is no id, and no key of a dict)."""
     for field, (type_, _) in OPENERS.items():
         if isinstance(raw, dict) and raw.get("type") == type_:
-            return raw.get("customer_id"), field, raw.get(field)
+            customer, named = raw.get("customer_id"), raw.get(field)
+            if isinstance(customer, str) and isinstance(named, str):
+                return customer, field, named
     return None
+
+
+def refused_at(opener: Source, here: Source) -> str:
+    """Where the refused purchase or complaint was: a line of a file, or (a batch given
+    in Python or over HTTP, whose positions each caller counts its own way) the batch."""
+    if opener.path is None:
+        return "it was refused in the same batch"
+    where = f"line {opener.line}" + (f" of {opener.path}" if opener.path != here.path else "")
+    return f"the one on {where} was refused"
 
 
 class Journey:

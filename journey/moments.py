@@ -44,9 +44,16 @@ def within_calendar(moment: datetime) -> datetime:
 FRACTION = re.compile(r"[.,](\d+)", re.ASCII)
 
 
+#: A character no time holds: fromisoformat stops reading at a NUL, so "…Z\x00junk" was
+#: read as the time before it.
+NOT_IN_A_TIME = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def check_microseconds(value: str) -> None:
     """fromisoformat drops digits past the sixth: two instants would become one (and the
-    second a duplicate of the first)."""
+    second a duplicate of the first); and it stops reading at a NUL."""
+    if NOT_IN_A_TIME.search(value):
+        raise ValueError(f"{value!r} is not an ISO 8601 time: it holds a control character")
     if any(len(digits) > 6 for digits in FRACTION.findall(value)):
         raise ValueError(f"{value!r} has more than 6 digits after the point: at most microseconds")
 
@@ -55,11 +62,11 @@ def parse_moment(text: str | None) -> datetime | None:
     """A query moment: ISO 8601 with a zone, a bare date (00:00 UTC), or 'now'."""
     if text is None or text == "now":
         return datetime.now(UTC) if text == "now" else None
+    check_microseconds(text)
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(f"{text!r} is not a time: {TIME_FORMS}") from None
-    check_microseconds(text)
     if is_date(text):  # a bare date, in any ISO 8601 form (2025-01-15, 20250115)
         moment = moment.replace(tzinfo=UTC)
     elif moment.tzinfo is None:

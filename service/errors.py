@@ -86,11 +86,11 @@ async def busy_answer(_request: Request, exc: RetryableConflict) -> JSONResponse
 #: What a database error surfaces as, through each layer (SQLAlchemy, eventsourcing, the
 #: drivers); ``database_answer`` tells an unreachable or busy database from a real fault.
 DATABASE_ERRORS = (
-    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.DatabaseError,  # a missing table (ProgrammingError) too: a 500, shaped
     sqlalchemy.exc.InterfaceError,
-    eventsourcing.persistence.OperationalError,
+    eventsourcing.persistence.DatabaseError,
     eventsourcing.persistence.InterfaceError,
-    psycopg.OperationalError,
+    psycopg.DatabaseError,
     psycopg.InterfaceError,
 )
 

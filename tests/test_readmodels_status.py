@@ -290,3 +290,25 @@ def test_a_generation_whose_stored_settings_this_journey_cannot_read_is_stale(db
         assert rows[name]["stale"] is True
         assert "not readable by this Journey" in rows[name]["stale_reasons"][0]
     assert rows["purchases"]["stale"] is False
+
+
+def test_status_read_across_a_rebuilds_switch_reads_the_models_as_they_now_serve(db_url):
+    """The switch dropped the generation status was reading (its table gone): GET
+    /v1/projections answered 500 while a rebuild finished."""
+    with models(db_url) as m:
+        record_all(m.journey, records(5, seed=45))
+        assert invoke("--db", db_url, "projections", "run", "--once").exit_code == 0
+    with closing(ReadModels.open(db_url, DEFAULT)) as reader:
+        overdue, tries = reader.store.overdue, []
+
+        def switched_meanwhile(generation, now):
+            if not tries:  # the rebuild switches (and drops this generation) right now
+                rebuilt = invoke("--db", db_url, "projections", "rebuild", "summary")
+                assert rebuilt.exit_code == 0, rebuilt.output
+            tries.append(generation)
+            return overdue(generation, now)
+
+        reader.store.overdue = switched_meanwhile
+        rows = {row["name"]: row for row in reader.status()}
+    assert rows["summary"]["generation"] == 2
+    assert tries == [1, 2]  # the first read failed on the dropped table, the second is new

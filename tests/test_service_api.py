@@ -13,7 +13,9 @@ from collections.abc import Iterator
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta, timezone
 
+import psycopg
 import pytest
+from conftest import PG_URL, _conninfo
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
@@ -619,3 +621,41 @@ def test_a_server_says_at_start_which_read_models_are_stale(api, sqlite_url, cap
     stale = sorted(r.getMessage().split(" is stale")[0] for r in caplog.records)
     assert stale == ["read model summary", "read model timeline"]
     assert all("lapsed_after_days: 365 -> 30" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.postgres
+def test_a_missing_table_on_postgres_is_a_shaped_500_too(pg_url, caplog):
+    """PostgreSQL's missing table is a ProgrammingError, which no handler took: a plain
+    text 500 and a dropped connection, where README promised the one error shape."""
+    found = Api(pg_url)
+    with found.client:
+        found.post([purchase("c-1", "o-1")])
+        with psycopg.connect(_conninfo(PG_URL), autocommit=True) as conn:
+            schema = Database.parse(pg_url).schema
+            conn.execute(f'DROP TABLE "{schema}".journey_feed')
+        with caplog.at_level("ERROR", logger="journey.service"):
+            answer = found.get("/v1/feed/page")
+    assert answer.status_code == 500, answer.text
+    (error,) = answer.json()["errors"]
+    assert (error["field"], error["kind"]) == ("(database)", "error")
+
+
+def test_an_id_given_as_an_object_is_a_422_not_a_500(api):
+    """The check that points a refund at its refused purchase used the raw ids as keys."""
+    for body in (
+        {**purchase("c-9", "o-1"), "order_id": {}},
+        [{**purchase("c-9", "o-1"), "order_id": [1]},
+         {**purchase("c-9", "o-2"), "customer_id": {}}],
+        {"type": "complaint", "customer_id": "c-9", "occurred_at": "2025-03-01T10:00:00Z",
+         "complaint_id": {}, "topic": "product", "severity": "low"},
+    ):
+        answer = api.post(body)
+        assert answer.status_code == 422, answer.text
+
+
+def test_a_time_with_a_control_character_is_refused(api):
+    """fromisoformat stops at a NUL: "…Z\\x00junk" was stored as the time before it."""
+    answer = api.post({**purchase("c-9", "o-1"), "occurred_at": "2025-03-01T10:00:00Z\x00junk"})
+    assert answer.status_code == 422 and answer.json()["errors"][0]["field"] == "occurred_at"
+    shown = api.get("/v1/customers/c-1", params={"as_of": "2025-03-01T10:00:00Z\x00junk"})
+    assert shown.status_code == 422, shown.text

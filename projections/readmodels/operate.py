@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy.exc
 from pydantic import ValidationError
 
 from journey.application import JourneyApplication
@@ -116,7 +117,23 @@ class ReadModels:
         return rfm_population(self.store, as_of, self.runner.settings)
 
     def status(self) -> list[dict[str, Any]]:
-        """Position, head, lag and staleness of each read model's serving generation."""
+        """Position, head, lag and staleness of each read model's serving generation. A
+        rebuild's switch may drop a generation while it is read (its table gone): then
+        the models are read again, as they now serve."""
+        for _ in range(3):
+            serving = self._serving()
+            try:
+                return self._status()
+            except sqlalchemy.exc.DBAPIError:
+                if self._serving() == serving:  # no switch explains it
+                    raise
+        return self._status()
+
+    def _serving(self) -> list[tuple[str, int]]:
+        generations = self.store.all_generations()
+        return [(g.name, g.generation) for g in generations if g.status == "serving"]
+
+    def _status(self) -> list[dict[str, Any]]:
         app = self.app
         head = app.max_notification_id()
         now = datetime.now(UTC)
