@@ -66,6 +66,15 @@ def has_personal(content: Key) -> bool:
     return any(name == "personal" and value is not None for name, value in content[2])
 
 
+def sealed(content: Key) -> bool:
+    """Whether the content's personal data is known by its keyed digest (not plaintext
+    an older store kept, which can still be compared)."""
+    return any(
+        name == "personal" and isinstance(value, tuple) and value[:1] == ("digest",)
+        for name, value in content[2]
+    )
+
+
 def without_personal(content: Key) -> Key:
     type_, occurred_at, fields = content
     return (type_, occurred_at, tuple((k, v) for k, v in fields if k != "personal"))
@@ -202,7 +211,7 @@ class Customer(BaseAggregate[str]):
         apart is now told by the rest of each event's content (``erased_copies``)."""
         self.erased = True
         self.erased_copies.update(
-            without_personal(content) for content in self.seen.values() if has_personal(content)
+            without_personal(content) for content in self.seen.values() if sealed(content)
         )
 
     def _erased_copy(self, stored: Key, content: Key) -> bool:
@@ -211,7 +220,8 @@ class Customer(BaseAggregate[str]):
         it was a second event (counted twice) that brought back the very data erased."""
         rest = without_personal(stored)
         return (
-            has_personal(content)
+            sealed(stored)
+            and has_personal(content)
             and rest in self.erased_copies
             and (rest == without_personal(content))
         )

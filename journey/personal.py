@@ -185,8 +185,10 @@ class Keyring:
         keys = sorted(keys, key=lambda k: k.customer_id)  # two writers lock rows in one order
         now = datetime.now(UTC).isoformat()
         with self.tables.transaction() as cur:
-            taken = self._store_pg(cur, keys, now) if self.tables.pg else self._store_sqlite(
-                cur, keys, now
+            taken = (
+                self._store_pg(cur, keys, now)
+                if self.tables.pg
+                else self._store_sqlite(cur, keys, now)
             )
             if taken:
                 raise KeyRace(min(taken))
@@ -198,8 +200,12 @@ class Keyring:
             f"INSERT INTO {self.table} (customer_id, kid, secret, created_at) "
             "SELECT * FROM unnest(?::text[], ?::text[], ?::bytea[], ?::text[]) "
             "ON CONFLICT (customer_id) DO NOTHING RETURNING customer_id",
-            [[k.customer_id for k in keys], [k.kid for k in keys],
-             [k.secret for k in keys], [now] * len(keys)],
+            [
+                [k.customer_id for k in keys],
+                [k.kid for k in keys],
+                [k.secret for k in keys],
+                [now] * len(keys),
+            ],
         ).fetchall()
         return {k.customer_id for k in keys} - {row[0] for row in stored}
 
@@ -227,12 +233,12 @@ class Keyring:
 
     def open(self, customer_id: str, sealed: dict[str, Any]) -> PersonalData:
         key = self.key(customer_id)
-        if key is None or key.kid != sealed["kid"]:
-            return PersonalData.opened(sealed, None)
         try:
+            if key is None or key.kid != sealed["kid"]:
+                return PersonalData.opened(sealed, None)
             return PersonalData.opened(sealed, key.open(sealed))
-        except (InvalidTag, ValueError) as exc:  # ValueError: the plaintext is not JSON
-            raise UnreadableSeal(customer_id) from exc
+        except (InvalidTag, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise UnreadableSeal(customer_id) from exc  # altered: not the shape sealed
 
     def destroy(self, customer_id: str) -> bool:
         """Delete the customer's key so that its bytes leave the database files: SQLite
@@ -278,7 +284,7 @@ class UnreadableSeal(JourneyError):
     def __init__(self, customer_id: str):
         super().__init__(
             f"the personal data of {customer_id!r} cannot be opened with its key: the key "
-            "(journey_keys) or the sealed data was altered outside Journey"
+            "(journey_keys) or the sealed data was altered outside Journey (journey verify)"
         )
 
 

@@ -53,15 +53,15 @@ class SealingPostgresRecorder(PostgresApplicationRecorder):
         #: Journey's listeners wait on the schema's own channel; the library's (one name for
         #: every schema) is notified too, for its own subscribers.
         self.schema_channel = schema_channel(self.datastore.schema, "journey_events")
-
-    def _notify_channel(self, curs: Any) -> None:
-        super()._notify_channel(curs)
-        curs.execute(SQL("NOTIFY {0}").format(Identifier(self.schema_channel)))
         self.insert_columns_statement = SQL(
             "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
             "SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[], %b::bytea[]) "
             "RETURNING notification_id"
         ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
+
+    def _notify_channel(self, curs: Any) -> None:
+        super()._notify_channel(curs)
+        curs.execute(SQL("NOTIFY {0}").format(Identifier(self.schema_channel)))
 
     def _insert_stored_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any

@@ -151,8 +151,8 @@ class Database:
             "POSTGRES_MAX_OVERFLOW": "4",
             "POSTGRES_CONNECT_TIMEOUT": "10",
             "POSTGRES_PRE_PING": "y",  # a connection the server dropped is replaced, not used
-            # The library's stored-function insert (its own default, unless the environment
-            # asks for it) neither seals the log nor notifies the schema's channel.
+            # Never the library's stored-function insert (an environment variable would
+            # turn it on): it neither seals the log nor notifies the schema's channel.
             "POSTGRES_ENABLE_DB_FUNCTIONS": "no",
         }
 

@@ -476,3 +476,38 @@ def test_a_key_altered_outside_journey_is_said_so_not_a_traceback(engine, db_url
         assert result.exit_code == 1, (command, result.output)
         assert "cannot be opened with its key" in result.stderr
         assert "Traceback" not in result.output
+
+
+def test_an_event_id_stored_without_personal_data_stays_a_conflict_after_an_erasure(engine):
+    """Another event, alike but for its personal data, made the erasure's matching take an
+    event_id sent again with new personal data for a retry: dropped, where it was a 409."""
+    plain = ev("contact", "c-1", at(2), channel="phone", direction="inbound",
+               purpose="inquiry", event_id="e-1")
+    engine.record(plain)
+    engine.record(dict(plain, event_id=None, personal={"note": "n"}))
+    engine.erase("c-1", "asked")
+    refused(engine, dict(plain, personal={"note": "new data"}), "event_id", "already",
+            kind="conflict")
+
+
+@pytest.mark.parametrize("tamper", ["no nonce", "a number", "a float"])
+def test_sealed_data_altered_in_the_event_is_said_so_not_a_traceback(engine, db_url, tamper):
+    populate(engine)
+    raw = Raw(engine)
+    try:
+        position, _, _, state = next(r for r in raw.rows("c-1") if r[3].get("personal"))
+        personal = state["personal"].get("_data_", state["personal"])
+        if tamper == "no nonce":
+            personal.pop("nonce")
+        elif tamper == "a number":
+            personal["ciphertext"] = 7
+        raw.set_state(position, state)
+        if tamper == "a float":
+            text = json.dumps(state).replace('"previous_hash": null', '"previous_hash": 1.5')
+            text = text.replace('"event_id": null', '"event_id": 1.5')
+            raw.run("UPDATE {events} SET state = ? WHERE {pos} = ?", (text.encode(), position))
+    finally:
+        raw.close()
+    result = cli(db_url, "export", "c-1")
+    assert result.exit_code == 1, result.output
+    assert "altered outside Journey" in result.stderr and "Traceback" not in result.output

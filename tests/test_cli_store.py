@@ -497,3 +497,23 @@ def test_a_corrupted_gz_on_a_terminal_is_a_bad_line_not_a_traceback(db_url, tmp_
     (bad,) = json.loads(result.stderr)["errors"]
     assert bad["errors"][0]["field"] == "(file)"
     assert stored(db_url, "c-17") == []
+
+
+def test_rejects_to_standard_output_appended_to_a_file_keep_that_file(tmp_path):
+    """`--rejects /dev/stdout >> import.log` emptied import.log (a regular file, through
+    the redirection) before writing the rejects."""
+    import subprocess
+
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps(PURCHASE) + "\nnot json\n")
+    log = tmp_path / "import.log"
+    log.write_text("precious\n")
+    with log.open("a") as appended:
+        done = subprocess.run(
+            [sys.executable, "-m", "journey", "--db", f"sqlite:///{tmp_path / 't.db'}",
+             "import", str(path), "--skip-invalid", "--rejects", "/dev/stdout"],
+            stdout=appended, stderr=subprocess.PIPE, text=True, timeout=120,
+        )
+    assert done.returncode == 0, done.stderr
+    kept = log.read_text()
+    assert kept.startswith("precious\n") and '"not json"' in kept

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import typer
+from eventsourcing.persistence import MapperDeserialisationError
 from rich.console import Console
 from rich.markup import escape
 
@@ -68,3 +69,10 @@ def reporting(as_json: bool) -> Iterator[None]:
         )
     except JourneyError as exc:
         fail(str(exc), as_json=as_json, code=REJECTED)
+    except MapperDeserialisationError as exc:  # a stored state no reader takes: altered
+        fail(
+            f"a stored event cannot be read ({exc.__cause__ or exc}): it was altered outside "
+            "Journey; journey verify says which",
+            as_json=as_json,
+            code=REJECTED,
+        )

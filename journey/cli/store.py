@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import sys
 import zlib
 from collections.abc import Iterator
-from contextlib import closing, contextmanager, nullcontext
+from contextlib import closing, contextmanager, nullcontext, suppress
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -93,8 +95,8 @@ def import_files(
     sink = open_rejects(rejects, paths, ctx.obj.db, as_json) if rejects else nullcontext()
     engine = open_engine(ctx, as_json)
     with sink as handle:
-        if handle is not None and Path(handle.name).is_file():  # the store opened: now it
-            handle.truncate(0)  # may be emptied (not /dev/stdout, which cannot be)
+        if handle is not None and emptiable(handle):  # the store opened: now it may be
+            handle.truncate(0)
         with reporting(as_json), interruptible(as_json), engine, progress_bar(paths) as bar:
             outcome = engine.import_files(
                 paths,
@@ -143,6 +145,20 @@ def same_file(one: Path, other: Path) -> bool:
         return one.samefile(other)
     except OSError:  # one of them does not exist yet
         return False
+
+
+def emptiable(handle: TextIO) -> bool:
+    """Whether the rejects file is a file of its own: not a device, a pipe, or standard
+    output or error (``--rejects /dev/stdout >> log`` emptied the log appended to)."""
+    opened = os.fstat(handle.fileno())
+    if not stat.S_ISREG(opened.st_mode):
+        return False
+    for stream in (1, 2):
+        with suppress(OSError):
+            std = os.fstat(stream)
+            if (std.st_dev, std.st_ino) == (opened.st_dev, opened.st_ino):
+                return False
+    return True
 
 
 def store_files(url: str | None) -> set[Path]:
