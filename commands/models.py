@@ -145,6 +145,9 @@ Text = Annotated[str, StringConstraints(min_length=1, max_length=2000), AfterVal
 #: Order, complaint and event ids, and a purchase's category: what events are matched and
 #: counted by.
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(check_label)]
+Label = Annotated[
+    str, StringConstraints(min_length=1, max_length=2000), AfterValidator(check_label)
+]
 
 
 def check_reference(value: str) -> str:
@@ -160,9 +163,6 @@ def check_reference(value: str) -> str:
 #: A refund's order_id and a resolution's complaint_id: an Id already stored, named.
 Reference = Annotated[
     str, StringConstraints(min_length=1, max_length=128), AfterValidator(check_reference)
-]
-Label = Annotated[
-    str, StringConstraints(min_length=1, max_length=2000), AfterValidator(check_label)
 ]
 MAX_DIGITS, DECIMAL_PLACES = 19, 4
 

@@ -18,6 +18,7 @@ from eventsourcing.persistence import IntegrityError
 
 from commands.files import read_records
 from commands.handlers import (
+    OPENS,
     Clock,
     Outcome,
     Rejected,
@@ -27,12 +28,19 @@ from commands.handlers import (
     default_actor,
     record_batch,
 )
+from commands.models import MODELS as COMMAND_MODELS
 from commands.models import Command, InvalidInput, parse_command, parse_erase_reason
 from journey import connect  # noqa: F401  (re-exported: services import it from here)
 from journey.application import JourneyApplication
 from journey.collecting import collector_paused
 from journey.customer import Customer
-from journey.errors import InputError, JourneyError, RetryableConflict, utf8_text
+from journey.errors import (
+    InputError,
+    JourneyError,
+    RetryableConflict,
+    UnknownReference,
+    utf8_text,
+)
 from journey.events import CustomerEvent, Erased
 from journey.integrity import Report
 from journey.moments import utc_now
@@ -40,7 +48,6 @@ from journey.personal import is_sealed
 from journey.storage import Database
 
 Progress = Callable[[int], None]
-#: As long as any free text of DOMAIN.md §2.
 #: After storing this many events at once, the store's statistics are refreshed: the
 #: planner must not go on believing the log is empty (autovacuum may be off, or late).
 ANALYZE_AFTER = 10_000
@@ -76,43 +83,42 @@ class RejectedInput(InputError):
         self.kind = errors[0].kind
 
 
-#: What a refund or resolution names, the type that opens it, and how its absence reads.
-OPENERS = {"order_id": ("purchase", "no purchase "), "complaint_id": ("complaint", "no complaint ")}
-
-
 def point_at_refused_openers(
     rejected: list[Rejected], raws: list[Any], sources: list[Source]
 ) -> None:
     """A refund or resolution whose purchase or complaint was itself refused in the same
     input says where ("no complaint 'k1'" alone sent one looking in the store)."""
-    refused: dict[tuple[Any, str, Any], Source] = {}
+    refused: dict[tuple[str, str, str], Source] = {}
     for r in rejected:
         if (named := opened_by(raws[r.line])) is not None:
             refused.setdefault(named, sources[r.line])
-    if not refused:
-        return
-    for r in rejected:
-        raw, here = raws[r.line], sources[r.line]
+    for r in rejected if refused else ():
+        raw = raws[r.line]
         for n, error in enumerate(r.errors):
-            missing = OPENERS.get(error.field, (None, None))[1]
-            if not (isinstance(raw, dict) and missing and error.reason.startswith(missing)):
-                continue
-            opener = refused.get((raw.get("customer_id"), error.field, raw.get(error.field)))
+            if not (isinstance(error, UnknownReference) and isinstance(raw, dict)):
+                continue  # the guard that raised it read these ids: they are text
+            opener = refused.get((raw["customer_id"], error.field, raw[error.field]))
             if opener is not None:
-                r.errors[n] = InputError(
-                    error.field, f"{error.reason} ({refused_at(opener, here)})"
-                )
+                where = refused_at(opener, sources[r.line])
+                r.errors[n] = InputError(error.field, f"{error.reason} ({where})")
 
 
 def opened_by(raw: Any) -> tuple[str, str, str] | None:
     """(customer, id field, id) of the purchase or complaint an input would open: given
     as text (an id given as an object is no id, and no key of a dict)."""
-    for field, (type_, _) in OPENERS.items():
-        if isinstance(raw, dict) and raw.get("type") == type_:
-            customer, named = raw.get("customer_id"), raw.get(field)
-            if isinstance(customer, str) and isinstance(named, str):
-                return customer, field, named
+    type_ = raw.get("type") if isinstance(raw, dict) else None
+    field = OPENED_BY_TYPE.get(type_) if isinstance(type_, str) else None
+    if field is None:
+        return None
+    customer, named = raw.get("customer_id"), raw.get(field)
+    if isinstance(customer, str) and isinstance(named, str):
+        return customer, field, named
     return None
+
+
+#: The input types that open a purchase or complaint (``handlers.OPENS``), by type name:
+#: the id field each opens.
+OPENED_BY_TYPE = {name: OPENS[model][1] for name, model in COMMAND_MODELS.items() if model in OPENS}
 
 
 def refused_at(opener: Source, here: Source) -> str:

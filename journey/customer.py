@@ -13,7 +13,7 @@ from typing import Any
 
 from eventsourcing.domain import BaseAggregate
 
-from journey.errors import ConflictError, InputError
+from journey.errors import ConflictError, InputError, UnknownReference
 from journey.events import (
     ComplaintResolved,
     CustomerEvent,
@@ -293,7 +293,7 @@ class Customer(BaseAggregate[str]):
     def _guard_refund(self, occurred_at: datetime, order_id: str, amount: Decimal) -> None:
         order = self.orders.get(order_id)
         if order is None:
-            raise InputError(
+            raise UnknownReference(
                 "order_id", f"no purchase {order_id!r} for customer {self.id!r}{spaced(order_id)}"
             )
         if occurred_at < order.occurred_at:
@@ -311,7 +311,7 @@ class Customer(BaseAggregate[str]):
     def _guard_resolution(self, occurred_at: datetime, complaint_id: str) -> None:
         opened = self.complaints.get(complaint_id)
         if opened is None:
-            raise InputError(
+            raise UnknownReference(
                 "complaint_id",
                 f"no complaint {complaint_id!r} for customer {self.id!r}{spaced(complaint_id)}",
             )

@@ -27,6 +27,11 @@ class ConflictError(InputError):
     kind = "conflict"
 
 
+class UnknownReference(InputError):
+    """A refund or resolution naming a purchase or complaint the customer does not have
+    (so an import can say when that purchase or complaint was itself refused)."""
+
+
 class RetryableConflict(JourneyError):
     """Another writer changed the same customer at the same moment, more often than we retry.
     Sending the same input again is safe."""

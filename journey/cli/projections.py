@@ -171,15 +171,14 @@ def warn_stale(models: ReadModels, names: list[str], rules: Settings) -> None:
         if newer_code(generation):
             err.print(f"note: {name} is stale ({'; '.join(reasons)}); this Journey leaves it be")
             continue
-        kept = []
-        if settings_changed(generation, rules):
-            kept.append("it is kept by the settings it was built with")
+        settings_differ = bool(settings_changed(generation, rules))
+        kept = ["it is kept by the settings it was built with"] if settings_differ else []
         if generation.code_version != MODELS[name].code:
             kept.append("rows written from now on follow this projection code, older rows not")
         err.print(
             f"note: {name} is stale ({'; '.join(reasons)}): {'; '.join(kept)} until "
             f"`journey projections rebuild {name}`"
-            + (" with these settings" if settings_changed(generation, rules) else "")
+            + (" with these settings" if settings_differ else "")
         )
 
 

@@ -9,12 +9,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlalchemy.exc
 from pydantic import ValidationError
 
 from journey.application import JourneyApplication
@@ -28,6 +27,7 @@ from projections.readmodels.store import (
     Generation,
     LockBusy,
     NewerCode,
+    PositionMoved,
     ReadModelStore,
     newer_code,
 )
@@ -121,17 +121,9 @@ class ReadModels:
         rebuild's switch may drop a generation while it is read (its table gone): then
         the models are read again, as they now serve."""
         for _ in range(3):
-            serving = self._serving()
-            try:
+            with suppress(PositionMoved):
                 return self._status()
-            except sqlalchemy.exc.DBAPIError:
-                if self._serving() == serving:  # no switch explains it
-                    raise
         return self._status()
-
-    def _serving(self) -> list[tuple[str, int]]:
-        generations = self.store.all_generations()
-        return [(g.name, g.generation) for g in generations if g.status == "serving"]
 
     def _status(self) -> list[dict[str, Any]]:
         app = self.app
@@ -145,7 +137,8 @@ class ReadModels:
             oldest = app.mapper.to_domain_event(waiting[0]).timestamp if waiting else None
             due, since = 0, None
             if generation.name == "summary":  # rows whose time-driven change has come
-                due, since = self.store.overdue(generation.generation, now)
+                with self.runner.retired_meanwhile(generation):
+                    due, since = self.store.overdue(generation.generation, now)
             if since is not None and (oldest is None or since < oldest):
                 oldest = since
             reasons = stale_reasons(generation, self.runner.settings)
