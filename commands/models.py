@@ -30,14 +30,22 @@ from pydantic_core import PydanticKnownError
 from journey.errors import InputError, utf8_text
 from journey.moments import check_microseconds, within_calendar
 
-CUSTOMER_ID = re.compile(r"[A-Za-z0-9._:@-]+")
+ID_CHARACTERS = "A-Za-z0-9._:@-"
+CUSTOMER_ID = re.compile(f"[{ID_CHARACTERS}]+")
+CUSTOMER_ID_MAX = 64
+#: check_customer_id as JSON Schema (the OpenAPI document) writes it.
+CUSTOMER_ID_SCHEMA = {
+    "pattern": f"^[{ID_CHARACTERS}]{{1,{CUSTOMER_ID_MAX}}}$",
+    "minLength": 1,
+    "maxLength": CUSTOMER_ID_MAX,
+}
 
 
 def check_customer_id(value: str) -> str:
     if not value:
         raise ValueError("must not be empty")
-    if len(value) > 64:
-        raise ValueError(f"is {len(value)} characters long; at most 64 are allowed")
+    if len(value) > CUSTOMER_ID_MAX:
+        raise ValueError(f"is {len(value)} characters long; at most {CUSTOMER_ID_MAX} are allowed")
     if not CUSTOMER_ID.fullmatch(value):
         raise ValueError("may contain only letters, digits and . _ : @ -")
     return value

@@ -8,6 +8,7 @@ paged twin, /v1/feed/page, takes the same parameters and is tested here).
 from __future__ import annotations
 
 import os
+import re
 import warnings
 
 import pytest
@@ -16,11 +17,16 @@ warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testcli
 
 import schemathesis  # noqa: E402  (in the test extras: missing, it must fail, not skip)
 from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
+from commands.models import check_customer_id  # noqa: E402
 from journey.storage import Database  # noqa: E402
+from projections.feed import KINDS  # noqa: E402
 from projections.readmodels.store import make_engine  # noqa: E402
 from service import create_app  # noqa: E402
+from service.errors import Problem  # noqa: E402
 from service.keys import SCOPES, Keys  # noqa: E402
+from service.routes.feed import kinds_of  # noqa: E402
 
 EXAMPLES = int(os.environ.get("JOURNEY_SCHEMATHESIS_EXAMPLES", "60"))
 
@@ -92,3 +98,61 @@ def exercise(operation, headers: dict[str, str], failures: list[str], calls: lis
             failures.append(f"{asked} -> {response.status_code} {response.text[:300]}")
 
     one()
+
+
+ID_TEXT = st.text(st.characters(codec="utf-8"), max_size=70) | st.text("ab9._:@- /", max_size=70)
+
+
+@given(ID_TEXT)
+@settings(deadline=None)
+def test_the_documented_customer_id_is_the_one_the_server_takes(text):
+    """The path's pattern is documented, not enforced by FastAPI (the server's own check
+    gives the reason): a client validating against the document must agree with it."""
+    parameter = document()["paths"]["/v1/customers/{customer_id}"]["get"]["parameters"][0]
+    assert parameter["name"] == "customer_id"
+    try:
+        check_customer_id(text)
+        taken = True
+    except ValueError:
+        taken = False
+    assert documented_match(parameter["schema"], text) == taken
+
+
+KIND_TEXT = st.lists(st.sampled_from([*KINDS, "stage", "", " "]), max_size=4).map(",".join)
+
+
+@given(KIND_TEXT)
+@settings(deadline=None)
+def test_the_documented_kinds_are_the_ones_the_server_takes(text):
+    parameters = document()["paths"]["/v1/feed/page"]["get"]["parameters"]
+    (kinds,) = [p for p in parameters if p["name"] == "kinds"]
+    try:
+        kinds_of([text])
+        taken = True
+    except Problem:
+        taken = False
+    assert documented_match(kinds["schema"]["items"], text) == taken
+
+
+def test_the_funnel_documents_its_stale_header():
+    ok = document()["paths"]["/v1/funnel"]["get"]["responses"]["200"]
+    assert "Journey-Stale" in ok["headers"]
+
+
+_DOCUMENT: dict = {}
+
+
+def document() -> dict:
+    """The OpenAPI document of an app on no store (building it opens nothing)."""
+    if not _DOCUMENT:
+        _DOCUMENT.update(create_app("sqlite:///:memory:").openapi())
+    return _DOCUMENT
+
+
+def documented_match(schema: dict, text: str) -> bool:
+    """Whether ``text`` satisfies the string keywords of ``schema`` (JSON Schema's
+    lengths count code points, as Python's len does)."""
+    return (
+        schema.get("minLength", 0) <= len(text) <= schema.get("maxLength", len(text))
+        and re.search(schema["pattern"], text) is not None
+    )

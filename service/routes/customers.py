@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse
 
-from commands.models import check_customer_id
+from commands.models import CUSTOMER_ID_SCHEMA, check_customer_id
 from journey.moments import parse_known_at, parse_moment
 from projections.pointintime import NotFound
 from projections.readmodels.operate import stale_reasons
@@ -17,20 +17,34 @@ from service.auth import ServiceDep, scope
 from service.errors import error_responses, problem
 from service.keys import ApiKey
 
-CustomerId = Annotated[
-    str, Path(description="The customer id: 1-64 of letters, digits and . _ : @ -")
-]
+ID_DOC = "The customer id: 1-64 of letters, digits and . _ : @ -"
+# The pattern is documented, not enforced by FastAPI: valid_id refuses with the reason.
+CustomerId = Annotated[str, Path(description=ID_DOC, json_schema_extra=CUSTOMER_ID_SCHEMA)]
+#: What a time parameter takes, for the OpenAPI document (journey.moments parses it).
+MOMENT_EXAMPLES = ["now", "2025-03-01", "2025-03-01T10:00:00Z", "2025-03-01T11:00:00+01:00"]
 AsOf = Annotated[
     str | None,
-    Query(description="Valid time: ISO 8601 with a zone, a date (00:00 UTC) or `now` (default)."),
+    Query(
+        description="Valid time: ISO 8601 with a zone, a date (00:00 UTC) or `now` (default).",
+        examples=MOMENT_EXAMPLES,
+    ),
 ]
 KnownAt = Annotated[
     str | None,
     Query(
         description="Record time: count only events recorded by then. Same forms as "
-        "`as_of`; default now."
+        "`as_of`, not ahead of now; default now.",
+        examples=MOMENT_EXAMPLES,
     ),
 ]
+#: The funnel's answer when the timeline was built by other rules than the service's.
+STALE_HEADER = {
+    "Journey-Stale": {
+        "description": "Present when the timeline was built with other settings or code "
+        "than the service's: each reason (`setting: old -> new`), separated by `; `.",
+        "schema": {"type": "string"},
+    }
+}
 
 router = APIRouter(tags=["customers"])
 
@@ -85,7 +99,11 @@ def customer_history(
     )
 
 
-@router.get("/v1/funnel", response_model=schemas.Funnel, responses=error_responses(422))
+@router.get(
+    "/v1/funnel",
+    response_model=schemas.Funnel,
+    responses={200: {"headers": STALE_HEADER}, **error_responses(422)},
+)
 def get_funnel(
     _key: Annotated[ApiKey, Depends(scope("customers:read"))],
     service: ServiceDep,

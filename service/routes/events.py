@@ -9,7 +9,7 @@ from pydantic import TypeAdapter
 
 from commands.files import decode_json
 from commands.handlers import Rejected
-from commands.models import AnyCommand
+from commands.models import CUSTOMER_ID_SCHEMA, AnyCommand
 from journey.api import Journey
 from journey.errors import InputError
 from service import schemas
@@ -53,7 +53,7 @@ def events_request_body() -> dict[str, Any]:
             if name in FIELD_DOCS:
                 field.setdefault("description", FIELD_DOCS[name])
             if name in ID_FIELDS and "type" in field:
-                field.update(pattern="^[A-Za-z0-9._:@-]{1,64}$", maxLength=64)
+                field.update(CUSTOMER_ID_SCHEMA)
     definitions["Event"] = {
         **single,
         "title": "Event",

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from commands.models import CUSTOMER_ID_SCHEMA
 from projections.feed import KINDS
 from service import schemas
 from service.auth import ServiceDep, scope
@@ -19,15 +20,25 @@ MAX_POSITION = 2**63 - 1
 
 Reader = Annotated[ApiKey, Depends(scope("feed:read"))]
 FeedAfter = Annotated[int, Query(ge=0, le=MAX_POSITION, description="Entries after this position.")]
+KIND = "|".join(KINDS)
 Kinds = Annotated[
     list[str] | None,
     Query(
         description="Only these kinds: `loyalty_stage`, `status`, "
-        "`relationship_level`; repeat the parameter or separate with commas."
+        "`relationship_level`; repeat the parameter or separate with commas.",
+        # Documented, not enforced by FastAPI: kinds_of refuses with the reason.
+        json_schema_extra={
+            "items": {"type": "string", "pattern": f"^[ ,]*(({KIND})[ ,]*(,[ ,]*({KIND})[ ,]*)*)?$"}
+        },
     ),
 ]
 FeedCustomer = Annotated[
-    str | None, Query(min_length=1, description="Only this customer's changes.")
+    str | None,
+    Query(
+        min_length=1,
+        description="Only this customer's changes.",
+        json_schema_extra=CUSTOMER_ID_SCHEMA,
+    ),
 ]
 LastEventId = Annotated[
     str | None,
@@ -73,7 +84,10 @@ async def follow_feed(
     new one as it is written. Clients without SSE use `GET /v1/feed/page`."""
     if customer_id is not None:
         valid_id(customer_id)
-    start = resume_position(after, last_event_id or last_event_query)
+    if last_event_id:  # an empty header names no position
+        start = resume_position(after, last_event_id, "Last-Event-ID")
+    else:
+        start = resume_position(after, last_event_query, "lastEventId")
     chosen = kinds_of(kinds)
     events = sse_events(
         service.feed,
@@ -120,14 +134,16 @@ def may_read(service: Service, name: str) -> bool:
     return found is not None and found.active and "feed:read" in found.scopes
 
 
-def resume_position(after: int, last_event_id: str | None) -> int:
+def resume_position(after: int, last_event_id: str | None, field: str) -> int:
+    """Where a stream starts: after the last event id the client saw (sent as ``field``),
+    else ``after``."""
     if last_event_id is None:
         return after
     position = last_event_id.strip()
     # ASCII digits only, and few: isdigit() takes "²" (headers are read as latin-1) and
     # int() refuses more than 4,300 digits; either was a 500.
     if not re.fullmatch(r"[0-9]{1,19}", position) or int(position) > MAX_POSITION:
-        raise problem(422, "Last-Event-ID", "must be a feed position (a whole number)", "invalid")
+        raise problem(422, field, "must be a feed position (a whole number)", "invalid")
     return int(position)
 
 
