@@ -73,6 +73,8 @@ class Outcome:
     #: The customer and the type of each stored event, beside ``positions``.
     customers: list[str] = field(default_factory=list)
     types: list[str] = field(default_factory=list)
+    #: The files of an import that held no input at all (a wrong file, an empty export).
+    empty_files: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {

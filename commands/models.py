@@ -452,4 +452,7 @@ def from_pydantic(error: Any) -> InputError:
         reason = "is not a field of this event type"
     elif error["type"] == "missing":
         reason = "is required"
+    elif error["type"] == "string_type" and type(error.get("input")) in (int, float):
+        # A JSON number where text goes: exports from spreadsheets write numeric ids so.
+        reason = f"must be text, not the number {error['input']}: write it in quotes"
     return InputError(field, reason)

@@ -10,8 +10,9 @@ with connect("postgresql://postgres@127.0.0.1/journey") as engine:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 from eventsourcing.persistence import IntegrityError
@@ -189,10 +190,17 @@ class Journey:
         """Import JSONL/CSV files as one input; errors name the file and its line.
         ``on_validated`` is told of each input validated, ``on_stored`` of each batch of
         events stored (their number)."""
-        records = (
-            (Source(path, line), record) for path in paths for line, record in read_records(path)
-        )
-        return self._record_sourced(records, skip_invalid, on_validated, on_stored)
+        read: set[str] = set()
+
+        def sourced(path: str) -> Iterator[tuple[Source, Any]]:
+            for line, record in read_records(path):
+                read.add(path)
+                yield Source(path, line), record
+
+        records = chain.from_iterable(sourced(path) for path in paths)
+        outcome = self._record_sourced(records, skip_invalid, on_validated, on_stored)
+        outcome.empty_files = [path for path in paths if path not in read]
+        return outcome
 
     @collector_paused()
     def _record_sourced(

@@ -49,6 +49,21 @@ def test_import_stores_and_counts(db_url, tmp_path):
     assert stored(db_url, "c-17") == ["identified", "purchase", "refund"]
 
 
+def test_a_file_without_events_is_noted(db_url, tmp_path):
+    """An empty export (or the wrong file) imported "stored 0 events" and nothing else."""
+    (tmp_path / "empty.jsonl").write_text("\n\n")
+    (tmp_path / "header.csv").write_text("type,customer_id,occurred_at\n")
+    good = write_jsonl(tmp_path / "in.jsonl", [PURCHASE])
+    empty, header = str(tmp_path / "empty.jsonl"), str(tmp_path / "header.csv")
+    result = run(db_url, "import", empty, good, header)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [f"note: {empty} holds no events",
+                                          f"note: {header} holds no events"]
+    assert "stored 2 events" in result.stdout
+    quiet = run(db_url, "import", good)
+    assert (quiet.exit_code, quiet.stderr) == (0, "")
+
+
 def test_reimport_stores_nothing_new(db_url, tmp_path):
     path = write_jsonl(tmp_path / "in.jsonl", [PURCHASE, REFUND])
     assert run(db_url, "import", path).exit_code == 0

@@ -250,8 +250,10 @@ def test_a_key_given_twice_in_a_jsonl_line_is_refused(engine, tmp_path, text, fi
 
 
 def test_an_empty_file_imports_nothing(engine, tmp_path):
-    outcome = engine.import_files([write(tmp_path / "empty.jsonl", "\n\n")])
+    empty = write(tmp_path / "empty.jsonl", "\n\n")
+    outcome = engine.import_files([empty])
     assert (outcome.stored, outcome.duplicates, outcome.rejected) == (0, 0, [])
+    assert outcome.empty_files == [empty]
 
 
 # --- CSV ---------------------------------------------------------------------------------

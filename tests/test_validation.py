@@ -442,6 +442,20 @@ def test_an_id_or_text_of_white_space_only_is_refused(engine, type_, field):
         refused(engine, {**FULL[type_], field: blank}, field, "must not be blank")
 
 
+@pytest.mark.parametrize(
+    ("type_", "field"),
+    [("purchase", "customer_id"), ("purchase", "order_id"), ("purchase", "category"),
+     ("complaint", "complaint_id"), ("left", "reason"), ("contact", "event_id")],
+)
+def test_a_number_where_text_goes_says_to_quote_it(engine, type_, field):
+    """Spreadsheet exports write numeric ids as JSON numbers: pydantic's "Input should be
+    a valid string" did not say what to change."""
+    for number, shown in [(123, "123"), (4.5, "4.5")]:
+        refused(engine, {**FULL[type_], field: number}, field, f"not the number {shown}",
+                "quotes")
+    refused(engine, {**FULL[type_], field: True}, field, "valid string")  # not a number
+
+
 #: Every id, label and text field, by a type that has it (``personal.*`` are texts too).
 TEXTS = [("disqualified", "reason"), ("manager_assigned", "manager"), ("left", "reason"),
          ("identified", "source"), ("benefit_granted", "description"), ("qualified", "note")]

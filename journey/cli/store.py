@@ -274,6 +274,8 @@ def report_import(
         else:
             emit_json({key: value for key, value in summary.items() if key != "errors"})
     else:
+        for path in outcome.empty_files:
+            err.print(f"note: {escape(path)} holds no events", highlight=False)
         for rejected in outcome.rejected:
             where = (
                 f"{rejected.source}:{rejected.line}" if rejected.source else f"line {rejected.line}"
