@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -112,3 +113,21 @@ def write_jsonl(path: Path, records: Iterable[Any]) -> str:
     lines = [r if isinstance(r, str) else json.dumps(r) for r in records]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return str(path)
+
+
+def seen_blocked_by(database: Any, blocker: Any, timeout: float = 30.0) -> bool:
+    """Whether, within ``timeout``, a session of this PostgreSQL database waits for a
+    lock that the connection ``blocker`` holds: what shows that a test's "it waits" was
+    seen waiting, not merely not started yet."""
+    with database.connect() as watcher:
+        watcher.autocommit = True  # pg_stat_activity is read once per transaction
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            row = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                [blocker.info.backend_pid],
+            ).fetchone()
+            if row[0]:
+                return True
+            time.sleep(0.02)
+    return False

@@ -13,7 +13,7 @@ import pytest
 from audit_support import Raw, populate
 from conftest import IN_CI
 from eventsourcing.persistence import IntegrityError
-from support import at, ev, opened, refused
+from support import at, ev, opened, refused, seen_blocked_by
 from typer.testing import CliRunner
 
 from journey.cli import app
@@ -256,7 +256,7 @@ def test_an_erasure_waiting_for_a_long_reader_of_the_keys_lets_writers_through(p
         erasing = threading.Thread(target=engine.erase, args=("c-1", "asked"), daemon=True)
         erasing.start()
         try:
-            time.sleep(0.3)
+            assert seen_blocked_by(engine.database, long_reader)
             other.app.tables.autocommit("SET statement_timeout = '20s'")  # blocked: fails
             for i in range(3):  # each needs a new key: an insert into the key table
                 other.record(ev("identified", f"w-{i}", at(1), personal={"name": "W"}))

@@ -280,12 +280,16 @@ def test_verify_while_another_writer_records_stays_clean(store, db_url):
     insertions: verify checks the log as its own seal step saw it."""
     engine, _ = store
     errors: list[BaseException] = []
+    halfway, seen_halfway = threading.Event(), threading.Event()
 
     def write() -> None:
         try:
             with opened(db_url, actor="other") as other:
                 for i in range(40):
                     other.record(purchase(f"w-{i % 5}", f"o-{i}", day=1 + i % 20))
+                    if i == 19:  # the rest only once a verify has seen this far
+                        halfway.set()
+                        seen_halfway.wait(30)
         except BaseException as exc:  # reported below
             errors.append(exc)
 
@@ -293,11 +297,15 @@ def test_verify_while_another_writer_records_stays_clean(store, db_url):
     writer.start()
     reports = []
     while writer.is_alive():
+        was_halfway = halfway.is_set()
         reports.append(engine.verify())
+        if was_halfway:
+            seen_halfway.set()
     writer.join()
     reports.append(engine.verify())
     assert not errors
     assert all(r.clean for r in reports), [r.breaks for r in reports if not r.clean]
+    assert any(7 < r.events < 7 + 40 + 5 for r in reports)  # some saw the log half written
     assert reports[-1].events == 7 + 40 + 5
 
 

@@ -75,7 +75,10 @@ def test_quarterly_funnel_and_rfm_agree_with_show(db_url):
             stages = Counter(a.loyalty_stage.value for a in found if a is not None)
             assert +Counter(answer["quarters"][label]["stages"]) == stages, label
         population = queries.population(LAST_DAY, datetime.now(UTC))
-        for axis in "rfm":
+        scored = [r.answer.scores["rfm"] for r in queries.show_many(customers, LAST_DAY)]
+        for axis in "rfm":  # each customer's own score, as show gives it (None: n = 0)
+            by_show = Counter(str(rfm[axis]) for rfm in scored if rfm is not None)
+            assert {s: n for s, n in answer["rfm"][axis].items() if n} == dict(by_show), axis
             assert sum(answer["rfm"][axis].values()) == population.size
 
 

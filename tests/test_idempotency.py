@@ -119,7 +119,9 @@ def test_the_same_refund_sent_again_is_a_retry(engine):
     engine.record(purchase("c-1", "o-1", "59.90"))
     engine.record(refund("c-1", "o-1", "30"))
     assert_duplicate(engine, refund("c-1", "o-1", "30.00"))  # not a second refund of 30
-    engine.record(refund("c-1", "o-1", "29.90"))  # a second, different refund
+    assert engine.record(refund("c-1", "o-1", "29.90")).duplicate is False  # a different one
+    refunds = [Decimal(p["amount"]) for _, t, p in stream(engine, "c-1") if t == "refund"]
+    assert refunds == [Decimal("30"), Decimal("29.90")]
 
 
 def test_events_without_id_but_with_other_content_are_both_stored(engine):

@@ -26,6 +26,7 @@ from readmodel_support import (
     view_rows,
 )
 from sqlalchemy import func, inspect, select
+from support import seen_blocked_by
 
 from journey.sample import sample
 from projections.pointintime import PointInTime
@@ -252,6 +253,7 @@ def test_a_switch_does_not_hold_up_readers_behind_a_long_one(pg_url, monkeypatch
         done = threading.Thread(target=rebuild, args=(m.runner, "timeline"), daemon=True)
         done.start()
         try:
+            assert seen_blocked_by(m.journey.database, long_reader)
             with m.journey.database.connect() as reader:  # came after the switch began
                 reader.execute("SET statement_timeout = '20s'")  # blocked: fails, not hangs
                 for _ in range(5):

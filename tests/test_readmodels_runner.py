@@ -546,7 +546,7 @@ def test_supervised_runner_listens_and_reconnects_after_its_connections_are_kill
             "AND pid <> pg_backend_pid()) t",
             [tag],
         ).fetchone()[0]
-        assert killed == len(pids) or killed >= 1
+        assert killed >= 1  # its sessions may have changed since: one is enough to drop
         assert wait_for(lambda: not set(pids) & set(runner_sessions()), 30)
 
         second = record("c-listen", 2)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 from itertools import pairwise
 from typing import Any
@@ -161,10 +162,14 @@ def test_answers_do_not_depend_on_recording_order_except_for_ties(raw, data):
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.lists(specs, max_size=14), st.lists(specs, max_size=6), st.integers(0, 900))
-def test_an_answer_at_t_ignores_events_after_t(raw, later, day):
+@given(st.lists(specs, max_size=14), st.lists(specs, max_size=6), st.integers(0, 900),
+       st.integers(1, 10**11) | st.integers(1, 1000))
+def test_an_answer_at_t_ignores_events_after_t(raw, later, day, microseconds):
+    """The later events start from one microsecond after T (whole days after it let a
+    window that reached a day past T pass)."""
     items = [item for item in expand(raw) if item[0] <= day]
-    more = [(day + 1 + when, f"x{label}", what) for when, label, what in expand(later)]
+    start = at(day) + timedelta(microseconds=microseconds)
+    more = [(start + timedelta(days=w), f"x{label}", what) for w, label, what in expand(later)]
     before, _ = record(items)
     after, _ = record(items + more)
     assert before.answer(day).as_dict() == after.answer(day).as_dict()

@@ -159,18 +159,27 @@ def between(
 
 
 def collapse(steps: Iterable[tuple[datetime, State]]) -> list[Interval]:
-    """Consecutive equal states as one interval; the last is open. Several steps at one
-    moment leave only the last one's state there (the empty intervals are dropped)."""
+    """Consecutive equal states as one interval; the last is open. Of several steps at one
+    moment only the last one's state holds there: an earlier one's interval would be empty,
+    and is taken back, so the states on either side of it join again (a window closing at
+    the very moment an event renews it changes nothing)."""
     found: list[Interval] = []
     current: State | None = None  # the last interval's state
     for at, state in steps:
         if state == current:
             continue
-        if current is not None:
+        if found and found[-1].valid_from == at:  # an earlier step at this moment
+            found.pop()
+            current = state_of(found[-1]) if found else None
+            if current is not None:
+                found[-1] = Interval(found[-1].valid_from, None, *current)
+            if state == current:
+                continue
+        if found:
             found[-1] = Interval(found[-1].valid_from, at, *current)
         found.append(Interval(at, None, *state))
         current = state
-    return [i for i in found if i.valid_to is None or i.valid_to > i.valid_from]
+    return found
 
 
 def state_of(interval: Interval) -> tuple[str, str, str]:

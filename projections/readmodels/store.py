@@ -123,10 +123,11 @@ class Model:
 #: writes: a generation built by another version is stale until rebuilt, and one built by
 #: a newer version is not written by an older Journey (``Runner.writable``). 2 (2026-12-07,
 #: every model): the at-risk reason's words, and summary rows due again when a reason
-#: changes.
+#: changes. 3 (timeline): an interval no longer cut in two where a window closed at the
+#: very moment an event renewed it.
 MODELS: dict[str, Model] = {
     "summary": Model("summary", "customer_summary", summary_table),
-    "timeline": Model("timeline", "customer_timeline", timeline_table, CLASSIFICATION),
+    "timeline": Model("timeline", "customer_timeline", timeline_table, CLASSIFICATION, "3"),
     "purchases": Model("purchases", "customer_purchases", purchases_table, ()),
 }
 
