@@ -61,6 +61,12 @@ def check_sqlite_url(url: URL) -> None:
     a parameter would hold for the read models only. The file's folder must exist: a
     mistyped path would otherwise make a new, empty store wherever it pointed."""
     refuse_parameters(url, set(), "a SQLite URL is sqlite:///FILE and nothing more")
+    if url.host:  # SQLAlchemy reads sqlite://x.db as a host and no file: a store in memory
+        meant = "/".join(part for part in (url.host, url.database) if part)
+        raise StorageError(
+            f"{url.render_as_string()} names no file ({url.host!r} is read as a host "
+            f"name): write sqlite:///{meant} (three slashes; four for an absolute path)"
+        )
     folder = Path(url.database).parent if url.database and url.database != ":memory:" else None
     if folder is not None and not folder.is_dir():
         raise StorageError(
@@ -125,6 +131,12 @@ class Database:
     def sqlite_path(self) -> str:
         return self.url.database or ":memory:"
 
+    @property
+    def in_memory(self) -> bool:
+        """SQLAlchemy's ``sqlite://`` or ``sqlite:///:memory:``: a store that lives as long
+        as the process (for tests and embedding; the CLI refuses it)."""
+        return not self.is_postgres and self.sqlite_path == ":memory:"
+
     def eventsourcing_env(self) -> dict[str, str]:
         """Settings for the eventsourcing persistence module."""
         common = {"ORIGINATOR_ID_TYPE": "text"}
@@ -186,7 +198,7 @@ class Database:
         first: at a mistyped URL they would create an empty store and report on it (and an
         empty log verifies as intact)."""
         if not self.is_postgres:
-            return self.sqlite_path == ":memory:" or sqlite_has_table(
+            return self.in_memory or sqlite_has_table(
                 Path(self.sqlite_path), self.events_table
             )
         events = f'"{self.schema}".{self.events_table}'

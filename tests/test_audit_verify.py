@@ -275,6 +275,19 @@ def test_an_attacker_who_rewrites_both_chains_is_caught_by_an_anchor(store, db_u
     assert cli(db_url, "verify", "--anchor", "nonsense").exit_code == 2
 
 
+def test_the_head_an_empty_log_prints_is_an_anchor_that_holds(engine, db_url):
+    """verify printed position 0 and the genesis chain to keep, and --anchor with it
+    then said the seal was altered, on a store nobody had touched."""
+    empty = engine.verify()
+    assert (empty.head_position, empty.events) == (0, 0)
+    anchor = (empty.head_position, empty.head_chain)
+    assert engine.verify(anchors=[anchor]).clean
+    engine.record(purchase("c-1", "o-1"))
+    assert engine.verify(anchors=[anchor]).clean  # the log grew from it
+    assert not engine.verify(anchors=[(0, "1" * 64)]).clean  # no other chain is at 0
+    assert cli(db_url, "verify", "--anchor", f"0:{empty.head_chain}").exit_code == 0
+
+
 def test_verify_while_another_writer_records_stays_clean(store, db_url):
     """Events saved but not yet sealed by a concurrent writer are not mistaken for
     insertions: verify checks the log as its own seal step saw it."""

@@ -309,6 +309,17 @@ def test_record_reads_stdin_and_keeps_actor(db_url):
         assert {e.actor for e in engine.events("c-17")} == {"cli-test"}
 
 
+@pytest.mark.parametrize("args, stdin, said", [
+    ([], "", "standard input was empty"), ([], "\n \n", "standard input was empty"),
+    ([""], None, "the argument is empty"),
+])
+def test_record_without_an_event_is_a_usage_error(db_url, args, stdin, said):
+    """`journey record </dev/null` answered "(event): not valid JSON: Expecting value"."""
+    result = run(db_url, "record", *args, "--json", input=stdin)
+    assert result.exit_code == 2, result.output
+    assert json.loads(result.stderr)["error"] == f"no event given: {said} (give a JSON object)"
+
+
 def test_record_reads_stdin_with_a_byte_order_mark_as_import_does(db_url):
     result = run(db_url, "record", input="\ufeff" + json.dumps(PURCHASE))
     assert result.exit_code == 0, result.output
@@ -335,6 +346,38 @@ def test_a_sqlite_url_journey_cannot_honour_is_a_usage_error(tmp_path, url, said
     assert result.exit_code == 2, result.output
     assert said in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("url, said", [
+    ("sqlite://j.db", "names no file ('j.db' is read as a host name): write sqlite:///j.db"),
+    ("sqlite://", "an in-memory store keeps nothing once this command ends"),
+    ("sqlite:///:memory:", "an in-memory store keeps nothing once this command ends"),
+])
+@pytest.mark.parametrize("command", [
+    ["import", "{events}"], ["verify"], ["funnel"], ["projections", "status"], ["keys", "list"],
+    ["demo", "--customers", "3"],
+])
+def test_a_sqlite_url_of_no_file_is_a_usage_error(tmp_path, monkeypatch, url, said, command):
+    """sqlite://j.db (two slashes) is SQLAlchemy's store in memory with a host name: an
+    import into it said "stored 5 events" and kept none, verify found it intact."""
+    monkeypatch.chdir(tmp_path)
+    events = write_jsonl(tmp_path / "in.jsonl", [PURCHASE])
+    args = [arg.format(events=events) for arg in command]
+    result = CliRunner().invoke(app, ["--db", url, *args])
+    assert result.exit_code == 2, result.output
+    assert said in " ".join(result.output.replace("│", " ").split())
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]  # no store anywhere
+
+
+@pytest.mark.parametrize("actor", ["", "  "])
+def test_an_empty_actor_is_a_usage_error(sqlite_url, actor):
+    """It was recorded as the OS user, silently."""
+    result = CliRunner().invoke(app, ["--db", sqlite_url, "--actor", actor, "record",
+                                      json.dumps(PURCHASE)])
+    assert result.exit_code == 2, result.output
+    assert "must name who records" in result.output
+    assert stored(sqlite_url, "c-17") == []
 
 
 @pytest.mark.parametrize("text, field", [
@@ -532,3 +575,18 @@ def test_rejects_to_standard_output_appended_to_a_file_keep_that_file(tmp_path):
     assert done.returncode == 0, done.stderr
     kept = log.read_text()
     assert kept.startswith("precious\n") and '"not json"' in kept
+
+
+UNREACHABLE = "postgresql://nobody@127.0.0.1:1/none"
+
+
+@pytest.mark.parametrize("command", [
+    ["record", json.dumps(PURCHASE)], ["verify"], ["show", "c-1"], ["funnel"],
+    ["projections", "status"], ["keys", "list"], ["keys", "create", "k", "--scope", "feed:read"],
+])
+def test_a_postgres_server_out_of_reach_is_a_usage_error_in_json_too(command):
+    """keys answered with a psycopg traceback (exit 1) where every other command said
+    "cannot reach PostgreSQL" (exit 2)."""
+    result = CliRunner().invoke(app, ["--db", UNREACHABLE, *command, "--json"])
+    assert result.exit_code == 2, result.output
+    assert "cannot reach PostgreSQL" in json.loads(result.stderr)["error"]

@@ -112,3 +112,17 @@ def test_the_demo_goes_into_a_store_with_customers_only_when_asked(db_url):
     with connect(db_url) as engine:
         assert engine.app.a_customer_besides("real-") is None  # nothing was stored
     assert CliRunner().invoke(app, [*args, "--into-existing"]).exit_code == 0
+
+
+@pytest.mark.parametrize("customers", ["0", "-3"])
+def test_a_demo_of_no_customers_is_a_usage_error(tmp_path, customers):
+    """It was a ValueError traceback (exit 1)."""
+    from typer.testing import CliRunner
+
+    from journey.cli import app
+
+    url = f"sqlite:///{tmp_path / 'j.db'}"
+    result = CliRunner().invoke(app, ["--db", url, "demo", "--customers", customers])
+    assert result.exit_code == 2, result.output
+    assert "--customers" in result.output
+    assert not (tmp_path / "j.db").exists()

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from journey.errors import InputError, utf8_text
-from journey.storage import ENV_VAR
+from journey.storage import ENV_VAR, Database, StorageError
 
 app = typer.Typer(
     name="journey",
@@ -48,4 +48,21 @@ def configure(
             utf8_text("actor", actor)
         except InputError as exc:
             raise typer.BadParameter(exc.reason, param_hint="--actor") from None
+        if not actor.strip():  # it was recorded as the OS user, silently
+            reason = "must name who records (or leave it out)"
+            raise typer.BadParameter(reason, param_hint="--actor")
+    if db is not None and in_memory(db):
+        raise typer.BadParameter(
+            "an in-memory store keeps nothing once this command ends: name a file "
+            "(sqlite:///journey.db)",
+            param_hint="--db",
+        )
     ctx.obj = Options(db=db, actor=actor)
+
+
+def in_memory(url: str) -> bool:
+    """Whether ``url`` is a SQLite store in memory (a bad URL is said when it is opened)."""
+    try:
+        return Database.parse(url).in_memory
+    except StorageError:
+        return False

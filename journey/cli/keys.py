@@ -20,17 +20,19 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.
 
 
 class _Opened:
-    def __init__(self, ctx: typer.Context):
+    def __init__(self, ctx: typer.Context, as_json: bool = False):
         """Keys may come before any event (create a key, then serve): their own table is
         all they need, and it makes no event store that verify would find empty."""
         options: Options = ctx.obj
         try:
             database = Database.parse(options.db)
+            if database.is_postgres:  # out of reach: said as every command says it
+                database.connect().close()
             database.ensure_schema()
             self.engine = make_engine(database)
             self.keys = Keys(self.engine)
         except StorageError as exc:
-            fail(str(exc), as_json=False, code=USAGE)
+            fail(str(exc), as_json=as_json, code=USAGE)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -47,7 +49,7 @@ def create(
     as_json: JsonFlag = False,
 ) -> None:
     """Create a key and print it: it is shown this once, and only its hash is stored."""
-    with closing(_Opened(ctx)) as opened:
+    with closing(_Opened(ctx, as_json)) as opened:
         try:
             key = opened.keys.create(name, scope)
         except KeyExists as exc:
@@ -76,7 +78,7 @@ def revoke(
 @keys.command("list")
 def list_keys(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Every key's name, scopes and dates (never the key itself)."""
-    with closing(_Opened(ctx)) as opened:
+    with closing(_Opened(ctx, as_json)) as opened:
         found = opened.keys.all()
     if as_json:
         emit_json({"keys": [k.as_dict() for k in found]})

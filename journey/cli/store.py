@@ -167,7 +167,7 @@ def store_files(url: str | None) -> set[Path]:
         database = Database.parse(url)
     except StorageError:
         return set()  # said when the store is opened
-    if database.is_postgres or database.sqlite_path == ":memory:":
+    if database.is_postgres or database.in_memory:
         return set()
     store = Path(database.sqlite_path).resolve()
     return {store, *(store.with_name(store.name + end) for end in ("-wal", "-shm", "-journal"))}
@@ -309,6 +309,9 @@ def record(
 ) -> None:
     """Store one event and print its position in the log."""
     text = event if event is not None else sys.stdin.read().removeprefix("\ufeff")
+    if not text.strip():
+        where = "the argument is empty" if event is not None else "standard input was empty"
+        fail(f"no event given: {where} (give a JSON object)", as_json=as_json, code=USAGE)
     try:
         data = decode_json(text, "(event)")
     except InputError as exc:
@@ -356,7 +359,7 @@ def refuse_if_others(engine: Journey, prefix: str, what: str, as_json: bool = Fa
 @app.command("demo")
 def demo(
     ctx: typer.Context,
-    customers: Annotated[int, typer.Option(help="How many customers to simulate.")] = 300,
+    customers: Annotated[int, typer.Option(min=1, help="How many customers to simulate.")] = 300,
     seed: Annotated[int, typer.Option(help="Random seed of the sample.")] = 7,
     into_existing: Annotated[
         bool,

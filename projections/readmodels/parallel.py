@@ -93,7 +93,8 @@ def folded(
     """``fold.rows`` of each chunk, in order: in up to ``workers`` processes when there
     are enough chunks, else here with ``app`` and ``store``."""
     workers = min(workers, len(chunks))
-    if workers < 2 or len(chunks) < PARALLEL_FROM_CHUNKS or in_memory(app.database):
+    # An in-memory store cannot be opened by another process.
+    if workers < 2 or len(chunks) < PARALLEL_FROM_CHUNKS or app.database.in_memory:
         yield from (fold.rows(app, store, customers) for customers in chunks)
         return
     executor = ProcessPoolExecutor(
@@ -106,11 +107,6 @@ def folded(
         yield from in_order(executor, partial(fold_in_worker, fold), chunks, ahead=2 * workers)
     finally:
         executor.shutdown(cancel_futures=True)
-
-
-def in_memory(database: Database) -> bool:
-    """An in-memory SQLite database, which another process cannot open."""
-    return not database.is_postgres and database.sqlite_path == ":memory:"
 
 
 def in_order(
