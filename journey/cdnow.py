@@ -104,6 +104,7 @@ def purchases(
 
 
 DOLLARS = re.compile(r"[0-9]+(\.[0-9]+)?")
+DAY = re.compile(r"[0-9]{8}")  # strptime alone would read "1997013" as 1997-01-03
 
 
 def cdnow_line(cells: list[str]) -> tuple[str, date, Decimal]:
@@ -114,9 +115,11 @@ def cdnow_line(cells: list[str]) -> tuple[str, date, Decimal]:
     if not (customer.isascii() and customer.isdigit()):
         raise ValueError(f"the customer id {customer!r} is not a number")
     try:
-        when = datetime.strptime(day, "%Y%m%d").date()
+        when = datetime.strptime(day, "%Y%m%d").date() if DAY.fullmatch(day) else None
     except ValueError:
-        raise ValueError(f"the date {day!r} is not a day written YYYYMMDD") from None
+        when = None
+    if when is None:
+        raise ValueError(f"the date {day!r} is not a day written YYYYMMDD")
     if not (quantity.isascii() and quantity.isdigit()):
         raise ValueError(f"the number of CDs {quantity!r} is not a whole number")
     if not DOLLARS.fullmatch(dollars):  # Decimal() would also read "1_1.77" or "1e3"

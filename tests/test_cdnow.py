@@ -102,10 +102,12 @@ def test_cdnow_goes_into_a_store_of_other_customers_only_when_asked(db_url):
     [
         (b"00002 19970101 1\n", "has 3 cells, not 4"),
         (b"00002 1997--0-1 1 2.00\n", "the date '1997--0-1' is not a day written YYYYMMDD"),
+        (b"00002 1997013 1 2.00\n", "the date '1997013' is not a day written YYYYMMDD"),
+        (b"00002 199711 1 2.00\n", "the date '199711' is not a day written YYYYMMDD"),
         (b"00002 19970101 1 abc\n", "the dollar value 'abc' is not a number"),
         (b"00002 19970101 1 2.\xe900\n", "is not ASCII text"),
     ],
-    ids=["cells", "date", "dollars", "bytes"],
+    ids=["cells", "date", "date-7-digits", "date-6-digits", "dollars", "bytes"],
 )
 def test_a_malformed_line_is_named_and_nothing_is_stored(tmp_path, line, said):
     lines = SAMPLE.read_bytes().splitlines(keepends=True)[:5]
