@@ -51,6 +51,14 @@ def test_loading_again_stores_nothing_new(db_url):
     assert load(db_url)["stored"] == 0
 
 
+def test_loading_again_says_nothing_new_was_recorded(sqlite_url):
+    args = ["--db", sqlite_url, "load-cdnow", "--file", str(SAMPLE), "--json"]
+    first, again = runner.invoke(app, args), runner.invoke(app, args)
+    purchases = json.loads(first.stdout)["purchases"]
+    assert f"recorded 0 new purchases ({purchases} already stored)" in again.stderr
+    assert f"recorded {purchases} new purchases (0 already stored)" in first.stderr
+
+
 def test_a_quarter_ends_at_its_last_microsecond():
     """An as_of counts the events at it, and CDNOW's purchases lie at 00:00 UTC: the next
     quarter's first day must not count in this one."""

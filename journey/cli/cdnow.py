@@ -106,7 +106,8 @@ def record_batch(journey: Journey, batch: list[dict[str, Any]]) -> int:
         line = str(raw.get("order_id", "?")).removeprefix("cdnow-")
         reasons = "; ".join(f"{e.field}: {e.reason}" for e in first.errors)
         raise CdnowError(f"line {line}: refused as a purchase: {reasons}")
-    err.print(f"recorded {len(batch)} purchases ({outcome.duplicates} already stored)")
+    new = len(batch) - outcome.duplicates  # a reload records none: it must not say it did
+    err.print(f"recorded {new} new purchases ({outcome.duplicates} already stored)")
     return outcome.stored
 
 
