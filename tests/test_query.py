@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
@@ -114,3 +114,39 @@ def test_referral_conversion_makes_an_advocate(engine):
     answer = show(engine, "c-1", as_of=t("2024-10-01"))
     assert answer.loyalty_stage.value == "advocate"
     assert show(engine, "c-2", as_of=t("2024-10-01")).scores["rfm"] is not None
+
+
+def test_the_python_api_takes_moments_as_text_as_the_cli_does(engine):
+    buy(engine, "c-1", "2025-01-01", "o-1")
+    queries = PointInTime(engine)
+    now = datetime.now(UTC)
+    shown = queries.show("c-1", as_of="2025-07-01T00:00:00Z", known_at=now)
+    assert shown == queries.show("c-1", as_of=t("2025-07-01"), known_at=now)
+    assert queries.show("c-1", as_of=t("2025-07-01"), known_at=now.isoformat()) == shown
+    assert [r.answer for r in queries.show_many(["c-1"], "2025-07-01", now.isoformat())] == [shown]
+    replayed = queries.history("c-1", known_at=now.isoformat(), until="2025-07-01")
+    assert replayed == queries.history("c-1", known_at=now, until=t("2025-07-01"))
+    assert queries.population("2025-07-01", "now").size == 1
+    with pytest.raises(ValueError, match="as_of: '2025-07-01T00:00' has no time zone"):
+        queries.show("c-1", as_of="2025-07-01T00:00")
+    with pytest.raises(ValueError, match="known_at: '2999-01-01' lies ahead"):
+        queries.history("c-1", known_at="2999-01-01")
+
+
+def test_a_moment_that_is_not_a_datetime_with_a_zone_is_refused_at_the_boundary(engine):
+    """A naive datetime was read in this machine's zone; a date or a number failed deep in
+    the rules (no tzinfo)."""
+    buy(engine, "c-1", "2025-01-01", "o-1")
+    queries = PointInTime(engine)
+    for value in (date(2025, 7, 1), 1751328000):
+        with pytest.raises(TypeError, match="as_of must be a datetime with a time zone"):
+            queries.show("c-1", as_of=value)
+    naive = datetime(2025, 7, 1)
+    with pytest.raises(ValueError, match="as_of: 2025-07-01T00:00:00 has no time zone"):
+        queries.show("c-1", as_of=naive)
+    with pytest.raises(ValueError, match="known_at: 2025-07-01T00:00:00 has no time zone"):
+        queries.show_many(["c-1"], known_at=naive)
+    with pytest.raises(ValueError, match="until: 2025-07-01T00:00:00 has no time zone"):
+        queries.history("c-1", until=naive)
+    with pytest.raises(TypeError, match="known_at must be a datetime"):
+        queries.population(t("2025-07-01"), None)
