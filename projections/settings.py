@@ -7,6 +7,7 @@ every answer names the version it used, so a stale answer can always be recognis
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import json
@@ -203,7 +204,16 @@ def load_settings(path: str | Path | None = None) -> Settings:
         return Settings.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(settings)'}: {e['msg']}"
+            f"{'.'.join(str(p) for p in e['loc']) or '(settings)'}: {e['msg']}{guess(e)}"
             for e in exc.errors()
         )
         raise SettingsError(f"invalid settings in {str(path)!r}: {problems}") from None
+
+
+def guess(error: Any) -> str:
+    """The setting an unknown key likely meant: pydantic says only that extra inputs are
+    not permitted, which leaves the operator to find a misspelling among forty names."""
+    if error["type"] != "extra_forbidden" or len(error["loc"]) != 1:
+        return ""
+    close = difflib.get_close_matches(str(error["loc"][0]), Settings.model_fields, n=1)
+    return f" (did you mean `{close[0]}`?)" if close else ""

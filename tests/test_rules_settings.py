@@ -55,6 +55,16 @@ def test_invalid_settings_are_refused_with_the_field(tmp_path, content, named):
     assert named in str(refused.value)
 
 
+def test_a_misspelt_setting_names_the_likely_one(tmp_path):
+    path = tmp_path / "rules.toml"
+    path.write_text("lapsed_afer_days = 30\nno_such_rule = 1\n")
+    with pytest.raises(SettingsError) as refused:
+        load_settings(path)
+    said, hint = str(refused.value), "did you mean `lapsed_after_days`?"
+    assert f"lapsed_afer_days: Extra inputs are not permitted ({hint})" in said
+    assert said.endswith("no_such_rule: Extra inputs are not permitted")  # nothing close
+
+
 def test_the_version_names_the_content():
     assert Settings().version == Settings().version
     assert Settings(lapsed_after_days=30).version != Settings().version
