@@ -127,7 +127,10 @@ def read_jsonl(lines: Iterable[bytes]) -> Iterator[Record]:
         if not line.strip():
             continue
         try:
-            yield number, decode_json(line, "(line)")
+            value = decode_json(line, "(line)")
+            if not isinstance(value, dict):  # refused as parse_command refuses it, but
+                raise InputError("(event)", "must be a JSON object")  # kept as its text
+            yield number, value
         except InputError as error:
             if number == 1 and looks_like_csv(line):
                 error = InputError(error.field, error.reason + CSV_HINT)

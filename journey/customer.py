@@ -48,11 +48,18 @@ def canonical(value: Any) -> Any:
     return value
 
 
+#: Fields whose 0 the rules read as their absence (a contact's or resolution's cost): an
+#: export that writes ``"cost": "0"`` where the first left it out sends the same event.
+ZERO_IS_ABSENT = frozenset({"cost"})
+
+
 def content_of(type_: str, occurred_at: datetime, payload: dict[str, Any]) -> Key:
     """An event's content for idempotency. Personal data counts by its keyed digest (the
     ciphertext differs on every sealing), or as plaintext if stored before sealing."""
     if payload.get("personal") is not None:
         payload = {**payload, "personal": personal_marker(payload["personal"])}
+    if any(payload.get(name) == 0 for name in ZERO_IS_ABSENT):
+        payload = {k: None if k in ZERO_IS_ABSENT and v == 0 else v for k, v in payload.items()}
     fields = tuple(sorted((k, canonical(v)) for k, v in payload.items()))
     return (type_, canonical(occurred_at), fields)
 

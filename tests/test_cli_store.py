@@ -108,6 +108,20 @@ def test_skip_invalid_writes_rejects(db_url, tmp_path):
     assert stored(db_url, "c-17") == ["identified", "purchase"]
 
 
+def test_a_json_line_that_is_not_an_object_is_rejected_as_its_text(db_url, tmp_path):
+    """Kept as the parsed value, `[1,2]` and `42` escaped both of the README's jq recipes
+    and `"s"` came back from the second without its quotes."""
+    texts = ["[1,2]", "42", '"s"', "null"]
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n".join([json.dumps(PURCHASE), *texts]) + "\n")
+    rejects = tmp_path / "rejects.jsonl"
+    result = run(db_url, "import", str(path), "--skip-invalid", "--rejects", str(rejects))
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert [r["input"] for r in lines] == texts
+    assert {e["reason"] for r in lines for e in r["errors"]} == {"must be a JSON object"}
+
+
 def test_skip_invalid_writes_a_deeply_nested_input_to_rejects(db_url, tmp_path):
     """Half the recursion limit deep: json reads it, so the rejects file must write it."""
     depth = sys.getrecursionlimit() // 2 + 100
@@ -575,6 +589,30 @@ def test_rejects_to_standard_output_appended_to_a_file_keep_that_file(tmp_path):
     assert done.returncode == 0, done.stderr
     kept = log.read_text()
     assert kept.startswith("precious\n") and '"not json"' in kept
+
+
+@pytest.mark.parametrize("rejects", ["/dev/stdout", "-"])
+def test_rejects_to_standard_output_written_over_by_nothing(tmp_path, rejects):
+    """`--rejects /dev/stdout > out.txt` wrote the summary over the first rejects (two
+    openings of one file, each at its own position); `--rejects -` made a file named -."""
+    import subprocess
+
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps(PURCHASE) + "\nnot json\n[1, 2]\n")
+    out = tmp_path / "out.txt"
+    with out.open("w") as truncated:
+        done = subprocess.run(
+            [sys.executable, "-m", "journey", "--db", f"sqlite:///{tmp_path / 't.db'}",
+             "import", str(path), "--skip-invalid", "--rejects", rejects],
+            stdout=truncated, stderr=subprocess.PIPE, text=True, timeout=120, cwd=tmp_path,
+        )
+    assert done.returncode == 0, done.stderr
+    *lines, summary = out.read_text().splitlines()
+    assert [json.loads(line)["input"] for line in lines] == ["not json", "[1, 2]"]
+    where = "standard output" if rejects == "-" else rejects
+    assert summary.startswith("stored 2 events")
+    assert summary.endswith(f"rejected 2 (written to {where})")
+    assert not (tmp_path / "-").exists()
 
 
 UNREACHABLE = "postgresql://nobody@127.0.0.1:1/none"

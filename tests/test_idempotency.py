@@ -124,6 +124,34 @@ def test_the_same_refund_sent_again_is_a_retry(engine):
     assert refunds == [Decimal("30"), Decimal("29.90")]
 
 
+CONTACT = {"channel": "email", "direction": "outbound", "purpose": "offer"}
+
+
+@pytest.mark.parametrize("given, again", [({}, {"cost": "0"}), ({"cost": 0}, {}),
+                                          ({"cost": "0.00"}, {"cost": None})])
+@pytest.mark.parametrize("event_id", [None, "e-7"])
+def test_a_cost_of_0_is_the_same_event_as_no_cost(engine, given, again, event_id):
+    """The rules read a missing cost as 0: an export that writes the 0 out sent every
+    contact a second time (its involvement counted twice), or, with an event_id, was a
+    conflict."""
+    ids = {"event_id": event_id} if event_id else {}
+    engine.record(ev("contact", **CONTACT, **given, **ids))
+    assert_duplicate(engine, ev("contact", **CONTACT, **again, **ids))
+    engine.record(ev("complaint", complaint_id="k-1", topic="service", severity="low"))
+    resolved = {"complaint_id": "k-1", "satisfied": True, **ids}
+    engine.record(ev("complaint_resolved", occurred_at=at(2), **resolved, **given))
+    assert_duplicate(engine, ev("complaint_resolved", occurred_at=at(2), **resolved, **again))
+
+
+def test_a_cost_other_than_0_and_an_acquisition_cost_of_0_still_count(engine):
+    """Only a 0 the rules read as nothing is nothing: an acquisition cost of 0 replaces
+    one stated before, so it is a fact of its own."""
+    engine.record(ev("contact", **CONTACT))
+    assert engine.record(ev("contact", **CONTACT, cost="0.01")).duplicate is False
+    engine.record(ev("identified", occurred_at=at(3)))  # stored as reidentified
+    assert engine.record(ev("identified", occurred_at=at(3), acquisition_cost="0")).positions
+
+
 def test_events_without_id_but_with_other_content_are_both_stored(engine):
     engine.record(ev("feedback", score=3))
     engine.record(ev("feedback", score=4))

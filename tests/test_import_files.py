@@ -260,6 +260,19 @@ def test_an_empty_file_imports_nothing(engine, tmp_path):
 # --- CSV ---------------------------------------------------------------------------------
 
 
+def test_a_csv_personal_column_holding_json_points_to_the_personal_columns(engine, tmp_path):
+    """Pydantic said "Input should be a valid dictionary or instance of Personal"."""
+    path = write(
+        tmp_path / "in.csv",
+        f'type,customer_id,occurred_at,personal\nidentified,c-1,{at(1)},"{{""name"": ""A""}}"\n',
+    )
+    outcome = engine.import_files([path])
+    (error,) = outcome.rejected[0].errors
+    assert error.field == "personal"
+    assert "in CSV, columns personal.name, personal.email" in error.reason
+    assert engine.events("c-1") == []
+
+
 def test_a_csv_file_with_a_header_and_personal_columns(engine, tmp_path):
     path = write(
         tmp_path / "in.csv",

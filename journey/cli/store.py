@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
 import sys
 import zlib
 from collections.abc import Iterator
-from contextlib import closing, contextmanager, nullcontext, suppress
+from contextlib import AbstractContextManager, closing, contextmanager, nullcontext, suppress
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -121,7 +122,9 @@ def unreadable(path: str) -> str | None:
     return None
 
 
-def open_rejects(path: Path, inputs: list[str], url: str | None, as_json: bool) -> TextIO:
+def open_rejects(
+    path: Path, inputs: list[str], url: str | None, as_json: bool
+) -> AbstractContextManager[TextIO]:
     """The rejects file, opened before anything is imported: a path that could not be
     written failed only after the good lines were stored. Opened to append, so a usage
     error found later (a bad ``--db``) leaves it as it was; emptied once the store is open.
@@ -131,10 +134,30 @@ def open_rejects(path: Path, inputs: list[str], url: str | None, as_json: bool) 
         fail(f"--rejects {path} is one of the files to import", as_json=as_json, code=USAGE)
     if any(same_file(store, path) for store in store_files(url)):
         fail(f"--rejects {path} is the store's own file (--db)", as_json=as_json, code=USAGE)
+    if (stream := standard_stream(path)) is not None:
+        return nullcontext(stream)  # never closed here
     try:
         return path.open("a", encoding="utf-8")
     except OSError as exc:
         fail(f"cannot write --rejects {path}: {exc.strerror}", as_json=as_json, code=USAGE)
+
+
+def standard_stream(path: Path) -> TextIO | None:
+    """Standard output or error, when ``path`` is ``-`` or names one of them. Written
+    through that stream, the rejects share its position in the file: opened anew,
+    ``--rejects /dev/stdout > out.txt`` wrote the summary over the first rejects."""
+    if str(path) == "-":
+        return sys.stdout
+    try:
+        target = os.stat(path)
+    except OSError:
+        return None
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(OSError, ValueError, io.UnsupportedOperation):
+            std = os.fstat(stream.fileno())
+            if (std.st_dev, std.st_ino) == (target.st_dev, target.st_ino):
+                return stream
+    return None
 
 
 def same_file(one: Path, other: Path) -> bool:
@@ -289,7 +312,8 @@ def report_import(
         if refused:
             err.print(f"{len(outcome.rejected)} bad line(s); nothing was stored.")
         else:
-            written = f" (written to {rejects})" if outcome.rejected and rejects else ""
+            where = "standard output" if str(rejects) == "-" else rejects
+            written = f" (written to {where})" if outcome.rejected and rejects else ""
             out.print(
                 f"stored {outcome.stored} events ({outcome.derived} derived by the engine), "
                 f"skipped {outcome.duplicates} duplicates, "
