@@ -23,7 +23,7 @@ from projections.history import Step, replay
 from projections.report import all_streams
 from projections.rules.answer import Answer, evaluate
 from projections.rules.rfm import Population, RfmInputs
-from projections.rules.window import iso, known
+from projections.rules.window import iso, known, of_the_customer
 from projections.settings import DEFAULT, Settings
 
 #: Gives RFM's population at a moment from a read model, or None when it cannot.
@@ -184,7 +184,7 @@ class PointInTime:
             return Found(customer_id, None, NotFound(customer_id, reason))
         answer = evaluate(counted, as_of, self.settings)
         if answer is None:
-            first = min(e.occurred_at for e in counted)
+            first = min(e.occurred_at for e in of_the_customer(counted))
             reason = f"not found at {iso(as_of)}: its first event occurs at {iso(first)}"
             return Found(customer_id, None, NotFound(customer_id, reason))
         return Found(customer_id, replace(answer, known_at=known_at), None)

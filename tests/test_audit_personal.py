@@ -133,6 +133,29 @@ def test_read_models_compute_the_same_after_erasure(engine, db_url):
         models.close()
 
 
+def test_erasing_a_customer_whose_events_lie_ahead_does_not_make_them_exist(engine, db_url):
+    """The erasure is recorded at the moment it is done: a customer whose events all lay
+    ahead existed from then on (a suspect with no reason, counted by the funnel)."""
+    engine.record(ev("identified", "y", "2020-01-01T00:00:00Z"))
+    engine.record(ev("identified", "z", "2099-01-01T00:00:00Z", personal={"name": NAME}))
+    engine.erase("z", "subject asked")
+    now = datetime.now(UTC)
+    (found,) = PointInTime(engine).show_many(["z"], now)
+    assert found.answer is None
+    assert "its first event occurs at 2099-01-01T00:00:00Z" in str(found.error)
+    steps = PointInTime(engine).history("z")
+    assert [s.event.TYPE for s in steps if s.event] == ["identified"]
+    assert steps[0].at == datetime(2099, 1, 1, tzinfo=UTC)
+    models = ReadModels.open(db_url, DEFAULT)
+    try:
+        assert models.refresh(["summary", "timeline"])
+        assert funnel(models.store, now)["stages"]["suspect"] == 1
+        later = funnel(models.store, datetime(2099, 6, 1, tzinfo=UTC))
+        assert later["stages"]["suspect"] == 2
+    finally:
+        models.close()
+
+
 def test_show_never_prints_personal_data_and_export_opens_it(engine, db_url):
     populate(engine)
     shown = cli(db_url, "show", "c-1", "--json")

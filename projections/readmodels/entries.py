@@ -22,7 +22,7 @@ from projections.rules.answer import CLASSIFICATIONS as KINDS
 from projections.rules.answer import verdicts_from
 from projections.rules.facts import Facts
 from projections.rules.verdict import Verdict
-from projections.rules.window import ordered
+from projections.rules.window import of_the_customer, ordered
 from projections.settings import Settings
 
 #: A customer's classifications, kind by kind (None before the customer exists).
@@ -74,7 +74,8 @@ def transitions(
         if since < event.occurred_at <= until:
             arrivals[event.occurred_at] = max(position, arrivals.get(event.occurred_at, 0))
     current = tuple(was[kind] for kind in KINDS)
-    for moment, state in settled(samples(ordered(stream.events), rules), since, until):
+    walked = ordered(of_the_customer(stream.events))
+    for moment, state in settled(samples(walked, rules), since, until):
         if state != current:
             yield (
                 moment,

@@ -17,7 +17,7 @@ from projections.rules.answer import Answer, answer_from
 from projections.rules.changes import leaving_moments, moment_of_change
 from projections.rules.facts import Facts
 from projections.rules.walk import State, Walk
-from projections.rules.window import ordered
+from projections.rules.window import of_the_customer, ordered
 from projections.settings import Settings
 
 #: Far enough ahead that every time-driven change of a history has happened by then.
@@ -117,7 +117,7 @@ def timeline_rows(
 
 
 def intervals(events: Sequence[CustomerEvent], settings: Settings) -> list[Interval]:
-    return collapse(samples(ordered(events), settings))
+    return collapse(samples(ordered(of_the_customer(events)), settings))
 
 
 def samples(stream: list[CustomerEvent], settings: Settings) -> Iterator[tuple[datetime, State]]:

@@ -124,9 +124,10 @@ class Model:
 #: a newer version is not written by an older Journey (``Runner.writable``). 2 (2026-12-07,
 #: every model): the at-risk reason's words, and summary rows due again when a reason
 #: changes. 3 (timeline): an interval no longer cut in two where a window closed at the
-#: very moment an event renewed it.
+#: very moment an event renewed it; 3 (summary, timeline): an erasure makes no customer
+#: exist.
 MODELS: dict[str, Model] = {
-    "summary": Model("summary", "customer_summary", summary_table),
+    "summary": Model("summary", "customer_summary", summary_table, code="3"),
     "timeline": Model("timeline", "customer_timeline", timeline_table, CLASSIFICATION, "3"),
     "purchases": Model("purchases", "customer_purchases", purchases_table, ()),
 }

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from operator import attrgetter
 from typing import Any
 
-from journey.events import CustomerEvent
+from journey.events import CustomerEvent, Erased
 from journey.moments import iso, utc  # noqa: F401  (re-exported: the answers' spelling of time)
 
 DAY = timedelta(days=1)
@@ -29,6 +29,13 @@ order_key: Callable[[Any], tuple[datetime, int]] = attrgetter("occurred_at", "or
 
 def ordered(events: Iterable[CustomerEvent]) -> list[CustomerEvent]:
     return sorted(events, key=order_key)
+
+
+def of_the_customer(events: Iterable[CustomerEvent]) -> list[CustomerEvent]:
+    """The events that say something of the customer: all but an erasure, the firm's own
+    bookkeeping, which the rules ignore and which must not make a customer exist from the
+    moment it was done (one whose events all lay ahead counted from then on)."""
+    return [e for e in events if type(e) is not Erased]
 
 
 def known(events: Iterable[CustomerEvent], known_at: datetime) -> list[CustomerEvent]:
