@@ -612,11 +612,31 @@ def test_events_outside_the_rules_calendar_are_refused_with_the_rest_of_the_batc
     assert api.get("/v1/customers/c-4").status_code == 404
 
 
-def test_now_is_the_current_whole_second(api):
-    shown = api.get("/v1/customers/c-1").json()
-    assert "." not in shown["as_of"]  # no fraction of a second
+def test_now_is_the_end_of_the_current_second(api):
+    """Cut to the second's start, "now" missed what occurred earlier in that second: a
+    customer recorded a moment before was "not found", and the funnel did not count it."""
+    before = datetime.now(UTC)
+    occurred = iso(datetime.now(UTC))
+    assert api.post([purchase("c-now", "o-1", when=occurred)]).status_code == 201
+    shown = api.get("/v1/customers/c-now")
+    assert shown.status_code == 200, shown.text
+    as_of = datetime.fromisoformat(shown.json()["as_of"])
+    assert as_of.microsecond == 999_999 and as_of.replace(microsecond=0) >= before.replace(
+        microsecond=0)  # one answer, one population, for the whole second
+    funnel_as_of = api.get("/v1/funnel").json()["as_of"]
+    assert datetime.fromisoformat(funnel_as_of).microsecond == 999_999
     assert "." in api.get("/v1/customers/c-1", params={"as_of": "2025-03-02T10:00:00.5Z"}
                           ).json()["as_of"]
+
+
+@pytest.mark.parametrize("path, name", [("/v1/customers/c-1", "as_of"),
+                                        ("/v1/customers/c-1", "known_at"),
+                                        ("/v1/customers/c-1/history", "known_at"),
+                                        ("/v1/funnel", "as_of")])
+def test_an_empty_time_is_refused_not_read_as_now(api, path, name):
+    response = api.get(path, params={name: ""})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == name
 
 
 @pytest.mark.parametrize(

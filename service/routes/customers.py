@@ -64,7 +64,7 @@ def show_customer(
     """Stage, status, level and scores at `as_of` as known at `known_at`, with reasons
     (`journey show --json`). 404 when the customer does not exist at that moment."""
     valid_id(customer_id)
-    moment, known = moments(as_of=as_of or "now", known_at=known_at)
+    moment, known = moments(as_of=now_if_absent(as_of), known_at=known_at)
     (found,) = service.queries().show_many([customer_id], moment, known)
     if found.error is not None:
         raise problem(404, "customer_id", str(found.error), "not_found")
@@ -85,7 +85,7 @@ def customer_history(
     """Every event of the customer in valid-time order, with time-driven steps, and
     what each changed and why, as known at `known_at` (`journey history --json`)."""
     valid_id(customer_id)
-    (known,) = moments(known_at=known_at or "now")
+    (known,) = moments(known_at=now_if_absent(known_at))
     try:
         steps = service.queries().history(customer_id, known)
     except NotFound as exc:
@@ -112,7 +112,7 @@ def get_funnel(
     """Customers per stage, status and level at `as_of`, from the timeline read model
     (caught up first unless a runner keeps it). Counted by the rules the timeline was built
     with: when those are not the service's, the `Journey-Stale` header says why."""
-    (moment,) = moments(as_of=as_of or "now")
+    (moment,) = moments(as_of=now_if_absent(as_of))
     service.models.refresh(["timeline"])
     stale = stale_reasons(service.models.runner.serving("timeline"), service.settings)
     headers = {"Journey-Stale": "; ".join(stale)} if stale else None
@@ -126,10 +126,18 @@ def valid_id(customer_id: str) -> None:
         raise problem(422, "customer_id", str(exc), "invalid") from None
 
 
+def now_if_absent(value: str | None) -> str:
+    """A time parameter left out means now; given empty (``?as_of=``) it is refused, as
+    the CLI refuses an empty ``--as-of``, not read as now."""
+    return "now" if value is None else value
+
+
 def moments(**texts: str | None) -> list[datetime | None]:
-    """Each time parameter. "now" as ``as_of`` is the current whole second (answers asked
-    in the same second share RFM's population); as ``known_at`` it is this very moment, so
-    that an event recorded an instant before counts."""
+    """Each time parameter. "now" as ``as_of`` is the end of the current second: answers
+    asked in the same second share RFM's population, and an event that occurred earlier
+    in that second counts (cut to the second's start, it did not: a customer recorded a
+    moment before was "not found"). As ``known_at`` it is this very moment, so that an
+    event recorded an instant before counts."""
     found = []
     for field, value in texts.items():
         try:
@@ -137,6 +145,6 @@ def moments(**texts: str | None) -> list[datetime | None]:
         except ValueError as exc:
             raise problem(422, field, str(exc), "invalid") from None
         if value == "now" and field == "as_of" and moment is not None:
-            moment = moment.replace(microsecond=0)
+            moment = moment.replace(microsecond=999_999)
         found.append(moment)
     return found
