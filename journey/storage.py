@@ -193,6 +193,12 @@ class Database:
         except psycopg.Error as exc:
             raise StorageError(f"cannot reach PostgreSQL at {self.url!r}: {exc}") from None
 
+    def check_reachable(self) -> None:
+        """Raise a StorageError now if the PostgreSQL server is out of reach: where a
+        command would otherwise fail later, deep in a library, or retry forever."""
+        if self.is_postgres:
+            self.connect().close()
+
     def holds_a_store(self) -> bool:
         """Whether Journey has used this database before. The commands that only read ask
         first: at a mistyped URL they would create an empty store and report on it (and an

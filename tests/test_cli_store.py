@@ -628,3 +628,23 @@ def test_a_postgres_server_out_of_reach_is_a_usage_error_in_json_too(command):
     result = CliRunner().invoke(app, ["--db", UNREACHABLE, *command, "--json"])
     assert result.exit_code == 2, result.output
     assert "cannot reach PostgreSQL" in json.loads(result.stderr)["error"]
+
+
+@pytest.mark.parametrize("args, name", [
+    (["import", "in.jsonl", "--db", "sqlite:///x.db"], "--db"),
+    (["history", "c-1", "--actor=me"], "--actor"),
+    (["--json", "verify", "--db", "sqlite:///x.db"], "--db"),
+])
+def test_a_global_option_after_the_command_says_where_it_goes(tmp_path, args, name):
+    """Click said only "No such option: --db"."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "journey", *args], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    said = f"{name} is an option of journey itself: give it before the command"
+    if "--json" in args:
+        assert said in json.loads(done.stderr)["error"]
+    else:
+        assert said in done.stderr
+    assert list(tmp_path.iterdir()) == []  # no store made

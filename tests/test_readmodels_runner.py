@@ -264,6 +264,20 @@ def test_one_writer_per_read_model(db_url):
             other.close()
 
 
+def test_a_continuous_run_at_a_server_out_of_reach_is_a_usage_error():
+    """A mistyped port retried forever, saying "lost its database ... reconnecting"."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "journey", "--db", "postgresql://nobody@127.0.0.1:1/none",
+         "projections", "run"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "cannot reach PostgreSQL" in done.stderr and "reconnecting" not in done.stderr
+
+
 @pytest.mark.postgres
 def test_a_lock_whose_session_ended_is_found_lost_before_the_next_pass(pg_url):
     """A PostgreSQL advisory lock lives in one session; a server that ends it (a restart,

@@ -18,11 +18,24 @@ from journey.cli import (  # noqa: F401  (each registers commands)
 from journey.cli.app import app
 from journey.cli.output import USAGE, emit_json
 
+#: The options of ``journey`` itself, which go before the command.
+GLOBAL_OPTIONS = ("--db", "--actor")
+
 
 def main() -> None:
     """The ``journey`` script. With ``--json``, the usage errors click finds before any
     command runs (a missing or unknown option) are one JSON object on stderr too, as
     every other error is: a program parsing the output gets no box drawn for a person."""
+    if (misplaced := global_option_after_command(sys.argv[1:])) is not None:
+        message = (
+            f"{misplaced} is an option of journey itself: give it before the command "
+            f"(journey {misplaced} ... COMMAND ...)"
+        )
+        if "--json" in sys.argv[1:]:
+            emit_json({"error": message}, stderr=True)
+        else:
+            print(f"error: {message}", file=sys.stderr)
+        sys.exit(USAGE)
     if "--json" not in sys.argv[1:]:
         app()
         return
@@ -35,3 +48,18 @@ def main() -> None:
     except typer.Abort:
         sys.exit(1)
     sys.exit(code or 0)
+
+
+def global_option_after_command(args: list[str]) -> str | None:
+    """``--db`` or ``--actor`` given after the command (``journey import f --db URL``),
+    which click answers with only "No such option: --db"."""
+    index = 0
+    while index < len(args) and args[index].startswith("-"):  # journey's own options
+        index += 2 if args[index] in GLOBAL_OPTIONS else 1
+    for arg in args[index + 1 :]:
+        if arg == "--":
+            break
+        name = arg.split("=", 1)[0]
+        if name in GLOBAL_OPTIONS:
+            return name
+    return None

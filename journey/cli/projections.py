@@ -23,7 +23,7 @@ from journey.cli.app import Options, app
 from journey.cli.output import USAGE, emit_json, err, fail, out, reporting
 from journey.cli.query import SettingsPath, moments
 from journey.cli.store import must_exist
-from journey.storage import StorageError
+from journey.storage import Database, StorageError
 from projections.readmodels.operate import (
     LOCK_WAIT,
     UPGRADE,
@@ -137,6 +137,10 @@ def run(
         if any(isinstance(why, NewerCode) for why in left.values()):
             raise typer.Exit(1)
         return
+    try:  # out of reach at the start is a mistyped URL more likely than an outage
+        Database.parse(options.db).check_reachable()
+    except StorageError as exc:
+        fail(str(exc), as_json=False, code=USAGE)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
