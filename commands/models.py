@@ -454,7 +454,7 @@ def from_pydantic(error: Any) -> InputError:
         reason = "is required"
     elif field == "personal" and isinstance(error.get("input"), str):  # a CSV cell
         names = ", ".join(f"personal.{name}" for name in Personal.model_fields)
-        reason = f"must be an object of its fields; in CSV, columns {names}"
+        reason = f'must be an object such as {{"name": ...}}; in a CSV file, columns {names}'
     elif error["type"] == "string_type" and type(error.get("input")) in (int, float):
         # A JSON number where text goes: exports from spreadsheets write numeric ids so.
         reason = f"must be text, not the number {error['input']}: write it in quotes"

@@ -53,13 +53,16 @@ def canonical(value: Any) -> Any:
 ZERO_IS_ABSENT = frozenset({"cost"})
 
 
-def content_of(type_: str, occurred_at: datetime, payload: dict[str, Any]) -> Key:
+def content_of(
+    type_: str, occurred_at: datetime, payload: dict[str, Any], personal: Any = None
+) -> Key:
     """An event's content for idempotency. Personal data counts by its keyed digest (the
-    ciphertext differs on every sealing), or as plaintext if stored before sealing."""
-    if payload.get("personal") is not None:
-        payload = {**payload, "personal": personal_marker(payload["personal"])}
+    ciphertext differs on every sealing), or as plaintext if stored before sealing; an
+    input's, not yet sealed, by ``personal`` (its digest under the customer's key)."""
     if any(payload.get(name) == 0 for name in ZERO_IS_ABSENT):
         payload = {k: None if k in ZERO_IS_ABSENT and v == 0 else v for k, v in payload.items()}
+    if payload.get("personal") is not None:
+        payload = {**payload, "personal": personal or personal_marker(payload["personal"])}
     fields = tuple(sorted((k, canonical(v)) for k, v in payload.items()))
     return (type_, canonical(occurred_at), fields)
 
@@ -244,16 +247,11 @@ class Customer(BaseAggregate[str]):
         """The content of an input as the store may know it: with personal data, by its
         digest under the customer's key, or as plaintext (stored before sealing existed)."""
         personal = payload.get("personal")
-        if personal is None:
-            return [content_of(type_, occurred_at, payload)]
         plain = content_of(type_, occurred_at, payload)
-        if key is None:
+        if personal is None or key is None:
             return [plain]
         digest = ("digest", key.digest(personal))
-        fields = tuple(
-            sorted((k, digest if k == "personal" else canonical(v)) for k, v in payload.items())
-        )
-        return [(type_, canonical(occurred_at), fields), plain]
+        return [content_of(type_, occurred_at, payload, digest), plain]
 
     def erase(self, reason: str, *, occurred_at: datetime, actor: str, timestamp: datetime) -> None:
         """Note that the customer's personal data was made unreadable."""

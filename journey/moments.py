@@ -75,15 +75,44 @@ def parse_moment(text: str | None) -> datetime | None:
 
 
 def parse_known_at(text: str | None) -> datetime | None:
-    """A ``known_at``: a moment as ``parse_moment`` reads it, and not ahead of now. What
-    will have been recorded by a later moment is not known yet: an answer about it would
-    change as events are recorded, where the same T and K must answer the same forever."""
+    """A ``known_at``: a moment as ``parse_moment`` reads it, and not ahead of now."""
     moment = parse_moment(text)
-    if moment is not None and moment > datetime.now(UTC):
+    return None if moment is None else not_ahead(moment, repr(text))
+
+
+def not_ahead(moment: datetime, given: str) -> datetime:
+    """What will have been recorded by a later moment is not known yet: an answer about
+    it would change as events are recorded, where the same T and K must answer the same
+    forever."""
+    if moment > datetime.now(UTC):
         raise ValueError(
-            f"{text!r} lies ahead: what will be recorded by then is not known yet (use now)"
+            f"{given} lies ahead: what will be recorded by then is not known yet (use now)"
         )
     return moment
+
+
+def moment_given(
+    name: str, value: object, *, known: bool = False, required: bool = False
+) -> datetime | None:
+    """A moment given to the Python API: a datetime with a zone, or text read as the CLI
+    reads it, held to the same calendar and, for a ``known``-at moment, not ahead of now.
+    Anything else failed deep in the rules (a str has no tzinfo), and a naive datetime
+    was silently read in this machine's zone. Errors name the parameter."""
+    try:
+        if isinstance(value, str):
+            return (parse_known_at if known else parse_moment)(value)
+        if isinstance(value, datetime):
+            if value.utcoffset() is None:
+                raise ValueError(f"{value.isoformat()} has no time zone (give it one: tzinfo=UTC)")
+            within_calendar(value)
+            return not_ahead(value, value.isoformat()) if known else value
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+    if value is None and not required:
+        return None
+    raise TypeError(
+        f"{name} must be a datetime with a time zone or ISO 8601 text, not {type(value).__name__}"
+    )
 
 
 def is_date(text: str) -> bool:

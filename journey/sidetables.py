@@ -29,7 +29,7 @@ class SideTables:
         self.database = database
         self.pg = database.is_postgres
         #: An in-memory SQLite database exists only in the event store's own connection.
-        self.memory = not self.pg and ":memory:" in database.sqlite_path
+        self.memory = database.in_memory
         self.datastore = datastore
         self._conn: Any = None
         self._used_at = 0.0

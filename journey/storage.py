@@ -133,9 +133,10 @@ class Database:
 
     @property
     def in_memory(self) -> bool:
-        """SQLAlchemy's ``sqlite://`` or ``sqlite:///:memory:``: a store that lives as long
-        as the process (for tests and embedding; the CLI refuses it)."""
-        return not self.is_postgres and self.sqlite_path == ":memory:"
+        """SQLAlchemy's ``sqlite://`` or ``sqlite:///:memory:``, or any name eventsourcing
+        reads as memory (``file::memory:``): a store that lives as long as the process
+        (for tests and embedding; the CLI refuses it)."""
+        return not self.is_postgres and ":memory:" in self.sqlite_path
 
     def eventsourcing_env(self) -> dict[str, str]:
         """Settings for the eventsourcing persistence module."""

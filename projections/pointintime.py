@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from journey.application import JourneyApplication
 from journey.errors import JourneyError
 from journey.events import CustomerEvent, is_customer_event
-from journey.moments import parse_known_at, parse_moment, utc_now
+from journey.moments import moment_given, utc_now
 from projections.history import Step, replay
 from projections.report import all_streams
 from projections.rules.answer import Answer, evaluate
@@ -37,34 +37,6 @@ class NotFound(JourneyError):
     def __init__(self, customer_id: str, reason: str):
         super().__init__(f"customer {customer_id!r} {reason}")
         self.customer_id = customer_id
-
-
-def moment_given(
-    name: str,
-    value: Any,
-    parse: Callable[[str | None], datetime | None] = parse_moment,
-    *,
-    required: bool = False,
-) -> datetime | None:
-    """A moment given to a public method: a datetime with a zone, or text read as the CLI
-    reads it (so the same forms and errors apply). Anything else failed deep in the rules
-    (a str has no tzinfo), and a naive datetime was silently read in this machine's zone."""
-    if isinstance(value, str):
-        try:
-            return parse(value)
-        except ValueError as exc:
-            raise ValueError(f"{name}: {exc}") from None
-    if isinstance(value, datetime):
-        if value.utcoffset() is None:
-            raise ValueError(
-                f"{name}: {value.isoformat()} has no time zone (give it one: tzinfo=UTC)"
-            )
-        return value
-    if value is None and not required:
-        return None
-    raise TypeError(
-        f"{name} must be a datetime with a time zone or ISO 8601 text, not {type(value).__name__}"
-    )
 
 
 class HasApp(Protocol):
@@ -131,7 +103,7 @@ class PointInTime:
         """One result per id, in order: an answer, or why there is none. RFM's population
         is computed once for all of them."""
         as_of = moment_given("as_of", as_of)
-        known_at = moment_given("known_at", known_at, parse_known_at)
+        known_at = moment_given("known_at", known_at, known=True)
         moment = utc_now()
         asked_known_at = known_at
         as_of, known_at = as_of or moment, known_at or moment
@@ -153,7 +125,7 @@ class PointInTime:
     ) -> list[Step]:
         """The replay of what was known at ``known_at``, with time-driven steps up to
         ``until`` (default: ``known_at``, itself defaulting to now)."""
-        known_at = moment_given("known_at", known_at, parse_known_at) or utc_now()
+        known_at = moment_given("known_at", known_at, known=True) or utc_now()
         until = moment_given("until", until)
         stream = self.events(customer_id)
         if not stream:
@@ -168,7 +140,7 @@ class PointInTime:
     def population(self, as_of: datetime | str, known_at: datetime | str) -> Population:
         """RFM inputs of every customer with a purchase at ``as_of``, from the whole log."""
         as_of = moment_given("as_of", as_of, required=True)
-        known_at = moment_given("known_at", known_at, parse_known_at, required=True)
+        known_at = moment_given("known_at", known_at, known=True, required=True)
         streams = all_streams(self.app, known_at)
         answers = (evaluate(events, as_of, self.settings) for events in streams.values())
         members = (RfmInputs.of(answer) for answer in answers if answer is not None)

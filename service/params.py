@@ -46,6 +46,7 @@ def parameters(route: Any) -> dict[str, bool]:
 
 
 def takes_list(field: Any) -> bool:
+    """Whether a parameter is a list (``kinds``): the one kind that may be repeated."""
     annotation = field.field_info.annotation
     return list in {get_origin(a) for a in (annotation, *get_args(annotation))}
 

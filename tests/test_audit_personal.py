@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from journey.cli import app
 from journey.errors import InputError
 from journey.personal import ERASED, CustomerKey, KeyRace
+from projections.feed import Feed
 from projections.pointintime import PointInTime
 from projections.readmodels.operate import ReadModels
 from projections.readmodels.queries import funnel
@@ -152,6 +153,8 @@ def test_erasing_a_customer_whose_events_lie_ahead_does_not_make_them_exist(engi
         assert funnel(models.store, now)["stages"]["suspect"] == 1
         later = funnel(models.store, datetime(2099, 6, 1, tzinfo=UTC))
         assert later["stages"]["suspect"] == 2
+        announced = {e.customer_id for e in Feed(models.store).read(0, 1000)}
+        assert announced == {"y"}  # z was announced a suspect from its erasure on
     finally:
         models.close()
 

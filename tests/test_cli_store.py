@@ -108,6 +108,28 @@ def test_skip_invalid_writes_rejects(db_url, tmp_path):
     assert stored(db_url, "c-17") == ["identified", "purchase"]
 
 
+def test_rejects_to_standard_output_in_process(db_url, tmp_path):
+    """Where standard output has no file descriptor (CliRunner, an embedding program),
+    `--rejects -` failed with UnsupportedOperation."""
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps(PURCHASE) + "\nnot json\n")
+    result = run(db_url, "import", str(path), "--skip-invalid", "--rejects", "-")
+    assert result.exit_code == 0, result.output
+    first, summary = result.stdout.splitlines()
+    assert json.loads(first)["input"] == "not json"
+    assert summary.endswith("rejected 1 (written to standard output)")
+
+
+def test_rejects_to_standard_output_with_json_is_a_usage_error(db_url, tmp_path):
+    """The rejects lines came before the --json summary: no longer one JSON object."""
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps(PURCHASE) + "\nnot json\n")
+    result = run(db_url, "import", str(path), "--skip-invalid", "--rejects", "-", "--json")
+    assert result.exit_code == 2, result.output
+    assert "--json" in json.loads(result.stderr)["error"]
+    assert stored(db_url, "c-17") == []
+
+
 def test_a_json_line_that_is_not_an_object_is_rejected_as_its_text(db_url, tmp_path):
     """Kept as the parsed value, `[1,2]` and `42` escaped both of the README's jq recipes
     and `"s"` came back from the second without its quotes."""
@@ -366,6 +388,7 @@ def test_a_sqlite_url_journey_cannot_honour_is_a_usage_error(tmp_path, url, said
     ("sqlite://j.db", "names no file ('j.db' is read as a host name): write sqlite:///j.db"),
     ("sqlite://", "an in-memory store keeps nothing once this command ends"),
     ("sqlite:///:memory:", "an in-memory store keeps nothing once this command ends"),
+    ("sqlite:///file::memory:", "an in-memory store keeps nothing once this command ends"),
 ])
 @pytest.mark.parametrize("command", [
     ["import", "{events}"], ["verify"], ["funnel"], ["projections", "status"], ["keys", "list"],

@@ -133,10 +133,14 @@ CONTACT = {"channel": "email", "direction": "outbound", "purpose": "offer"}
 def test_a_cost_of_0_is_the_same_event_as_no_cost(engine, given, again, event_id):
     """The rules read a missing cost as 0: an export that writes the 0 out sent every
     contact a second time (its involvement counted twice), or, with an event_id, was a
-    conflict."""
+    conflict; with personal data too (compared by its digest)."""
     ids = {"event_id": event_id} if event_id else {}
     engine.record(ev("contact", **CONTACT, **given, **ids))
     assert_duplicate(engine, ev("contact", **CONTACT, **again, **ids))
+    personal = {"personal": {"name": "Ann"}, "occurred_at": at(3)}
+    engine.record(ev("contact", **CONTACT, **given, **personal, **ids and {"event_id": "p-7"}))
+    assert_duplicate(engine, ev("contact", **CONTACT, **again, **personal,
+                                **ids and {"event_id": "p-7"}))
     engine.record(ev("complaint", complaint_id="k-1", topic="service", severity="low"))
     resolved = {"complaint_id": "k-1", "satisfied": True, **ids}
     engine.record(ev("complaint_resolved", occurred_at=at(2), **resolved, **given))

@@ -269,7 +269,7 @@ def test_a_csv_personal_column_holding_json_points_to_the_personal_columns(engin
     outcome = engine.import_files([path])
     (error,) = outcome.rejected[0].errors
     assert error.field == "personal"
-    assert "in CSV, columns personal.name, personal.email" in error.reason
+    assert "in a CSV file, columns personal.name, personal.email" in error.reason
     assert engine.events("c-1") == []
 
 

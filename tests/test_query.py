@@ -150,3 +150,17 @@ def test_a_moment_that_is_not_a_datetime_with_a_zone_is_refused_at_the_boundary(
         queries.history("c-1", until=naive)
     with pytest.raises(TypeError, match="known_at must be a datetime"):
         queries.population(t("2025-07-01"), None)
+
+
+def test_a_datetime_is_held_to_what_text_is_held_to(engine):
+    """Text ahead of now as known_at, or outside the rules' calendar, was refused; the
+    same moment as a datetime was taken (an answer "as known" in 2999)."""
+    buy(engine, "c-1", "2025-01-01", "o-1")
+    queries = PointInTime(engine)
+    ahead = datetime(2999, 1, 1, tzinfo=UTC)
+    for given in ("2999-01-01", ahead):
+        with pytest.raises(ValueError, match=r"known_at: .* lies ahead"):
+            queries.show("c-1", known_at=given)
+    with pytest.raises(ValueError, match=r"as_of: 9999-01-01.* between the years 1900 and 2999"):
+        queries.show("c-1", as_of=datetime(9999, 1, 1, tzinfo=UTC))
+    assert queries.show("c-1", as_of=ahead).loyalty_stage.value  # as_of may lie ahead

@@ -118,7 +118,8 @@ def test_the_documented_customer_id_is_the_one_the_server_takes(text):
     assert documented_match(parameter["schema"], text) == taken
 
 
-KIND_TEXT = st.lists(st.sampled_from([*KINDS, "stage", "", " "]), max_size=4).map(",".join)
+KIND_TEXT = st.lists(st.sampled_from([*KINDS, "stage", "", " ", "\t", "status\n"]),
+                     max_size=4).map(",".join)
 
 
 @given(KIND_TEXT)
@@ -154,5 +155,7 @@ def documented_match(schema: dict, text: str) -> bool:
     lengths count code points, as Python's len does)."""
     return (
         schema.get("minLength", 0) <= len(text) <= schema.get("maxLength", len(text))
-        and re.search(schema["pattern"], text) is not None
+        # JSON Schema's $ is the end of the text; Python's also matches before a last \n
+        and re.fullmatch(schema["pattern"].removeprefix("^").removesuffix("$"), text)
+        is not None
     )

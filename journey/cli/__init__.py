@@ -26,16 +26,7 @@ def main() -> None:
     """The ``journey`` script. With ``--json``, the usage errors click finds before any
     command runs (a missing or unknown option) are one JSON object on stderr too, as
     every other error is: a program parsing the output gets no box drawn for a person."""
-    if (misplaced := global_option_after_command(sys.argv[1:])) is not None:
-        message = (
-            f"{misplaced} is an option of journey itself: give it before the command "
-            f"(journey {misplaced} ... COMMAND ...)"
-        )
-        if "--json" in sys.argv[1:]:
-            emit_json({"error": message}, stderr=True)
-        else:
-            print(f"error: {message}", file=sys.stderr)
-        sys.exit(USAGE)
+    refuse_misplaced_options(sys.argv[1:])
     if "--json" not in sys.argv[1:]:
         app()
         return
@@ -48,6 +39,21 @@ def main() -> None:
     except typer.Abort:
         sys.exit(1)
     sys.exit(code or 0)
+
+
+def refuse_misplaced_options(args: list[str]) -> None:
+    """Exit 2 naming a global option given after the command, with where it goes."""
+    if (misplaced := global_option_after_command(args)) is None:
+        return
+    message = (
+        f"{misplaced} is an option of journey itself: give it before the command "
+        f"(journey {misplaced} ... COMMAND ...)"
+    )
+    if "--json" in args:
+        emit_json({"error": message}, stderr=True)
+    else:
+        print(f"error: {message}", file=sys.stderr)
+    sys.exit(USAGE)
 
 
 def global_option_after_command(args: list[str]) -> str | None:

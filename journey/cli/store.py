@@ -135,6 +135,9 @@ def open_rejects(
     if any(same_file(store, path) for store in store_files(url)):
         fail(f"--rejects {path} is the store's own file (--db)", as_json=as_json, code=USAGE)
     if (stream := standard_stream(path)) is not None:
+        if as_json and stream is sys.stdout:
+            fail("--rejects to standard output would come before --json's summary there: "
+                 "name a file", as_json=True, code=USAGE)
         return nullcontext(stream)  # never closed here
     try:
         return path.open("a", encoding="utf-8")
@@ -171,17 +174,12 @@ def same_file(one: Path, other: Path) -> bool:
 
 
 def emptiable(handle: TextIO) -> bool:
-    """Whether the rejects file is a file of its own: not a device, a pipe, or standard
-    output or error (``--rejects /dev/stdout >> log`` emptied the log appended to)."""
-    opened = os.fstat(handle.fileno())
-    if not stat.S_ISREG(opened.st_mode):
+    """Whether the rejects file is a regular file of its own: not a device or a pipe, nor
+    standard output or error written through (``--rejects /dev/stdout >> log`` emptied
+    the log appended to)."""
+    if handle is sys.stdout or handle is sys.stderr:
         return False
-    for stream in (1, 2):
-        with suppress(OSError):
-            std = os.fstat(stream)
-            if (std.st_dev, std.st_ino) == (opened.st_dev, opened.st_ino):
-                return False
-    return True
+    return stat.S_ISREG(os.fstat(handle.fileno()).st_mode)
 
 
 def store_files(url: str | None) -> set[Path]:

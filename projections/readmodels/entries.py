@@ -22,7 +22,7 @@ from projections.rules.answer import CLASSIFICATIONS as KINDS
 from projections.rules.answer import verdicts_from
 from projections.rules.facts import Facts
 from projections.rules.verdict import Verdict
-from projections.rules.window import of_the_customer, ordered
+from projections.rules.window import of_the_customer, ordered, says_of_the_customer
 from projections.settings import Settings
 
 #: A customer's classifications, kind by kind (None before the customer exists).
@@ -142,7 +142,7 @@ def page_entries(
     fresh = [
         (event.occurred_at, event.originator_version, position)
         for event, position in zip(stream.events, stream.positions, strict=True)
-        if position > since and event.occurred_at <= now
+        if position > since and event.occurred_at <= now and says_of_the_customer(event)
     ]
     known_at = None if before is None else min(before.computed_at, now)
     backfilled = [f for f in fresh if known_at is None or f[0] <= known_at]

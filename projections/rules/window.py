@@ -32,10 +32,15 @@ def ordered(events: Iterable[CustomerEvent]) -> list[CustomerEvent]:
 
 
 def of_the_customer(events: Iterable[CustomerEvent]) -> list[CustomerEvent]:
-    """The events that say something of the customer: all but an erasure, the firm's own
-    bookkeeping, which the rules ignore and which must not make a customer exist from the
-    moment it was done (one whose events all lay ahead counted from then on)."""
+    """The events that say something of the customer (``says_of_the_customer``)."""
     return [e for e in events if type(e) is not Erased]
+
+
+def says_of_the_customer(event: CustomerEvent) -> bool:
+    """All but an erasure, the firm's own bookkeeping, which the rules ignore and which
+    must not make a customer exist from the moment it was done (one whose events all lay
+    ahead counted from then on)."""
+    return type(event) is not Erased
 
 
 def known(events: Iterable[CustomerEvent], known_at: datetime) -> list[CustomerEvent]:

@@ -34,11 +34,7 @@ Kinds = Annotated[
 ]
 FeedCustomer = Annotated[
     str | None,
-    Query(
-        min_length=1,
-        description="Only this customer's changes.",
-        json_schema_extra=CUSTOMER_ID_SCHEMA,
-    ),
+    Query(description="Only this customer's changes.", json_schema_extra=CUSTOMER_ID_SCHEMA),
 ]
 LastEventId = Annotated[
     str | None,
@@ -151,7 +147,7 @@ def kinds_of(kinds: list[str] | None) -> list[str] | None:
     """The kinds asked for, each parameter split at commas; None for all."""
     if not kinds:
         return None
-    chosen = [k.strip() for item in kinds for k in item.split(",") if k.strip()]
+    chosen = [k.strip(" ") for item in kinds for k in item.split(",") if k.strip(" ")]
     unknown = sorted(set(chosen) - set(KINDS))
     if unknown:
         reason = f"unknown kind {', '.join(unknown)}; expected {', '.join(KINDS)}"
