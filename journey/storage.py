@@ -6,7 +6,7 @@ import hashlib
 import os
 import re
 import sqlite3
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -205,9 +205,7 @@ class Database:
         first: at a mistyped URL they would create an empty store and report on it (and an
         empty log verifies as intact)."""
         if not self.is_postgres:
-            return self.in_memory or sqlite_has_table(
-                Path(self.sqlite_path), self.events_table
-            )
+            return self.in_memory or sqlite_has_table(Path(self.sqlite_path), self.events_table)
         events = f'"{self.schema}".{self.events_table}'
         with self.connect() as conn:
             return conn.execute("SELECT to_regclass(%s)", [events]).fetchone()[0] is not None
@@ -223,8 +221,13 @@ class Database:
         return "notification_id" if self.is_postgres else "rowid"
 
     def ensure_schema(self) -> None:
-        """Create the PostgreSQL schema named in the URL, so first use needs no setup."""
-        if not self.is_postgres or self.schema == "public":
+        """Create the PostgreSQL schema named in the URL, so first use needs no setup; or
+        the SQLite file, readable by its owner alone (``create_private``)."""
+        if not self.is_postgres:
+            if not self.in_memory:
+                create_private(Path(self.sqlite_path))
+            return
+        if self.schema == "public":
             return
         from psycopg import sql
 
@@ -232,6 +235,15 @@ class Database:
             conn.execute(
                 sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
             )
+
+
+def create_private(path: Path) -> None:
+    """Create ``path`` (empty) with mode 0600 unless it exists. A store holds personal
+    data and, beside it, the keys that open it; made by SQLite under the usual umask it
+    was readable by every local user, who could copy the keys that erasure destroys.
+    SQLite gives its -wal and -shm files the database file's mode."""
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def search_path(schema: str) -> str:

@@ -19,7 +19,7 @@ from fastapi.openapi.utils import get_openapi
 from projections.settings import DEFAULT, Settings
 from service.errors import EXCEPTION_HANDLERS
 from service.routes import customers, events, feed, health, projections
-from service.state import Service
+from service.state import MAX_STREAMS, Service
 
 DESCRIPTION = """Record customer events, ask where a customer stands at any moment, replay
 their history, and follow every change of stage, status and level.
@@ -36,9 +36,16 @@ def create_app(
     *,
     keepalive_seconds: float = 15.0,
     poll_seconds: float = 0.2,
+    max_streams: int = MAX_STREAMS,
 ) -> FastAPI:
     """The service over the store at ``url`` (default $JOURNEY_DB_URL or sqlite:///journey.db)."""
-    service = Service(url, settings, keepalive_seconds=keepalive_seconds, poll_seconds=poll_seconds)
+    service = Service(
+        url,
+        settings,
+        keepalive_seconds=keepalive_seconds,
+        poll_seconds=poll_seconds,
+        max_streams=max_streams,
+    )
     service.open()  # fail now, not at the first request, on a bad database
     service.warn_stale()
     app = FastAPI(

@@ -18,6 +18,10 @@ from projections.settings import Settings
 from service.keys import Keys
 
 POPULATIONS = 8
+#: Feed streams open at once in one process: each holds a thread and, on PostgreSQL, a
+#: connection of its own (LISTEN), so without a bound one client could take every
+#: connection the server allows, from every program that uses it.
+MAX_STREAMS = 32
 
 log = logging.getLogger("journey.service")
 
@@ -35,11 +39,15 @@ class Service:
         *,
         keepalive_seconds: float = 15.0,
         poll_seconds: float = 0.2,
+        max_streams: int = MAX_STREAMS,
     ):
         self.url = url
         self.settings = settings
         self.keepalive_seconds = keepalive_seconds
         self.poll_seconds = poll_seconds
+        self.max_streams = max_streams
+        self._streams = 0
+        self._streams_lock = threading.Lock()
         self._opened: tuple[ReadModels, Keys, Feed] | None = None
         self._open_lock = threading.Lock()
         self._local = threading.local()
@@ -82,6 +90,18 @@ class Service:
     @property
     def feed(self) -> Feed:
         return self.open()[2]
+
+    def open_stream(self) -> bool:
+        """Take a place for a feed stream; False when all ``max_streams`` are taken."""
+        with self._streams_lock:
+            if self._streams >= self.max_streams:
+                return False
+            self._streams += 1
+            return True
+
+    def close_stream(self) -> None:
+        with self._streams_lock:
+            self._streams -= 1
 
     def close(self) -> None:
         with self._open_lock:

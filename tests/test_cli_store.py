@@ -671,3 +671,26 @@ def test_a_global_option_after_the_command_says_where_it_goes(tmp_path, args, na
     else:
         assert said in done.stderr
     assert list(tmp_path.iterdir()) == []  # no store made
+
+
+def test_a_new_store_and_rejects_file_are_readable_by_their_owner_alone(tmp_path):
+    """Made under the usual umask (0644), any local user could copy the store, keys
+    included (and so read what erasure destroys later), and the rejects' plaintext."""
+    import stat
+
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps(PURCHASE) + "\nnot json\n")
+    store, rejects = tmp_path / "j.db", tmp_path / "rejects.jsonl"
+    old = os.umask(0o022)
+    try:
+        result = run(f"sqlite:///{store}", "import", str(path), "--skip-invalid",
+                     "--rejects", str(rejects))
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.output
+    for made in (store, rejects):
+        assert stat.S_IMODE(made.stat().st_mode) == 0o600, made
+    rejects.chmod(0o644)  # a file that exists keeps the mode it was given
+    assert run(f"sqlite:///{store}", "import", str(path), "--skip-invalid",
+               "--rejects", str(rejects)).exit_code == 0
+    assert stat.S_IMODE(rejects.stat().st_mode) == 0o644

@@ -8,6 +8,7 @@ import logging
 import socket
 import sqlite3
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import suppress
@@ -704,3 +705,33 @@ def test_a_time_with_a_control_character_is_refused(api):
     assert answer.status_code == 422 and answer.json()["errors"][0]["field"] == "occurred_at"
     shown = api.get("/v1/customers/c-1", params={"as_of": "2025-03-01T10:00:00Z\x00junk"})
     assert shown.status_code == 422, shown.text
+
+
+def test_feed_streams_are_bounded_and_their_places_given_back(sqlite_url):
+    """Each stream holds a thread and, on PostgreSQL, a connection: one client opened
+    as many as it liked (30 took 30 of the server's connections)."""
+    from contextlib import ExitStack
+
+    api = Api(sqlite_url)
+    api.client = TestClient(create_app(sqlite_url, keepalive_seconds=0.2, poll_seconds=0.05,
+                                       max_streams=2))
+    headers = api.as_(api.all)
+    with api.client, ExitStack() as open_streams:
+        for _ in range(2):
+            response = open_streams.enter_context(
+                api.client.stream("GET", "/v1/feed", headers=headers))
+            assert response.status_code == 200
+            assert next(response.iter_text(), "").startswith("retry:")
+        refused = api.client.get("/v1/feed", headers=headers)
+        assert refused.status_code == 503
+        assert refused.headers["Retry-After"] == "5"
+        error = refused.json()["errors"][0]
+        assert (error["field"], error["kind"]) == ("(feed)", "unavailable")
+        assert "2 feed streams are open" in error["reason"]
+        assert api.get("/v1/feed/page").status_code == 200  # pages are not streams
+        open_streams.close()  # the clients go away: their places come back
+        deadline = time.monotonic() + 30
+        while (again := api.first_of_stream("/v1/feed", api.all)).status_code != 200:
+            assert time.monotonic() < deadline, again.text
+            time.sleep(0.1)
+        assert again.first.startswith("retry:")

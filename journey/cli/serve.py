@@ -11,6 +11,7 @@ from journey.cli.output import USAGE, fail
 from journey.cli.query import SettingsPath
 from journey.storage import StorageError
 from projections.settings import SettingsError, load_settings
+from service.state import MAX_STREAMS
 
 
 @app.command("serve")
@@ -27,6 +28,15 @@ def serve(
             "--keepalive", metavar="SECONDS", min=0.1, help="Feed keep-alive interval."
         ),
     ] = 15.0,
+    max_streams: Annotated[
+        int,
+        typer.Option(
+            "--max-streams",
+            min=1,
+            help="Feed streams open at once (each holds a thread and, on PostgreSQL, a "
+            "connection); more get 503.",
+        ),
+    ] = MAX_STREAMS,
 ) -> None:
     """Serve the HTTP API (events, customers, funnel, feed, projections; see /openapi.json).
     Every endpoint but /health needs a key from `journey keys create`."""
@@ -37,7 +47,9 @@ def serve(
     options: Options = ctx.obj
     try:
         rules = load_settings(settings)
-        application = create_app(options.db, rules, keepalive_seconds=keepalive)
+        application = create_app(
+            options.db, rules, keepalive_seconds=keepalive, max_streams=max_streams
+        )
     except (SettingsError, StorageError) as exc:
         fail(str(exc), as_json=False, code=USAGE)
     uvicorn.run(

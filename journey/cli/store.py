@@ -136,11 +136,17 @@ def open_rejects(
         fail(f"--rejects {path} is the store's own file (--db)", as_json=as_json, code=USAGE)
     if (stream := standard_stream(path)) is not None:
         if as_json and stream is sys.stdout:
-            fail("--rejects to standard output would come before --json's summary there: "
-                 "name a file", as_json=True, code=USAGE)
+            fail(
+                "--rejects to standard output would come before --json's summary there: "
+                "name a file",
+                as_json=True,
+                code=USAGE,
+            )
         return nullcontext(stream)  # never closed here
-    try:
-        return path.open("a", encoding="utf-8")
+    try:  # made readable by its owner alone: it holds personal data in plaintext
+        return open(
+            os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a", encoding="utf-8"
+        )
     except OSError as exc:
         fail(f"cannot write --rejects {path}: {exc.strerror}", as_json=as_json, code=USAGE)
 

@@ -1,6 +1,8 @@
 """The change feed: Server-Sent Events (``service.feedstream``) and plain JSON pages."""
 
 import re
+import weakref
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query
@@ -10,7 +12,7 @@ from commands.models import CUSTOMER_ID_SCHEMA
 from projections.feed import KINDS
 from service import schemas
 from service.auth import ServiceDep, scope
-from service.errors import error_responses, problem
+from service.errors import Problem, error_responses, problem
 from service.feedstream import sse_events
 from service.keys import ApiKey
 from service.routes.customers import valid_id
@@ -85,6 +87,16 @@ async def follow_feed(
     else:
         start = resume_position(after, last_event_query, "lastEventId")
     chosen = kinds_of(kinds)
+    if not service.open_stream():
+        reason = (
+            f"{service.max_streams} feed streams are open, as many as this server keeps; "
+            "retry later, or read /v1/feed/page"
+        )
+        raise Problem(
+            503,
+            [{"field": "(feed)", "reason": reason, "kind": "unavailable"}],
+            {"Retry-After": "5"},
+        )
     events = sse_events(
         service.feed,
         start,
@@ -94,11 +106,24 @@ async def follow_feed(
         poll_seconds=service.poll_seconds,
         allowed=lambda: may_read(service, key.name),
     )
+    # Its place is given back when the stream ends, or, never started (the client left
+    # before the response began), when it is dropped: finalize runs once either way.
+    release = weakref.finalize(events, service.close_stream)
     return StreamingResponse(
-        events,
+        releasing(events, release),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+async def releasing(
+    events: AsyncIterator[bytes], release: Callable[[], Any]
+) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in events:
+            yield chunk
+    finally:
+        release()
 
 
 @router.get("/v1/feed/page", response_model=schemas.FeedPage, responses=error_responses(422))
