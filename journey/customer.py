@@ -54,15 +54,15 @@ ZERO_IS_ABSENT = frozenset({"cost"})
 
 
 def content_of(
-    type_: str, occurred_at: datetime, payload: dict[str, Any], personal: Any = None
+    type_: str, occurred_at: datetime, payload: dict[str, Any], marker: Any = None
 ) -> Key:
     """An event's content for idempotency. Personal data counts by its keyed digest (the
     ciphertext differs on every sealing), or as plaintext if stored before sealing; an
-    input's, not yet sealed, by ``personal`` (its digest under the customer's key)."""
+    input's, not yet sealed, by ``marker`` (its digest under the customer's key)."""
     if any(payload.get(name) == 0 for name in ZERO_IS_ABSENT):
         payload = {k: None if k in ZERO_IS_ABSENT and v == 0 else v for k, v in payload.items()}
     if payload.get("personal") is not None:
-        payload = {**payload, "personal": personal or personal_marker(payload["personal"])}
+        payload = {**payload, "personal": marker or personal_marker(payload["personal"])}
     fields = tuple(sorted((k, canonical(v)) for k, v in payload.items()))
     return (type_, canonical(occurred_at), fields)
 

@@ -61,6 +61,12 @@ def check_sqlite_url(url: URL) -> None:
     a parameter would hold for the read models only. The file's folder must exist: a
     mistyped path would otherwise make a new, empty store wherever it pointed."""
     refuse_parameters(url, set(), "a SQLite URL is sqlite:///FILE and nothing more")
+    if url.database and url.database.startswith("file:"):
+        # eventsourcing opens such a name as a URI, SQLAlchemy as a path: two stores.
+        raise StorageError(
+            f"{url.render_as_string()}: SQLite URIs (file:...) are not read; name the file "
+            "itself (sqlite:///FILE)"
+        )
     if url.host:  # SQLAlchemy reads sqlite://x.db as a host and no file: a store in memory
         meant = "/".join(part for part in (url.host, url.database) if part)
         raise StorageError(
@@ -133,9 +139,9 @@ class Database:
 
     @property
     def in_memory(self) -> bool:
-        """SQLAlchemy's ``sqlite://`` or ``sqlite:///:memory:``, or any name eventsourcing
-        reads as memory (``file::memory:``): a store that lives as long as the process
-        (for tests and embedding; the CLI refuses it)."""
+        """SQLAlchemy's ``sqlite://`` or ``sqlite:///:memory:``, or any name holding
+        ``:memory:``, which eventsourcing reads as memory: a store that lives as long as
+        the process (for tests and embedding; the CLI refuses it)."""
         return not self.is_postgres and ":memory:" in self.sqlite_path
 
     def eventsourcing_env(self) -> dict[str, str]:
@@ -224,8 +230,8 @@ class Database:
         """Create the PostgreSQL schema named in the URL, so first use needs no setup; or
         the SQLite file, readable by its owner alone (``create_private``)."""
         if not self.is_postgres:
-            if not self.in_memory:
-                create_private(Path(self.sqlite_path))
+            if not self.in_memory:  # a symbolic link's target, not the link
+                create_private(Path(self.sqlite_path).resolve())
             return
         if self.schema == "public":
             return
@@ -242,7 +248,9 @@ def create_private(path: Path) -> None:
     data and, beside it, the keys that open it; made by SQLite under the usual umask it
     was readable by every local user, who could copy the keys that erasure destroys.
     SQLite gives its -wal and -shm files the database file's mode."""
-    with suppress(FileExistsError):
+    # One that exists keeps its mode; one that cannot be made (a read-only folder) is
+    # said by SQLite as it opens it, as before.
+    with suppress(OSError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 

@@ -32,7 +32,8 @@ MEANINGS = {
     413: "The body is too large.",
     422: "Bad input: every field at fault and why.",
     500: "The work failed on the server (logged there); the error says what failed.",
-    503: "The database is unreachable or busy; retry.",
+    503: "The database is unreachable or busy, or (the feed) as many streams are open as "
+    "the server keeps; retry (see Retry-After).",
 }
 
 

@@ -46,8 +46,12 @@ class Service:
         self.keepalive_seconds = keepalive_seconds
         self.poll_seconds = poll_seconds
         self.max_streams = max_streams
+        if max_streams < 1:
+            raise ValueError(f"max_streams must be at least 1, not {max_streams}")
         self._streams = 0
-        self._streams_lock = threading.Lock()
+        # Reentrant: a dropped stream gives its place back from the garbage collector, which
+        # may run on a thread that holds this lock already.
+        self._streams_lock = threading.RLock()
         self._opened: tuple[ReadModels, Keys, Feed] | None = None
         self._open_lock = threading.Lock()
         self._local = threading.local()
@@ -100,6 +104,7 @@ class Service:
             return True
 
     def close_stream(self) -> None:
+        """Give a place back (once per ``open_stream``: see routes.feed)."""
         with self._streams_lock:
             self._streams -= 1
 

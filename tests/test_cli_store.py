@@ -388,7 +388,8 @@ def test_a_sqlite_url_journey_cannot_honour_is_a_usage_error(tmp_path, url, said
     ("sqlite://j.db", "names no file ('j.db' is read as a host name): write sqlite:///j.db"),
     ("sqlite://", "an in-memory store keeps nothing once this command ends"),
     ("sqlite:///:memory:", "an in-memory store keeps nothing once this command ends"),
-    ("sqlite:///file::memory:", "an in-memory store keeps nothing once this command ends"),
+    ("sqlite:///file::memory:", "SQLite URIs (file:...) are not read"),
+    ("sqlite:///file:j.db", "SQLite URIs (file:...) are not read"),  # two stores, one each
 ])
 @pytest.mark.parametrize("command", [
     ["import", "{events}"], ["verify"], ["funnel"], ["projections", "status"], ["keys", "list"],
@@ -671,6 +672,20 @@ def test_a_global_option_after_the_command_says_where_it_goes(tmp_path, args, na
     else:
         assert said in done.stderr
     assert list(tmp_path.iterdir()) == []  # no store made
+
+
+def test_a_store_behind_a_dangling_link_is_made_private_and_one_not_made_is_said(tmp_path):
+    """The link itself existed, so the store SQLite then made at its target was 0644; and
+    a store that cannot be made was a PermissionError/OSError traceback (exit 1)."""
+    import stat
+
+    (tmp_path / "link.db").symlink_to(tmp_path / "target.db")
+    assert run(f"sqlite:///{tmp_path / 'link.db'}", "record", json.dumps(PURCHASE)).exit_code == 0
+    assert stat.S_IMODE((tmp_path / "target.db").stat().st_mode) == 0o600
+    too_long = tmp_path / ("x" * 300 + ".db")
+    result = run(f"sqlite:///{too_long}", "record", json.dumps(PURCHASE), "--json")
+    assert result.exit_code == 2, result.output
+    assert "cannot open the event store" in json.loads(result.stderr)["error"]
 
 
 def test_a_new_store_and_rejects_file_are_readable_by_their_owner_alone(tmp_path):

@@ -138,9 +138,10 @@ def test_a_cost_of_0_is_the_same_event_as_no_cost(engine, given, again, event_id
     engine.record(ev("contact", **CONTACT, **given, **ids))
     assert_duplicate(engine, ev("contact", **CONTACT, **again, **ids))
     personal = {"personal": {"name": "Ann"}, "occurred_at": at(3)}
-    engine.record(ev("contact", **CONTACT, **given, **personal, **ids and {"event_id": "p-7"}))
-    assert_duplicate(engine, ev("contact", **CONTACT, **again, **personal,
-                                **ids and {"event_id": "p-7"}))
+    if event_id:
+        personal["event_id"] = "p-7"
+    engine.record(ev("contact", **CONTACT, **given, **personal))
+    assert_duplicate(engine, ev("contact", **CONTACT, **again, **personal))
     engine.record(ev("complaint", complaint_id="k-1", topic="service", severity="low"))
     resolved = {"complaint_id": "k-1", "satisfied": True, **ids}
     engine.record(ev("complaint_resolved", occurred_at=at(2), **resolved, **given))

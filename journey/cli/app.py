@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Annotated
 
 import typer
 
+from journey.cli.output import USAGE, emit_json
 from journey.errors import InputError, utf8_text
 from journey.storage import ENV_VAR, Database, StorageError
 
@@ -66,3 +68,37 @@ def in_memory(url: str) -> bool:
         return Database.parse(url).in_memory
     except StorageError:
         return False
+
+
+#: The options of ``journey`` itself, which go before the command.
+GLOBAL_OPTIONS = ("--db", "--actor")
+
+
+def refuse_misplaced_options(args: list[str]) -> None:
+    """Exit 2 naming a global option given after the command, with where it goes."""
+    if (misplaced := global_option_after_command(args)) is None:
+        return
+    message = (
+        f"{misplaced} is an option of journey itself: give it before the command "
+        f"(journey {misplaced} ... COMMAND ...)"
+    )
+    if "--json" in args:
+        emit_json({"error": message}, stderr=True)
+    else:
+        print(f"error: {message}", file=sys.stderr)
+    sys.exit(USAGE)
+
+
+def global_option_after_command(args: list[str]) -> str | None:
+    """``--db`` or ``--actor`` given after the command (``journey import f --db URL``),
+    which click answers with only "No such option: --db"."""
+    index = 0
+    while index < len(args) and args[index].startswith("-"):  # journey's own options
+        index += 2 if args[index] in GLOBAL_OPTIONS else 1
+    for arg in args[index + 1 :]:
+        if arg == "--":
+            break
+        name = arg.split("=", 1)[0]
+        if name in GLOBAL_OPTIONS:
+            return name
+    return None

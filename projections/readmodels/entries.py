@@ -71,7 +71,7 @@ def transitions(
     reasons from the rules, at each change only."""
     arrivals: dict[datetime, int] = {}
     for event, position in zip(stream.events, stream.positions, strict=True):
-        if since < event.occurred_at <= until:
+        if since < event.occurred_at <= until and says_of_the_customer(event):
             arrivals[event.occurred_at] = max(position, arrivals.get(event.occurred_at, 0))
     current = tuple(was[kind] for kind in KINDS)
     walked = ordered(of_the_customer(stream.events))

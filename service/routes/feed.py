@@ -106,24 +106,30 @@ async def follow_feed(
         poll_seconds=service.poll_seconds,
         allowed=lambda: may_read(service, key.name),
     )
-    # Its place is given back when the stream ends, or, never started (the client left
-    # before the response began), when it is dropped: finalize runs once either way.
-    release = weakref.finalize(events, service.close_stream)
-    return StreamingResponse(
-        releasing(events, release),
+    return ReleasingStream(
+        events,
+        weakref.finalize(events, service.close_stream),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def releasing(
-    events: AsyncIterator[bytes], release: Callable[[], Any]
-) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in events:
-            yield chunk
-    finally:
-        release()
+class ReleasingStream(StreamingResponse):
+    """A stream that gives its place back, and stops its follower, however it ends: when
+    its response ends (the client gone, the request cancelled mid-send), and, if the
+    response never ran, when the stream is dropped (``release`` is a finalizer, which
+    runs once)."""
+
+    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], Any], **options: Any):
+        super().__init__(content, **options)
+        self.release = release
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.release()
+            await self.body_iterator.aclose()  # type: ignore[attr-defined]
 
 
 @router.get("/v1/feed/page", response_model=schemas.FeedPage, responses=error_responses(422))
