@@ -33,7 +33,12 @@ def utc_now() -> datetime:
 
 
 def within_calendar(moment: datetime) -> datetime:
-    if not EARLIEST_YEAR <= moment.year <= LATEST_YEAR:
+    """The years count in UTC, where the rules compute (2999-12-31T22:00-05:00 is in 3000);
+    the given offset's year is looked at first, so that converting cannot overflow."""
+    year = moment.year
+    if EARLIEST_YEAR - 1 <= year <= LATEST_YEAR + 1 and moment.utcoffset() is not None:
+        year = utc(moment).year
+    if not EARLIEST_YEAR <= year <= LATEST_YEAR:
         raise ValueError(
             f"{moment.isoformat()} must lie between the years {EARLIEST_YEAR} and {LATEST_YEAR}"
         )

@@ -55,7 +55,24 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The error answers of an endpoint behind a key: 401, 403, ``statuses``, and the
     database's 503 (out of reach) and 500 (a fault) that any of them may give."""
     every = sorted({401, 403, *statuses, 500, 503})
-    return {s: {"model": schemas.Errors, "description": MEANINGS[s]} for s in every}
+    return {
+        s: {"model": schemas.Errors, "description": MEANINGS[s], **HEADERS.get(s, {})}
+        for s in every
+    }
+
+
+#: The headers an error answer carries, for the OpenAPI document.
+HEADERS = {
+    401: {"headers": {"WWW-Authenticate": {"schema": {"type": "string", "const": "Bearer"}}}},
+    503: {
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds to wait before retrying (a busy database, a full feed).",
+                "schema": {"type": "integer"},
+            }
+        }
+    },
+}
 
 
 async def problem_answer(_request: Request, exc: Problem) -> JSONResponse:

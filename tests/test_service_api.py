@@ -133,6 +133,8 @@ def test_no_endpoint_answers_without_a_valid_key(api, method, path, needed, opti
 def test_health_is_the_one_anonymous_endpoint_and_openapi_needs_a_key(api):
     assert api.client.get("/health").json() == {"status": "ok"}
     assert api.client.get("/health", params={"nocache": "1"}).status_code == 200  # monitors
+    head = api.client.head("/health")  # load balancers ask so: it was a 405
+    assert (head.status_code, head.content) == (200, b"")
     assert api.client.get("/openapi.json").status_code == 401
     # without a key (or its scope) nothing is learnt, not even an endpoint's parameters
     assert api.client.get("/v1/customers/c-1", params={"asof": "x"}).status_code == 401
@@ -461,6 +463,8 @@ def test_sse_resumes_after_last_event_id_and_filters(api):
     polyfill = api.client.get("/v1/feed", params={"lastEventId": "x"}, headers=api.as_(api.all))
     assert polyfill.status_code == 422  # named as the client sent it
     assert polyfill.json()["errors"][0]["field"] == "lastEventId"
+    # empty, the parameter names no position, as the empty header does
+    assert read_sse(api, {"lastEventId": ""}, {}, len(everything)) == everything
 
 
 def test_an_open_stream_ends_when_its_key_is_revoked(api, sqlite_url, monkeypatch):

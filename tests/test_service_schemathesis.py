@@ -7,6 +7,7 @@ paged twin, /v1/feed/page, takes the same parameters and is tested here).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import warnings
@@ -19,7 +20,7 @@ import schemathesis  # noqa: E402  (in the test extras: missing, it must fail, n
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from commands.models import check_customer_id  # noqa: E402
+from commands.models import CUSTOMER_ID_SCHEMA, check_customer_id, parse_command  # noqa: E402
 from journey.storage import Database  # noqa: E402
 from projections.feed import KINDS  # noqa: E402
 from projections.readmodels.store import make_engine  # noqa: E402
@@ -159,3 +160,48 @@ def documented_match(schema: dict, text: str) -> bool:
         and re.fullmatch(schema["pattern"].removeprefix("^").removesuffix("$"), text)
         is not None
     )
+
+
+def test_optional_ids_and_the_error_headers_are_documented():
+    schemas = document()["components"]["schemas"]
+    (referred,) = [b for b in schemas["Identify"]["properties"]["referred_by"]["anyOf"]
+                   if b.get("type") == "string"]
+    assert referred["pattern"] == CUSTOMER_ID_SCHEMA["pattern"]
+    responses = document()["paths"]["/v1/events"]["post"]["responses"]
+    assert "WWW-Authenticate" in responses["401"]["headers"]
+    assert "Retry-After" in responses["503"]["headers"]
+    assert '"gt":' not in json.dumps(schemas) and '"ge":' not in json.dumps(schemas)
+
+
+def amount_branches(field: dict) -> tuple[dict, dict]:
+    inner = [b for b in field["anyOf"] if "anyOf" in b] or [field]  # optional: anyOf null
+    number, text = (next(b for b in inner[0]["anyOf"] if b["type"] == t)
+                    for t in ("number", "string"))
+    return number, text
+
+
+@pytest.mark.parametrize("model, name, refused", [
+    ("Purchase", "amount", ["0", "0.00", "-5", "1_00", "abc", "1.23456", "NaN", " 5"]),
+    ("Contact", "cost", ["-1", "1_00", "1.23456", "abc"]),
+])
+def test_a_documented_decimal_is_one_the_server_takes(model, name, refused):
+    """pydantic wrote the bounds as gt/ge, which JSON Schema ignores: a client checking
+    against the document sent 0 or -5 as an amount and got 422."""
+    number, text = amount_branches(document()["components"]["schemas"][model]["properties"][name])
+    assert number.get("exclusiveMinimum", number.get("minimum")) == 0
+    pattern = text["pattern"]
+    for bad in refused:
+        assert re.fullmatch(pattern.removeprefix("^").removesuffix("$"), bad) is None, bad
+
+    @given(st.from_regex(pattern, fullmatch=True, alphabet=st.characters(codec="ascii")))
+    @settings(deadline=None, max_examples=60)
+    def taken(value: str) -> None:
+        event = {"type": model.lower(), "customer_id": "c-1",
+                 "occurred_at": "2025-01-01T00:00:00Z", name: value}
+        if model == "Purchase":
+            event["order_id"] = "o-1"
+        else:
+            event.update(channel="email", direction="outbound", purpose="offer")
+        parse_command(event)  # raises if the server refuses what the document allows
+
+    taken()

@@ -292,13 +292,16 @@ def test_times_to_the_microsecond_are_accepted(engine):
 
 
 @pytest.mark.parametrize(
-    "when", ["1899-12-31T23:59:59Z", "3000-01-01T00:00:00Z", "0001-01-01T00:00:00+00:00"]
+    "when", ["1899-12-31T23:59:59Z", "3000-01-01T00:00:00Z", "0001-01-01T00:00:00+00:00",
+             # in the calendar by their own offset, not in UTC, where the rules compute
+             "2999-12-31T22:00:00-05:00", "1900-01-01T00:30:00+01:00"]
 )
 def test_a_time_outside_the_rules_calendar_is_refused(engine, when):
     refused(engine, {**FULL["purchase"], "occurred_at": when}, "occurred_at", "between the years")
 
 
-@pytest.mark.parametrize("when", ["1900-01-01T00:00:00Z", "2999-12-31T23:59:59Z"])
+@pytest.mark.parametrize("when", ["1900-01-01T00:00:00Z", "2999-12-31T23:59:59Z",
+                                  "1899-12-31T23:30:00-01:00", "3000-01-01T00:30:00+01:00"])
 def test_the_calendar_edges_are_accepted(engine, when):
     assert engine.record({**FULL["purchase"], "occurred_at": when}).position > 0
 

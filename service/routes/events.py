@@ -52,8 +52,10 @@ def events_request_body() -> dict[str, Any]:
         for name, field in definition.get("properties", {}).items():
             if name in FIELD_DOCS:
                 field.setdefault("description", FIELD_DOCS[name])
-            if name in ID_FIELDS and "type" in field:
-                field.update(CUSTOMER_ID_SCHEMA)
+            for branch in strings_of(field):
+                if name in ID_FIELDS:
+                    branch.update(CUSTOMER_ID_SCHEMA)
+            documented_bounds(field)
     definitions["Event"] = {
         **single,
         "title": "Event",
@@ -69,6 +71,39 @@ def events_request_body() -> dict[str, Any]:
             "content": {"application/json": {"schema": {"oneOf": [event, many]}}},
         },
     }
+
+
+def strings_of(field: dict[str, Any]) -> list[dict[str, Any]]:
+    """The string schemas of a field: itself, or its branches (an optional field is
+    ``anyOf`` of its type and null; ``referred_by`` went undocumented so)."""
+    if field.get("type") == "string":
+        return [field]
+    return [b for branch in field.get("anyOf", []) for b in strings_of(branch)]
+
+
+#: A decimal as text, as the document states it: digits with at most 4 places (the server
+#: reads more spellings, "+15" or "1E+2", and counts 19 digits in all).
+DECIMAL_TEXT = r"\d{1,15}(\.\d{1,4})?"
+POSITIVE = {"number": {"exclusiveMinimum": 0}, "string": f"^(?!0*(\\.0*)?$){DECIMAL_TEXT}$"}
+NOT_NEGATIVE = {"number": {"minimum": 0}, "string": f"^{DECIMAL_TEXT}$"}
+
+
+def documented_bounds(field: dict[str, Any]) -> None:
+    """pydantic writes a decimal's bound as ``gt``/``ge``, which JSON Schema does not
+    know: a client validating against the document took 0 or -5 as an amount. Stated
+    instead on the branch each applies to: a number's minimum, a text's pattern."""
+    for branch in field.get("anyOf", []):
+        documented_bounds(branch)
+    bound = POSITIVE if field.pop("gt", None) == 0 else None
+    if field.pop("ge", None) == 0:
+        bound = NOT_NEGATIVE
+    if bound is None:
+        return
+    for branch in field.get("anyOf", []):
+        if branch.get("type") == "number":
+            branch.update(bound["number"])
+        elif branch.get("type") == "string":
+            branch["pattern"] = bound["string"]
 
 
 BODY = events_request_body()

@@ -82,10 +82,10 @@ async def follow_feed(
     new one as it is written. Clients without SSE use `GET /v1/feed/page`."""
     if customer_id is not None:
         valid_id(customer_id)
-    if last_event_id:  # an empty header names no position
+    if last_event_id:  # empty, the header or the parameter names no position
         start = resume_position(after, last_event_id, "Last-Event-ID")
     else:
-        start = resume_position(after, last_event_query, "lastEventId")
+        start = resume_position(after, last_event_query or None, "lastEventId")
     chosen = kinds_of(kinds)
     if not service.open_stream():
         reason = (

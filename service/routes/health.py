@@ -2,7 +2,7 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import text
 
 from service import schemas
@@ -27,6 +27,13 @@ def health(service: ServiceDep) -> Any:
     except Exception as exc:
         raise problem(503, "(database)", type(exc).__name__, "unavailable") from None
     return {"status": "ok"}
+
+
+@router.head("/health", include_in_schema=False)
+def health_head(service: ServiceDep) -> Response:
+    """The same check for load balancers and monitors that ask with HEAD (405 before)."""
+    health(service)
+    return Response()
 
 
 @router.get("/openapi.json", include_in_schema=False)
