@@ -28,9 +28,9 @@ from psycopg.rows import tuple_row
 
 from journey.chunks import chunks
 from journey.customer import Customer
-from journey.events import CustomerEvent, is_customer_event
+from journey.events import CustomerEvent, Erased, is_customer_event
 from journey.integrity import LogSeal, parsed, topic_of
-from journey.personal import Keyring, is_sealed
+from journey.personal import Keyring, UnreadableSeal, is_sealed
 from journey.referrals import Referrers
 from journey.sidetables import SideTables
 from journey.storage import Database, StorageError
@@ -315,8 +315,10 @@ class JourneyApplication(Application[str]):
         return table
 
     def customer_events(self, customer_id: str) -> list[CustomerEvent]:
-        """A customer's stored events in recording order (empty when unknown)."""
-        return [e for e in self.events.get(customer_id) if is_customer_event(e)]
+        """A customer's stored events in recording order (empty when unknown), personal
+        data opened (``check_unerased``)."""
+        events = [e for e in self.events.get(customer_id) if is_customer_event(e)]
+        return check_unerased(customer_id, events)
 
     def stored_states(self, customer_id: str) -> dict[int, tuple[str, Any]]:
         """Each of the customer's events as stored, by version: its topic and its JSON
@@ -384,3 +386,25 @@ class JourneyApplication(Application[str]):
             stored = StoredEvent(originator_id, version, topic, state)
             streams[originator_id].append((position, stored))
         return streams
+
+
+def check_unerased(
+    customer_id: str, events: list[CustomerEvent], recorded: list[CustomerEvent] | None = None
+) -> list[CustomerEvent]:
+    """``events`` (opened), unless personal data among them reads as erased while no
+    erasure is among ``recorded`` (default: ``events``; all the customer's events, when
+    ``events`` are those known at a past moment): a key whose id was changed, or sealed
+    data naming another key, read as erased (an auditor saw ``[erased]`` beside
+    ``erased: false``). After an ``erased`` event, data sealed under the destroyed key
+    reads so by right."""
+    if any(type(e) is Erased for e in (events if recorded is None else recorded)):
+        return events
+    for event in events:
+        personal = getattr(event, "personal", None)
+        if getattr(personal, "erased", False):
+            raise UnreadableSeal(
+                customer_id,
+                "reads as erased though no erasure was recorded (an erase cut short "
+                "before its event is finished by running it again)",
+            )
+    return events

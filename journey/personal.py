@@ -281,10 +281,10 @@ class UnreadableSeal(JourneyError):
     """Sealed personal data its key does not open: the key or the ciphertext was altered
     outside Journey (a traceback was all an auditor got)."""
 
-    def __init__(self, customer_id: str):
+    def __init__(self, customer_id: str, why: str = "cannot be opened with its key"):
         super().__init__(
-            f"the personal data of {customer_id!r} cannot be opened with its key: the key "
-            "(journey_keys) or the sealed data was altered outside Journey (journey verify)"
+            f"the personal data of {customer_id!r} {why}: the key (journey_keys) or the "
+            "sealed data was altered outside Journey (journey verify)"
         )
 
 

@@ -504,6 +504,38 @@ def test_a_key_altered_outside_journey_is_said_so_not_a_traceback(engine, db_url
         assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("change", ["key id", "key deleted"])
+def test_personal_data_read_as_erased_with_no_erasure_is_said_altered(engine, db_url, change):
+    """A key whose id was changed (or deleted) read as an erasure: export and history
+    showed [erased] beside the export's own "erased": false, exit 0."""
+    populate(engine)
+    raw = Raw(engine)
+    try:
+        if change == "key id":
+            raw.run("UPDATE {keys} SET kid = ? WHERE customer_id = ?", ("0" * 16, "c-1"))
+        else:
+            raw.run("DELETE FROM {keys} WHERE customer_id = ?", ("c-1",))
+    finally:
+        raw.close()
+    engine.app.keyring._cache.clear()
+    for command in (["export", "c-1"], ["history", "c-1"]):
+        result = cli(db_url, *command)
+        assert result.exit_code == 1, (command, result.output)
+        assert "reads as erased though no erasure was recorded" in result.stderr
+    assert cli(db_url, "show", "c-2").exit_code == 0  # others read as before
+
+
+def test_data_sealed_before_an_erasure_reads_erased_beside_new_data(engine):
+    """After an erasure, new personal data gets a key of its own: the old events' data
+    reads as erased, by right, and the new opens."""
+    engine.record(ev("identified", "c-1", at(1), personal={"name": "Ann"}))
+    engine.erase("c-1", "asked")
+    engine.record(ev("contact", "c-1", at(5), channel="phone", direction="inbound",
+                     purpose="inquiry", personal={"note": "new"}))
+    people = [e.payload().get("personal") for e in engine.events("c-1")]
+    assert people[0] == {"name": ERASED} and people[-1] == {"note": "new"}
+
+
 def test_an_event_id_stored_without_personal_data_stays_a_conflict_after_an_erasure(engine):
     """Another event, alike but for its personal data, made the erasure's matching take an
     event_id sent again with new personal data for a retry: dropped, where it was a 409."""
