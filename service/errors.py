@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from journey.errors import RetryableConflict
+from journey.personal import UnreadableSeal
 from service import schemas
 
 log = logging.getLogger("journey.service")
@@ -159,6 +160,18 @@ async def database_answer(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def store_answer(request: Request, exc: Exception) -> JSONResponse:
+    """A store altered outside Journey (personal data its key does not open, a stored
+    state no reader takes): a 500 that says so, in the one shape, not a bare one."""
+    log.error("%s %s: %s", request.method, request.url.path, exc)
+    reason = (
+        str(exc)
+        if isinstance(exc, UnreadableSeal)
+        else ("a stored event cannot be read: it was altered outside Journey (journey verify)")
+    )
+    return JSONResponse({"errors": [{"field": "(store)", "reason": reason, "kind": "error"}]}, 500)
+
+
 #: Kinds for the HTTP errors the framework raises itself (no such path, method).
 HTTP_KINDS = {404: "not_found", 405: "invalid"}
 
@@ -179,5 +192,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     Problem: problem_answer,
     RequestValidationError: invalid_answer,
     RetryableConflict: busy_answer,
+    UnreadableSeal: store_answer,
+    eventsourcing.persistence.MapperDeserialisationError: store_answer,
     **dict.fromkeys(DATABASE_ERRORS, database_answer),
 }

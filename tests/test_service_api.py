@@ -739,3 +739,21 @@ def test_feed_streams_are_bounded_and_their_places_given_back(sqlite_url):
             assert time.monotonic() < deadline, again.text
             time.sleep(0.1)
         assert again.first.startswith("retry:")
+
+
+def test_a_store_altered_outside_journey_is_a_shaped_500(api, sqlite_url):
+    """History of a customer whose key id was changed in the database: a bare 500 (or,
+    before, [erased] where no erasure was recorded)."""
+    identified = {"type": "identified", "customer_id": "p-1", "occurred_at": WHEN,
+                  "personal": {"name": "Ann"}}
+    assert api.post(identified).status_code == 201
+    path = make_url(sqlite_url).database
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE journey_keys SET kid = ? WHERE customer_id = 'p-1'", ("0" * 16,))
+    api.client.app.state.service.models.app.keyring._cache.clear()
+    response = api.get("/v1/customers/p-1/history")
+    assert response.status_code == 500
+    error = response.json()["errors"][0]
+    assert (error["field"], error["kind"]) == ("(store)", "error")
+    assert "reads as erased though no erasure was recorded" in error["reason"]
+    assert api.get("/v1/customers/p-1").status_code == 200  # show reads no personal data
