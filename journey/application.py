@@ -391,20 +391,20 @@ class JourneyApplication(Application[str]):
 def check_unerased(
     customer_id: str, events: list[CustomerEvent], recorded: list[CustomerEvent] | None = None
 ) -> list[CustomerEvent]:
-    """``events`` (opened), unless personal data among them reads as erased while no
-    erasure is among ``recorded`` (default: ``events``; all the customer's events, when
-    ``events`` are those known at a past moment): a key whose id was changed, or sealed
-    data naming another key, read as erased (an auditor saw ``[erased]`` beside
-    ``erased: false``). After an ``erased`` event, data sealed under the destroyed key
-    reads so by right."""
-    if any(type(e) is Erased for e in (events if recorded is None else recorded)):
-        return events
+    """``events`` (opened), unless one holds personal data sealed under another key than
+    the customer's and recorded after its last erasure (in ``recorded``, default
+    ``events``: all the customer's events when ``events`` are those known at a past
+    moment). Data sealed before an erasure reads as erased by right (its key was
+    destroyed, and new data has a key of its own); other data under another key means the
+    key's id or the sealed data was altered, which read as an erasure (an auditor saw
+    ``[erased]`` beside ``erased: false``). A customer with no key at all reads as erased,
+    as during an erase, between the key's destruction and its event."""
+    erasures = [e.originator_version for e in (recorded or events) if type(e) is Erased]
+    last = max(erasures, default=0)
     for event in events:
         personal = getattr(event, "personal", None)
-        if getattr(personal, "erased", False):
+        if getattr(personal, "other_key", False) and event.originator_version > last:
             raise UnreadableSeal(
-                customer_id,
-                "reads as erased though no erasure was recorded (an erase cut short "
-                "before its event is finished by running it again)",
+                customer_id, "is sealed under another key than the customer's, after any erasure"
             )
     return events

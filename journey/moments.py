@@ -40,7 +40,8 @@ def within_calendar(moment: datetime) -> datetime:
         year = utc(moment).year
     if not EARLIEST_YEAR <= year <= LATEST_YEAR:
         raise ValueError(
-            f"{moment.isoformat()} must lie between the years {EARLIEST_YEAR} and {LATEST_YEAR}"
+            f"{moment.isoformat()} must lie between the years {EARLIEST_YEAR} and "
+            f"{LATEST_YEAR} (counted in UTC)"
         )
     return moment
 

@@ -116,12 +116,19 @@ class PersonalData(dict):
 
     sealed: dict[str, Any]
     erased: bool
+    #: Sealed under another key than the customer's present one: by right only for data
+    #: sealed before an erasure (whose key was destroyed); else the key's id or the data
+    #: was altered (application.check_unerased says which).
+    other_key: bool = False
 
     @classmethod
-    def opened(cls, sealed: dict[str, Any], plain: dict[str, str] | None) -> PersonalData:
+    def opened(
+        cls, sealed: dict[str, Any], plain: dict[str, str] | None, other_key: bool = False
+    ) -> PersonalData:
         data = cls(plain if plain is not None else dict.fromkeys(sealed["fields"], ERASED))
         data.sealed = sealed
         data.erased = plain is None
+        data.other_key = other_key
         return data
 
 
@@ -234,8 +241,10 @@ class Keyring:
     def open(self, customer_id: str, sealed: dict[str, Any]) -> PersonalData:
         key = self.key(customer_id)
         try:
-            if key is None or key.kid != sealed["kid"]:
+            if key is None:  # destroyed (or deleted: the key table is outside the chains)
                 return PersonalData.opened(sealed, None)
+            if key.kid != sealed["kid"]:
+                return PersonalData.opened(sealed, None, other_key=True)
             return PersonalData.opened(sealed, key.open(sealed))
         except (InvalidTag, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise UnreadableSeal(customer_id) from exc  # altered: not the shape sealed

@@ -755,5 +755,5 @@ def test_a_store_altered_outside_journey_is_a_shaped_500(api, sqlite_url):
     assert response.status_code == 500
     error = response.json()["errors"][0]
     assert (error["field"], error["kind"]) == ("(store)", "error")
-    assert "reads as erased though no erasure was recorded" in error["reason"]
+    assert "sealed under another key than the customer's" in error["reason"]
     assert api.get("/v1/customers/p-1").status_code == 200  # show reads no personal data

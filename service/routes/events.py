@@ -81,29 +81,35 @@ def strings_of(field: dict[str, Any]) -> list[dict[str, Any]]:
     return [b for branch in field.get("anyOf", []) for b in strings_of(branch)]
 
 
-#: A decimal as text, as the document states it: digits with at most 4 places (the server
-#: reads more spellings, "+15" or "1E+2", and counts 19 digits in all).
-DECIMAL_TEXT = r"\d{1,15}(\.\d{1,4})?"
-POSITIVE = {"number": {"exclusiveMinimum": 0}, "string": f"^(?!0*(\\.0*)?$){DECIMAL_TEXT}$"}
-NOT_NEGATIVE = {"number": {"minimum": 0}, "string": f"^{DECIMAL_TEXT}$"}
+#: A decimal as text, as the document states it: ASCII digits with at most 4 places (the
+#: server reads more spellings, "+15" or "1E+2", and counts 19 digits in all).
+DECIMAL_TEXT = r"[0-9]{1,15}(\.[0-9]{1,4})?"
+POSITIVE_TEXT = f"^(?!0*(\\.0*)?$){DECIMAL_TEXT}$"
+NOT_NEGATIVE_TEXT = f"^{DECIMAL_TEXT}$"
+#: pydantic's bounds, which JSON Schema does not know, by the keyword it does.
+NUMBER_BOUNDS = {
+    "gt": "exclusiveMinimum",
+    "ge": "minimum",
+    "lt": "exclusiveMaximum",
+    "le": "maximum",
+}
 
 
 def documented_bounds(field: dict[str, Any]) -> None:
-    """pydantic writes a decimal's bound as ``gt``/``ge``, which JSON Schema does not
+    """pydantic writes a bound as ``gt``/``ge``/``lt``/``le``, which JSON Schema does not
     know: a client validating against the document took 0 or -5 as an amount. Stated
-    instead on the branch each applies to: a number's minimum, a text's pattern."""
+    instead on what each applies to: a number's minimum or maximum, a decimal text's
+    pattern."""
     for branch in field.get("anyOf", []):
         documented_bounds(branch)
-    bound = POSITIVE if field.pop("gt", None) == 0 else None
-    if field.pop("ge", None) == 0:
-        bound = NOT_NEGATIVE
-    if bound is None:
+    bounds = {key: field.pop(key) for key in NUMBER_BOUNDS if key in field}
+    if not bounds:
         return
-    for branch in field.get("anyOf", []):
-        if branch.get("type") == "number":
-            branch.update(bound["number"])
-        elif branch.get("type") == "string":
-            branch["pattern"] = bound["string"]
+    for target in field.get("anyOf", []) or [field]:
+        if target.get("type") in ("number", "integer"):
+            target.update({NUMBER_BOUNDS[key]: value for key, value in bounds.items()})
+        elif target.get("type") == "string" and bounds in ({"gt": 0}, {"ge": 0}):
+            target["pattern"] = POSITIVE_TEXT if "gt" in bounds else NOT_NEGATIVE_TEXT
 
 
 BODY = events_request_body()
