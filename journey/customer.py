@@ -48,9 +48,9 @@ def canonical(value: Any) -> Any:
     return value
 
 
-#: Fields whose 0 the rules read as their absence (a contact's or resolution's cost): an
+#: The field whose 0 the rules read as its absence (a contact's or resolution's cost): an
 #: export that writes ``"cost": "0"`` where the first left it out sends the same event.
-ZERO_IS_ABSENT = frozenset({"cost"})
+ZERO_IS_ABSENT = "cost"
 
 
 def content_of(
@@ -59,8 +59,8 @@ def content_of(
     """An event's content for idempotency. Personal data counts by its keyed digest (the
     ciphertext differs on every sealing), or as plaintext if stored before sealing; an
     input's, not yet sealed, by ``marker`` (its digest under the customer's key)."""
-    if any(payload.get(name) == 0 for name in ZERO_IS_ABSENT):
-        payload = {k: None if k in ZERO_IS_ABSENT and v == 0 else v for k, v in payload.items()}
+    if payload.get(ZERO_IS_ABSENT) == 0:
+        payload = {**payload, ZERO_IS_ABSENT: None}
     if payload.get("personal") is not None:
         payload = {**payload, "personal": marker or personal_marker(payload["personal"])}
     fields = tuple(sorted((k, canonical(v)) for k, v in payload.items()))

@@ -47,8 +47,9 @@ class Problem(Exception):
         self.headers = headers
 
 
-def problem(status: int, field: str, reason: str, kind: str) -> Problem:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+def problem(status: int, field: str, reason: str, kind: str, headers: Any = None) -> Problem:
+    if status == 401:
+        headers = {"WWW-Authenticate": "Bearer"}
     return Problem(status, [{"field": field, "reason": reason, "kind": kind}], headers)
 
 

@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from journey.events import CustomerEvent, Purchased, Refunded
-from projections.rules.window import of_the_customer, order_key, ordered
+from projections.rules.window import order_key, ordered, says_of_the_customer
 from projections.settings import Settings
 
 E = TypeVar("E", bound=CustomerEvent)
@@ -68,7 +68,7 @@ class Facts:
         # In UTC: "T - D days" in a zone with daylight saving is wall-clock arithmetic,
         # an hour off across a change of clocks.
         as_of = as_of if as_of.tzinfo is UTC else as_of.astimezone(UTC)
-        counted = [e for e in ordered(of_the_customer(events)) if e.occurred_at <= as_of]
+        counted = [e for e in ordered(events) if e.occurred_at <= as_of and says_of_the_customer(e)]
         return cls.of_ordered(counted, as_of, settings)
 
     @classmethod

@@ -33,7 +33,7 @@ def ordered(events: Iterable[CustomerEvent]) -> list[CustomerEvent]:
 
 def of_the_customer(events: Iterable[CustomerEvent]) -> list[CustomerEvent]:
     """The events that say something of the customer (``says_of_the_customer``)."""
-    return [e for e in events if type(e) is not Erased]
+    return [e for e in events if says_of_the_customer(e)]
 
 
 def says_of_the_customer(event: CustomerEvent) -> bool:

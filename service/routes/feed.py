@@ -12,7 +12,7 @@ from commands.models import CUSTOMER_ID_SCHEMA
 from projections.feed import KINDS
 from service import schemas
 from service.auth import ServiceDep, scope
-from service.errors import Problem, error_responses, problem
+from service.errors import error_responses, problem
 from service.feedstream import sse_events
 from service.keys import ApiKey
 from service.routes.customers import valid_id
@@ -92,11 +92,7 @@ async def follow_feed(
             f"{service.max_streams} feed streams are open, as many as this server keeps; "
             "retry later, or read /v1/feed/page"
         )
-        raise Problem(
-            503,
-            [{"field": "(feed)", "reason": reason, "kind": "unavailable"}],
-            {"Retry-After": "5"},
-        )
+        raise problem(503, "(feed)", reason, "unavailable", {"Retry-After": "5"})
     events = sse_events(
         service.feed,
         start,
