@@ -45,7 +45,7 @@ from journey.errors import (
 from journey.events import CustomerEvent, Erased
 from journey.integrity import Report
 from journey.moments import utc_now
-from journey.personal import is_sealed
+from journey.personal import KeyDeletion, is_sealed
 from journey.storage import Database
 
 Progress = Callable[[int], None]
@@ -255,28 +255,35 @@ class Journey:
         return self.app.customer_events(customer_id)
 
     def erase(self, customer_id: str, reason: str) -> Erasure:
-        """Make the customer's personal data unreadable: destroy its key, then record an
-        ``erased`` event. Safe to repeat: a customer already erased (no key, and an
-        ``erased`` event stored) is left as it is."""
+        """Make the customer's personal data unreadable: record an ``erased`` event and
+        delete its key in one transaction, then push the key's bytes out of the database
+        files. Safe to repeat: a customer already erased (an ``erased`` event after any
+        sealed data) only has the files purged again (a purge that gave up). A key made
+        since for data not yet stored is left alone: deleting it outside the transaction
+        of an event would race the writer about to store that data."""
         reason = parse_erase_reason(reason)
-        destroyed = False  # by any attempt: a retry finds the key gone
+        keyring = self.app.keyring
+        keyring.ensure_table()  # before the erasure's transaction takes its locks
         for _ in attempts():
             customer = self.app.load_many({customer_id}).get(customer_id)
             if not isinstance(customer, Customer):
                 raise JourneyError(f"customer {customer_id!r} is unknown")
-            destroyed_now = self.app.keyring.destroy(customer_id)
-            destroyed = destroyed or destroyed_now
-            unerased = self._sealed_since_erasure(customer_id)  # a key existed for them
-            if not destroyed_now and customer.erased and not unerased:
-                return Erasure(customer_id, key_destroyed=destroyed, position=None)
+            unerased = self._sealed_since_erasure(customer_id)
+            if customer.erased and not unerased:
+                keyring.purge()
+                return Erasure(customer_id, key_destroyed=False, position=None)
             now = self.clock()
             customer.erase(reason, occurred_at=now, actor=self.actor, timestamp=now)
+            deletion = KeyDeletion(keyring, customer_id)
             try:
-                recordings = self.app.save(customer)
+                recordings = self.app.save(customer, within=deletion)
             except IntegrityError:
                 continue
-            earlier = not destroyed and unerased
-            return Erasure(customer_id, destroyed, recordings[-1].notification.id, earlier)
+            keyring.purge()
+            # Sealed data and no key: an older Journey's erase stopped after deleting it.
+            earlier = unerased and not deletion.deleted
+            position = recordings[-1].notification.id
+            return Erasure(customer_id, deletion.deleted, position, earlier)
         raise RetryableConflict("another writer kept changing the customer; erase again")
 
     def _sealed_since_erasure(self, customer_id: str) -> bool:
@@ -313,8 +320,9 @@ class Erasure:
     customer_id: str
     key_destroyed: bool
     position: int | None
-    #: The key was already gone though personal data was sealed with it: an erase that
-    #: destroyed it was interrupted before its event was recorded (this one finished it).
+    #: The key was already gone though personal data was sealed with it: an erase by a
+    #: Journey older than this one (which deleted the key, then recorded the event) was
+    #: interrupted in between, and this one finished it.
     key_destroyed_before: bool = False
 
 

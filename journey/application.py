@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -36,14 +36,19 @@ from journey.sidetables import SideTables
 from journey.storage import Database, StorageError
 from journey.transcoding import FastJSONTranscoder
 
+#: A step of the transaction storing a batch, given a side-table cursor of it.
+Within = Callable[[Any], None]
+
 
 class Sealing:
     """Appends a batch's customer events to the log seal, in the transaction that stores
-    them, once their positions are known."""
+    them, once their positions are known; and does ``also`` there (an erasure deletes the
+    customer's key)."""
 
-    def __init__(self, log_seal: LogSeal, events: list[Any]):
+    def __init__(self, log_seal: LogSeal, events: list[Any], also: Within | None = None):
         log_seal.ensure_table()  # before the events' transaction takes its locks
         self.log_seal = log_seal
+        self.also = also
         self.links = [
             (event.originator_id, event.originator_version, event.content_hash)
             if isinstance(event, CustomerEvent) and event.content_hash
@@ -57,6 +62,8 @@ class Sealing:
 
     def __call__(self, cursor: Any, positions: Sequence[int]) -> None:
         self.log_seal.seal_within(cursor, self.known(positions))
+        if self.also is not None:
+            self.also(self.log_seal.tables.within(cursor))
         self.done = True
 
 
@@ -104,7 +111,8 @@ class OpeningMapper(Mapper):
         event = super().to_domain_event(stored_event)
         personal = vars(event).get("personal")
         if is_sealed(personal):
-            vars(event)["personal"] = self.keyring.open(event.originator_id, personal)
+            opened = self.keyring.open(event.originator_id, personal, event.timestamp)
+            vars(event)["personal"] = opened
         return event
 
 
@@ -141,7 +149,8 @@ class JourneyApplication(Application[str]):
         personal = vars(event).get("personal")
         if not is_sealed(personal):
             return event
-        return dataclasses.replace(event, personal=self.keyring.open(event.originator_id, personal))
+        opened = self.keyring.open(event.originator_id, personal, event.timestamp)
+        return dataclasses.replace(event, personal=opened)
 
     def construct_transcoder(self) -> Transcoder:
         """The library's JSON transcoder, decoding faster (journey/transcoding.py)."""
@@ -149,18 +158,20 @@ class JourneyApplication(Application[str]):
         self.register_transcodings(transcoder)
         return transcoder
 
-    def save(self, *aggregates: Any) -> list[Recording]:
+    def save(self, *aggregates: Any, within: Within | None = None) -> list[Recording]:
         """Store the aggregates' new events and append the customer events among them to
         the log seal, in one transaction (journey/recorders.py).
 
         The library's ``save`` less what this application never uses (snapshots, an
         aggregate cache, followers), and storing each customer event with the state its
         hash was computed from (``Customer.chain_pending``): encoding it again was a fifth
-        of an import.
+        of an import. ``within`` is done in that transaction too.
         """
-        return self.store(self.prepare(*aggregates))
+        return self.store(self.prepare(*aggregates, within=within))
 
-    def prepare(self, *aggregates: Any, recorded_at: datetime | None = None) -> Pending:
+    def prepare(
+        self, *aggregates: Any, recorded_at: datetime | None = None, within: Within | None = None
+    ) -> Pending:
         """The aggregates' new events, taken from them, stamped ``recorded_at`` (if given),
         chained and encoded: the half of ``save`` that needs no database, so that a bulk
         load can prepare one batch while the previous one is being stored
@@ -178,7 +189,7 @@ class JourneyApplication(Application[str]):
                         event.originator_id, event.originator_version, topic_of(event), state
                     )
                 )
-        return Pending(events, stored, Sealing(self.log_seal, events))
+        return Pending(events, stored, Sealing(self.log_seal, events, within))
 
     def store(self, pending: Pending) -> list[Recording]:
         """Insert prepared events and their seal rows in one transaction."""
@@ -186,6 +197,9 @@ class JourneyApplication(Application[str]):
         positions = self.recorder.insert_events(stored, seal=sealing) or []
         if stored and not sealing.done:  # a recorder that does not seal in its transaction
             self.log_seal.seal(sealing.known(positions))
+            if sealing.also is not None:
+                with self.tables.transaction() as cur:
+                    sealing.also(cur)
         return [
             Recording(
                 event,
@@ -391,20 +405,32 @@ class JourneyApplication(Application[str]):
 def check_unerased(
     customer_id: str, events: list[CustomerEvent], recorded: list[CustomerEvent] | None = None
 ) -> list[CustomerEvent]:
-    """``events`` (opened), unless one holds personal data sealed under another key than
-    the customer's and recorded after its last erasure (in ``recorded``, default
-    ``events``: all the customer's events when ``events`` are those known at a past
-    moment). Data sealed before an erasure reads as erased by right (its key was
-    destroyed, and new data has a key of its own); other data under another key means the
-    key's id or the sealed data was altered, which read as an erasure (an auditor saw
-    ``[erased]`` beside ``erased: false``). A customer with no key at all reads as erased,
-    as during an erase, between the key's destruction and its event."""
+    """``events`` (opened), unless one holds personal data recorded after the customer's
+    last erasure (in ``recorded``, default ``events``: all the customer's events when
+    ``events`` are those known at a past moment) that its key does not open: sealed under
+    another key than the customer's, or with no key at all. Data sealed before an erasure
+    reads as erased by right: an erasure deletes the key in the transaction that records
+    it, and new data has a key of its own. Otherwise the key's id or the sealed data was
+    altered, or the key deleted, which read as an erasure no event records (an auditor saw
+    ``[erased]`` beside ``erased: false``)."""
     erasures = [e.originator_version for e in (recorded or events) if type(e) is Erased]
     last = max(erasures, default=0)
     for event in events:
         personal = getattr(event, "personal", None)
-        if getattr(personal, "other_key", False) and event.originator_version > last:
+        if event.originator_version < last or personal is None:
+            continue
+        if getattr(personal, "other_key", False):
             raise UnreadableSeal(
                 customer_id, "is sealed under another key than the customer's, after any erasure"
             )
+        if getattr(personal, "no_key", False):
+            raise UnreadableSeal(customer_id, "has no key, and no erasure accounts for it", NO_KEY)
     return events
+
+
+#: Why sealed data recorded after the last erasure has no key.
+NO_KEY = (
+    "the key was deleted from journey_keys outside Journey, or an erase by a Journey older "
+    "than this one stopped between deleting the key and recording its event (journey erase "
+    "finishes it)"
+)

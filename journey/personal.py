@@ -120,15 +120,23 @@ class PersonalData(dict):
     #: sealed before an erasure (whose key was destroyed); else the key's id or the data
     #: was altered (application.check_unerased says which).
     other_key: bool = False
+    #: The customer has no key: by right only for data sealed before an erasure (which
+    #: deletes the key in the transaction recording it); else the key was deleted.
+    no_key: bool = False
 
     @classmethod
     def opened(
-        cls, sealed: dict[str, Any], plain: dict[str, str] | None, other_key: bool = False
+        cls,
+        sealed: dict[str, Any],
+        plain: dict[str, str] | None,
+        other_key: bool = False,
+        no_key: bool = False,
     ) -> PersonalData:
         data = cls(plain if plain is not None else dict.fromkeys(sealed["fields"], ERASED))
         data.sealed = sealed
         data.erased = plain is None
         data.other_key = other_key
+        data.no_key = no_key
         return data
 
 
@@ -152,7 +160,8 @@ class Keyring:
         self.tables = tables
         self.table = tables.name(KEYS_TABLE)
         self._ready = False
-        self._cache: dict[str, tuple[float, CustomerKey | None]] = {}
+        #: customer -> (monotonic time, wall time, key) of the last fetch
+        self._cache: dict[str, tuple[float, datetime, CustomerKey | None]] = {}
 
     def ensure_table(self) -> None:
         if self._ready:
@@ -226,40 +235,58 @@ class Keyring:
             cur.append(self.table, ("customer_id", "kid", "secret", "created_at"), rows)
         return taken
 
-    def key(self, customer_id: str) -> CustomerKey | None:
-        """The live key of one customer, for reading (briefly cached)."""
+    def key(
+        self, customer_id: str, sealed_at: datetime | None = None, kid: str | None = None
+    ) -> CustomerKey | None:
+        """The live key of one customer, for reading (briefly cached). A cached entry
+        fetched before ``sealed_at`` (when the data to open was recorded) that is not the
+        key ``kid`` is fetched again: that key may have been stored after the fetch (a
+        reader would have taken new data for data whose key is missing)."""
         now = time.monotonic()
         cached = self._cache.get(customer_id)
         if cached is not None and now - cached[0] < CACHE_SECONDS:
-            return cached[1]
+            fetched_at, key = cached[1], cached[2]
+            if sealed_at is None or sealed_at < fetched_at or (key and key.kid == kid):
+                return key
         key = self.load({customer_id}).get(customer_id)
         if len(self._cache) >= CACHE_SIZE:
             self._cache.clear()
-        self._cache[customer_id] = (now, key)
+        self._cache[customer_id] = (now, datetime.now(UTC), key)
         return key
 
-    def open(self, customer_id: str, sealed: dict[str, Any]) -> PersonalData:
-        key = self.key(customer_id)
+    def open(
+        self, customer_id: str, sealed: dict[str, Any], sealed_at: datetime | None = None
+    ) -> PersonalData:
+        """The data, or ``[erased]`` fields without the key it was sealed under, flagged
+        for ``check_unerased`` (which knows whether an erasure accounts for it)."""
+        key = self.key(customer_id, sealed_at, sealed.get("kid"))
         try:
-            if key is None:  # destroyed (or deleted: the key table is outside the chains)
-                return PersonalData.opened(sealed, None)
+            if key is None:
+                return PersonalData.opened(sealed, None, no_key=True)
             if key.kid != sealed["kid"]:
                 return PersonalData.opened(sealed, None, other_key=True)
             return PersonalData.opened(sealed, key.open(sealed))
         except (InvalidTag, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise UnreadableSeal(customer_id) from exc  # altered: not the shape sealed
 
+    def delete_within(self, cur: Any, customer_id: str) -> bool:
+        """Delete the customer's key in a transaction already open: the one recording its
+        ``erased`` event, so that neither is ever stored without the other (a key missing
+        where no erasure accounts for it was deleted outside Journey). ``purge`` once it
+        has committed. Returns whether there was a key."""
+        if not self.tables.pg:  # on the event store's connection: zero what it frees
+            cur.execute("PRAGMA secure_delete=ON")
+        cur.execute(f"DELETE FROM {self.table} WHERE customer_id = ?", (customer_id,))
+        self._cache.pop(customer_id, None)
+        return cur.cur.rowcount == 1
+
     def destroy(self, customer_id: str) -> bool:
         """Delete the customer's key so that its bytes leave the database files: SQLite
         overwrites the deleted row (secure_delete) and checkpoints the WAL into the main
         file; PostgreSQL rewrites the table. Returns whether there was a key."""
         self.ensure_table()
-        self._cache.pop(customer_id, None)
         with self.tables.transaction() as cur:
-            if not self.tables.pg:
-                cur.execute("PRAGMA secure_delete=ON")
-            cur.execute(f"DELETE FROM {self.table} WHERE customer_id = ?", (customer_id,))
-            deleted = cur.cur.rowcount == 1
+            deleted = self.delete_within(cur, customer_id)
         self.purge()
         return deleted
 
@@ -286,15 +313,31 @@ class Keyring:
                 time.sleep(PURGE_LOCK_PAUSE)  # the writers queued behind it go first
 
 
+@dataclass
+class KeyDeletion:
+    """``Keyring.delete_within`` as a step of another transaction (``Sealing.also``),
+    remembering whether there was a key."""
+
+    keyring: Keyring
+    customer_id: str
+    deleted: bool = False
+
+    def __call__(self, cur: Any) -> None:
+        self.deleted = self.keyring.delete_within(cur, self.customer_id)
+
+
 class UnreadableSeal(JourneyError):
     """Sealed personal data its key does not open: the key or the ciphertext was altered
     outside Journey (a traceback was all an auditor got)."""
 
-    def __init__(self, customer_id: str, why: str = "cannot be opened with its key"):
-        super().__init__(
-            f"the personal data of {customer_id!r} {why}: the key (journey_keys) or the "
-            "sealed data was altered outside Journey (journey verify)"
-        )
+    def __init__(
+        self,
+        customer_id: str,
+        why: str = "cannot be opened with its key",
+        cause: str = "the key (journey_keys) or the sealed data was altered outside Journey "
+        "(journey verify)",
+    ):
+        super().__init__(f"the personal data of {customer_id!r} {why}: {cause}")
 
 
 class KeyRace(IntegrityError):

@@ -181,21 +181,28 @@ def test_show_never_prints_personal_data_and_export_opens_it(engine, db_url):
 
 
 def test_an_erasure_retried_after_a_conflict_says_the_key_was_destroyed(engine, monkeypatch):
+    """The erasure's event and the key's deletion are one transaction: the attempt that
+    met another writer's event stored neither (the key is there after it), the retry
+    both."""
     populate(engine)
     save = type(engine.app).save
-    calls = []
+    keys_after_conflict = []
 
-    def conflicting(app, *aggregates):
-        calls.append(1)
-        if len(calls) == 1:  # another writer got to the customer first
+    def conflicting(app, *aggregates, **kwargs):
+        if not keys_after_conflict:  # another writer gets to the customer first
             engine.record(ev("feedback", "c-1", at(9), score=8))
+            with pytest.raises(IntegrityError):
+                save(app, *aggregates, **kwargs)
+            keys_after_conflict.append(engine.app.keyring.load({"c-1"}))
             raise IntegrityError("version taken")
-        return save(app, *aggregates)
+        return save(app, *aggregates, **kwargs)
 
     monkeypatch.setattr(type(engine.app), "save", conflicting)
     done = engine.erase("c-1", "subject asked")
+    assert list(keys_after_conflict[0]) == ["c-1"]
     assert done.key_destroyed and done.position is not None
     assert [e.TYPE for e in engine.events("c-1")][-2:] == ["feedback", "erased"]
+    assert engine.app.keyring.load({"c-1"}) == {}
 
 
 def test_an_erasure_finishing_one_that_crashed_says_the_key_went_then(engine, db_url):
@@ -532,10 +539,11 @@ def test_data_sealed_before_an_erasure_reads_erased_beside_new_data(engine):
         engine.events("c-1")
 
 
-def test_a_customer_without_a_key_reads_as_erased_as_during_an_erase(engine, db_url):
-    """Between an erase's destroying the key and recording its event, readers see the data
-    erased, as it is (a stricter check made them fail, over HTTP a 500, for as long as a
-    PostgreSQL purge took); a key deleted outside Journey looks the same (README)."""
+def test_a_key_deleted_outside_journey_is_said_so_until_an_erase_records_it(engine, db_url):
+    """A key deleted read as an erasure no event recorded, as it had to while an erase
+    deleted the key, then recorded its event: now both are one transaction, so a missing
+    key no erasure accounts for is an altered store, or an older Journey's erase that
+    stopped half way, which ``erase`` finishes."""
     populate(engine)
     raw = Raw(engine)
     try:
@@ -543,9 +551,30 @@ def test_a_customer_without_a_key_reads_as_erased_as_during_an_erase(engine, db_
     finally:
         raw.close()
     engine.app.keyring._cache.clear()
+    for command in (["export", "c-1"], ["history", "c-1"]):
+        result = cli(db_url, *command)
+        assert result.exit_code == 1, (command, result.output)
+        assert "has no key, and no erasure accounts for it" in result.stderr
+        assert "journey erase finishes it" in result.stderr
+    assert cli(db_url, "erase", "c-1", "--reason", "asked").exit_code == 0
     result = cli(db_url, "export", "c-1")
     assert result.exit_code == 0, result.output
-    assert ERASED in result.stdout
+    assert ERASED in result.stdout and NAME not in result.stdout
+
+
+def test_a_reader_that_found_no_key_finds_the_one_made_since(engine, db_url):
+    """A reader caches keys for a moment, their absence too: data recorded after it looked
+    (a new key, after an erasure) would have read as keyless, an altered store."""
+    populate(engine)
+    engine.erase("c-1", "asked")
+    reader = PointInTime(engine)
+    assert NAME not in json.dumps([s.as_dict(n) for n, s in enumerate(reader.history("c-1"))])
+    with opened(db_url) as other:  # another process
+        other.record(ev("contact", "c-1", at(20), channel="phone", direction="inbound",
+                        purpose="inquiry", personal={"note": "call again"}))
+    assert engine.events("c-1")[-1].payload()["personal"] == {"note": "call again"}
+    shown = json.dumps([s.as_dict(n) for n, s in enumerate(reader.history("c-1"))])
+    assert "call again" in shown
 
 
 def test_an_event_id_stored_without_personal_data_stays_a_conflict_after_an_erasure(engine):

@@ -206,7 +206,7 @@ def erase(
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the event).")],
     as_json: JsonFlag = False,
 ) -> None:
-    """Destroy the customer's personal-data key and record an `erased` event."""
+    """Record an `erased` event and destroy the customer's personal-data key with it."""
     engine = open_engine(ctx, as_json, existing=True)
     with reporting(as_json), closing(engine):
         done = engine.erase(customer_id, reason)
@@ -226,7 +226,7 @@ def erase(
         what = (
             "key destroyed"
             if done.key_destroyed
-            else "key already destroyed by an erase that did not finish"
+            else "key already destroyed by an older Journey's erase that did not finish"
             if done.key_destroyed_before
             else "no personal data key existed"
         )
