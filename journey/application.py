@@ -111,8 +111,7 @@ class OpeningMapper(Mapper):
         event = super().to_domain_event(stored_event)
         personal = vars(event).get("personal")
         if is_sealed(personal):
-            opened = self.keyring.open(event.originator_id, personal, event.timestamp)
-            vars(event)["personal"] = opened
+            vars(event)["personal"] = self.keyring.open(event.originator_id, personal)
         return event
 
 
@@ -149,8 +148,7 @@ class JourneyApplication(Application[str]):
         personal = vars(event).get("personal")
         if not is_sealed(personal):
             return event
-        opened = self.keyring.open(event.originator_id, personal, event.timestamp)
-        return dataclasses.replace(event, personal=opened)
+        return dataclasses.replace(event, personal=self.keyring.open(event.originator_id, personal))
 
     def construct_transcoder(self) -> Transcoder:
         """The library's JSON transcoder, decoding faster (journey/transcoding.py)."""
@@ -194,12 +192,18 @@ class JourneyApplication(Application[str]):
     def store(self, pending: Pending) -> list[Recording]:
         """Insert prepared events and their seal rows in one transaction."""
         events, stored, sealing = pending
+        # The library's database functions insert without Journey's steps: no seal, no
+        # ``also``, which must not then happen apart (an erasure's key deletion).
+        if sealing.also is not None and getattr(
+            self.recorder.datastore, "enable_db_functions", False
+        ):
+            raise StorageError(
+                "this store inserts events through database functions: an erasure cannot "
+                "delete the key in the same transaction"
+            )
         positions = self.recorder.insert_events(stored, seal=sealing) or []
         if stored and not sealing.done:  # a recorder that does not seal in its transaction
             self.log_seal.seal(sealing.known(positions))
-            if sealing.also is not None:
-                with self.tables.transaction() as cur:
-                    sealing.also(cur)
         return [
             Recording(
                 event,
@@ -332,7 +336,53 @@ class JourneyApplication(Application[str]):
         """A customer's stored events in recording order (empty when unknown), personal
         data opened (``check_unerased``)."""
         events = [e for e in self.events.get(customer_id) if is_customer_event(e)]
-        return check_unerased(customer_id, events)
+        return self.check_unerased(customer_id, events)
+
+    def check_unerased(
+        self,
+        customer_id: str,
+        events: list[CustomerEvent],
+        recorded: list[CustomerEvent] | None = None,
+    ) -> list[CustomerEvent]:
+        """``events`` (opened), unless one holds personal data recorded after the
+        customer's last erasure (in ``recorded``, default ``events``: all the customer's
+        events when ``events`` are those known at a past moment) that its key does not
+        open: sealed under another key than the customer's, or with no key at all.
+
+        Data sealed before an erasure reads as erased by right: an erasure deletes the key
+        in the transaction that records it, and new data has a key of its own. But the
+        events and the key were read at two moments (the key maybe cached): an erasure or
+        a new key may have been stored in between. So the key is read again, then the
+        customer's erasures: a key missing at that read because of an erasure was deleted
+        with it, so the read after finds that erasure. Only what is still unexplained is
+        an altered store (the key's id or the sealed data changed, or the key deleted),
+        which read as an erasure no event records."""
+        suspect = unexplained(events, recorded)
+        if not suspect:
+            return events
+        key = self.keyring.key(customer_id, fresh=True)
+        erased = last_erasure(self.sealed_events.get(customer_id))
+        reopened = {}
+        for event in suspect:
+            sealed = event.personal.sealed  # type: ignore[attr-defined]
+            if event.originator_version < erased:
+                continue  # erased meanwhile: it reads as erased, as it now is
+            if key is None:
+                raise UnreadableSeal(
+                    customer_id, "has no key, and no erasure accounts for it", NO_KEY
+                )
+            if key.kid != sealed["kid"]:
+                raise UnreadableSeal(
+                    customer_id,
+                    "is sealed under another key than the customer's, after any erasure",
+                )
+            reopened[event.originator_version] = self.keyring.open(customer_id, sealed)
+        return [
+            dataclasses.replace(e, personal=reopened[e.originator_version])
+            if e.originator_version in reopened
+            else e
+            for e in events
+        ]
 
     def stored_states(self, customer_id: str) -> dict[int, tuple[str, Any]]:
         """Each of the customer's events as stored, by version: its topic and its JSON
@@ -402,30 +452,23 @@ class JourneyApplication(Application[str]):
         return streams
 
 
-def check_unerased(
-    customer_id: str, events: list[CustomerEvent], recorded: list[CustomerEvent] | None = None
+def last_erasure(events: Iterable[Any]) -> int:
+    """The version of the customer's last ``erased`` event (0 for none)."""
+    return max((e.originator_version for e in events if type(e) is Erased), default=0)
+
+
+def unexplained(
+    events: list[CustomerEvent], recorded: list[CustomerEvent] | None = None
 ) -> list[CustomerEvent]:
-    """``events`` (opened), unless one holds personal data recorded after the customer's
-    last erasure (in ``recorded``, default ``events``: all the customer's events when
-    ``events`` are those known at a past moment) that its key does not open: sealed under
-    another key than the customer's, or with no key at all. Data sealed before an erasure
-    reads as erased by right: an erasure deletes the key in the transaction that records
-    it, and new data has a key of its own. Otherwise the key's id or the sealed data was
-    altered, or the key deleted, which read as an erasure no event records (an auditor saw
-    ``[erased]`` beside ``erased: false``)."""
-    erasures = [e.originator_version for e in (recorded or events) if type(e) is Erased]
-    last = max(erasures, default=0)
-    for event in events:
-        personal = getattr(event, "personal", None)
-        if event.originator_version < last or personal is None:
-            continue
-        if getattr(personal, "other_key", False):
-            raise UnreadableSeal(
-                customer_id, "is sealed under another key than the customer's, after any erasure"
-            )
-        if getattr(personal, "no_key", False):
-            raise UnreadableSeal(customer_id, "has no key, and no erasure accounts for it", NO_KEY)
-    return events
+    """The events among ``events`` holding personal data recorded after the last erasure
+    in ``recorded`` (default ``events``) that no key opened."""
+    last = last_erasure(recorded or events)
+    return [e for e in events if e.originator_version > last and unopened_key(e)]
+
+
+def unopened_key(event: Any) -> bool:
+    personal = getattr(event, "personal", None)
+    return getattr(personal, "other_key", False) or getattr(personal, "no_key", False)
 
 
 #: Why sealed data recorded after the last erasure has no key.

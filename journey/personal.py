@@ -160,8 +160,7 @@ class Keyring:
         self.tables = tables
         self.table = tables.name(KEYS_TABLE)
         self._ready = False
-        #: customer -> (monotonic time, wall time, key) of the last fetch
-        self._cache: dict[str, tuple[float, datetime, CustomerKey | None]] = {}
+        self._cache: dict[str, tuple[float, CustomerKey | None]] = {}
 
     def ensure_table(self) -> None:
         if self._ready:
@@ -235,31 +234,23 @@ class Keyring:
             cur.append(self.table, ("customer_id", "kid", "secret", "created_at"), rows)
         return taken
 
-    def key(
-        self, customer_id: str, sealed_at: datetime | None = None, kid: str | None = None
-    ) -> CustomerKey | None:
-        """The live key of one customer, for reading (briefly cached). A cached entry
-        fetched before ``sealed_at`` (when the data to open was recorded) that is not the
-        key ``kid`` is fetched again: that key may have been stored after the fetch (a
-        reader would have taken new data for data whose key is missing)."""
+    def key(self, customer_id: str, fresh: bool = False) -> CustomerKey | None:
+        """The live key of one customer, for reading (briefly cached; ``fresh``: read
+        again, and cached anew)."""
         now = time.monotonic()
         cached = self._cache.get(customer_id)
-        if cached is not None and now - cached[0] < CACHE_SECONDS:
-            fetched_at, key = cached[1], cached[2]
-            if sealed_at is None or sealed_at < fetched_at or (key and key.kid == kid):
-                return key
+        if not fresh and cached is not None and now - cached[0] < CACHE_SECONDS:
+            return cached[1]
         key = self.load({customer_id}).get(customer_id)
         if len(self._cache) >= CACHE_SIZE:
             self._cache.clear()
-        self._cache[customer_id] = (now, datetime.now(UTC), key)
+        self._cache[customer_id] = (now, key)
         return key
 
-    def open(
-        self, customer_id: str, sealed: dict[str, Any], sealed_at: datetime | None = None
-    ) -> PersonalData:
+    def open(self, customer_id: str, sealed: dict[str, Any]) -> PersonalData:
         """The data, or ``[erased]`` fields without the key it was sealed under, flagged
         for ``check_unerased`` (which knows whether an erasure accounts for it)."""
-        key = self.key(customer_id, sealed_at, sealed.get("kid"))
+        key = self.key(customer_id)
         try:
             if key is None:
                 return PersonalData.opened(sealed, None, no_key=True)

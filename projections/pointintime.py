@@ -15,7 +15,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Protocol
 
-from journey.application import JourneyApplication, check_unerased
+from journey.application import JourneyApplication
 from journey.errors import JourneyError
 from journey.events import CustomerEvent, is_customer_event
 from journey.moments import moment_given, utc_now
@@ -134,7 +134,7 @@ class PointInTime:
         if not counted:
             raise NotFound(customer_id, f"was not yet known at {iso(known_at)}")
         opened = [self.app.opened(event) for event in counted]  # now: not once erased
-        check_unerased(customer_id, opened, stream)
+        opened = self.app.check_unerased(customer_id, opened, stream)
         steps = replay(opened, self.settings, until or known_at)
         return [replace(s, answer=replace(s.answer, known_at=known_at)) for s in steps]
 
