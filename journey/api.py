@@ -298,9 +298,11 @@ class Journey:
     def verify(
         self, customer_ids: Iterable[str] | None = None, anchors: Iterable[tuple[int, str]] = ()
     ) -> Report:
-        """Check the hash chains (journey/integrity.py); seals an unsealed tail first.
-        ``anchors``: (position, chain) heads noted earlier, which must still hold."""
-        return self.app.log_seal.verify(customer_ids, anchors=anchors)
+        """Check the hash chains (journey/integrity.py), and that personal data recorded
+        after each customer's last erasure is sealed under its key; seals an unsealed tail
+        first. ``anchors``: (position, chain) heads noted earlier, which must still hold."""
+        self.app.keyring.ensure_table()  # read in verify's snapshot: made before it
+        return self.app.log_seal.verify(customer_ids, anchors=anchors, keys=self.app.keyring.check)
 
     def close(self) -> None:
         self.app.close()

@@ -28,7 +28,7 @@ import dataclasses
 import functools
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -337,10 +337,13 @@ class LogSeal:
         *,
         anchors: Iterable[tuple[int, str]] = (),
         seal: bool = True,
+        keys: Callable[[Any], Any] | None = None,
     ) -> Report:
         """Check the seal's running chain, every (asked) customer's events against their
         seal rows and their own chain; report each break. ``anchors`` are (position,
-        chain) pairs noted earlier (printed heads): the seal must still show them."""
+        chain) pairs noted earlier (printed heads): the seal must still show them.
+        ``keys(cursor)`` gives a check of the key table in the same snapshot
+        (personal.KeyCheck), fed every event read."""
         report = Report()
         # What is checked is the log as the seal step saw it: events saved later by other
         # writers (and sealed by them, or not yet) are left to the next verify.
@@ -350,8 +353,8 @@ class LogSeal:
         else:
             self.ensure_table()
         asked = set(customer_ids) if customer_ids is not None else None
-        check = Checker(report, asked, dict(anchors))
         with self.tables.reading() as cur:
+            check = Checker(report, asked, dict(anchors), keys(cur) if keys else None)
             seals = self._seal_rows(cur)
             events = self._event_rows(cur, sorted(asked) if asked is not None else None)
             if upto is not None:
@@ -452,8 +455,9 @@ class Checker:
     """The checks of ``verify``, row by row in log order; one break per fault."""
 
     def __init__(self, report: Report, asked: set[str] | None,
-                 anchors: dict[int, str] | None = None):
+                 anchors: dict[int, str] | None = None, keys: Any = None):
         self.report = report
+        self.keys = keys
         self.asked = asked
         self.anchors = dict(anchors or {})
         self.chain = GENESIS
@@ -514,6 +518,8 @@ class Checker:
             self.add(customer_id, position, version, "payload changed",
                      f"the state is not JSON the store writes: {exc}")
             return
+        if self.keys is not None:
+            self.keys.event(customer_id, position, version, topic, state)
         claimed = state.get("content_hash")
         if seal is None:  # not part of the log: it takes no place in the chain either
             self.add(customer_id, position, version, "event inserted",
@@ -572,6 +578,8 @@ class Checker:
 
     def finish(self) -> None:
         self.report.customers = len(self.customers)
+        if self.keys is not None:
+            self.report.breaks += self.keys.breaks()
         for customer_id in sorted((self.asked or set()) - self.customers):
             # Neither an event nor a seal row names it: a mistyped id must not read as clean.
             self.add(customer_id, None, None, "unknown customer",

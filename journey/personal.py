@@ -31,7 +31,8 @@ from eventsourcing.persistence import IntegrityError
 
 from journey.chunks import chunks
 from journey.errors import JourneyError
-from journey.integrity import canonical_json
+from journey.events import Erased
+from journey.integrity import Break, canonical_json, stored_shape
 from journey.sidetables import SideTables
 from journey.storage import lock_timed_out
 
@@ -234,6 +235,12 @@ class Keyring:
             cur.append(self.table, ("customer_id", "kid", "secret", "created_at"), rows)
         return taken
 
+    def check(self, cur: Any) -> KeyCheck:
+        """A ``KeyCheck`` of every key's id as ``cur``'s snapshot holds them (verify's:
+        the same moment as the events it reads). ``ensure_table`` first."""
+        rows = cur.execute(f"SELECT customer_id, kid FROM {self.table}").fetchall()
+        return KeyCheck({customer_id: kid for customer_id, kid in rows})
+
     def key(self, customer_id: str, fresh: bool = False) -> CustomerKey | None:
         """The live key of one customer, for reading (briefly cached; ``fresh``: read
         again, and cached anew)."""
@@ -302,6 +309,61 @@ class Keyring:
                         f"rewritten for {PURGE_WAIT:.0f} s: run the erase again later"
                     ) from exc
                 time.sleep(PURGE_LOCK_PAUSE)  # the writers queued behind it go first
+
+
+#: The topic an ``erased`` event is stored under: what ``KeyCheck`` looks for.
+ERASED_TOPIC = stored_shape(Erased)[0]
+
+
+class KeyCheck:
+    """``verify``'s look at the key table, which no chain covers: personal data recorded
+    after a customer's last erasure must be sealed under the customer's key (its id: its
+    bytes are proven by opening the data, which verify does not do). Fed every event's
+    stored state in log order; ``breaks`` once all are seen (an erasure can come later)."""
+
+    def __init__(self, kids: dict[str, str]):
+        self.kids = kids
+        self.erased: dict[str, int] = {}
+        #: customer -> (position, version, kid) of data not under the customer's key
+        self.unkeyed: dict[str, list[tuple[int, int, Any]]] = {}
+
+    def event(self, customer_id: str, position: int, version: int, topic: str, state: Any) -> None:
+        if topic == ERASED_TOPIC:
+            self.erased[customer_id] = max(version, self.erased.get(customer_id, 0))
+            return
+        personal = state.get("personal") if isinstance(state, dict) else None
+        if isinstance(personal, dict) and "_data_" in personal:  # as the transcoder wraps it
+            personal = personal["_data_"]
+        if is_sealed(personal) and personal["kid"] != self.kids.get(customer_id):
+            found = (position, version, personal["kid"])
+            self.unkeyed.setdefault(customer_id, []).append(found)
+
+    def breaks(self) -> list[Break]:
+        """One break per customer whose data after its last erasure its key does not
+        account for: no key, or another one."""
+        found = []
+        for customer_id, events in sorted(self.unkeyed.items()):
+            after = [e for e in events if e[1] > self.erased.get(customer_id, 0)]
+            if not after:  # sealed before an erasure, whose key went with it: by right
+                continue
+            position, version, kid = after[0]
+            key = self.kids.get(customer_id)
+            count = f"{len(after)} event(s) from version {version} on hold personal data"
+            if key is None:
+                detail = (
+                    f"{count} recorded after any erasure, and the customer has no key: it was "
+                    "deleted from journey_keys outside Journey, or an erase by an older "
+                    "Journey stopped between deleting it and recording its event (journey "
+                    "erase finishes it)"
+                )
+                found.append(Break(customer_id, position, version, "key missing", detail))
+            else:
+                detail = (
+                    f"{count} sealed under key {kid}, after any erasure; the customer's key "
+                    f"is {key}: the key's id or the sealed data was changed outside Journey"
+                )
+                found.append(Break(customer_id, position, version, "key altered", detail))
+        return found
 
 
 @dataclass

@@ -496,15 +496,19 @@ def test_only_events_sealed_with_the_destroyed_key_are_matched_without_personal_
     assert engine.record(ev("identified", "c-1", at(1), personal={"name": "A"})).duplicate is True
 
 
-@pytest.mark.parametrize("change, said", [
+@pytest.mark.parametrize("change, said, verify_says", [
     (("UPDATE {keys} SET secret = ? WHERE customer_id = ?", (bytes(64), "c-1")),
-     "cannot be opened with its key"),  # a traceback, once
+     "cannot be opened with its key", None),  # a traceback, once; verify opens nothing
     # read as an erasure: [erased] beside the export's own "erased": false, exit 0
     (("UPDATE {keys} SET kid = ? WHERE customer_id = ?", ("0" * 16, "c-1")),
-     "is sealed under another key than the customer's, after any erasure"),
-], ids=["key bytes", "key id"])
-def test_a_key_altered_outside_journey_is_said_so(engine, db_url, change, said):
+     "is sealed under another key than the customer's, after any erasure", "key altered"),
+    # read as an erasure no event recorded, and verify passed
+    (("DELETE FROM {keys} WHERE customer_id = ?", ("c-1",)),
+     "has no key, and no erasure accounts for it", "key missing"),
+], ids=["key bytes", "key id", "key deleted"])
+def test_a_key_altered_outside_journey_is_said_so(engine, db_url, change, said, verify_says):
     populate(engine)
+    assert cli(db_url, "verify").exit_code == 0
     raw = Raw(engine)
     try:
         raw.run(*change)
@@ -517,6 +521,33 @@ def test_a_key_altered_outside_journey_is_said_so(engine, db_url, change, said):
         assert said in result.stderr
         assert "Traceback" not in result.output
     assert cli(db_url, "show", "c-2").exit_code == 0  # others read as before
+    result = cli(db_url, "verify", "--json")
+    breaks = json.loads(result.stdout)["breaks"]
+    assert [(b["customer_id"], b["kind"]) for b in breaks] == (
+        [("c-1", verify_says)] if verify_says else []
+    )
+    assert result.exit_code == (1 if verify_says else 0)
+    assert cli(db_url, "verify", "c-2").exit_code == 0  # only the customers asked
+
+
+def test_verify_takes_keys_gone_with_an_erasure_or_new_after_it_as_they_should_be(engine, db_url):
+    """Data sealed before an erasure has no key by right; data after it has a new one.
+    An erase by an older Journey, stopped between deleting the key and recording its event,
+    shows as a key missing until ``erase`` finishes it."""
+    populate(engine)
+    engine.erase("c-1", "asked")
+    engine.record(ev("contact", "c-1", at(20), channel="phone", direction="inbound",
+                     purpose="inquiry", personal={"note": "call again"}))
+    assert cli(db_url, "verify").exit_code == 0
+    last = engine.events("c-1")[-1].originator_version
+    assert engine.app.keyring.destroy("c-1")  # as an older Journey's erase, stopped here
+    result = cli(db_url, "verify", "--json")
+    assert result.exit_code == 1
+    (found,) = json.loads(result.stdout)["breaks"]
+    assert (found["kind"], found["version"]) == ("key missing", last)
+    assert "journey erase finishes it" in found["detail"]
+    assert engine.erase("c-1", "asked again").key_destroyed_before
+    assert cli(db_url, "verify").exit_code == 0
 
 
 def test_data_sealed_before_an_erasure_reads_erased_beside_new_data(engine):
