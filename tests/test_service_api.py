@@ -242,6 +242,20 @@ def test_a_body_that_is_not_events_is_refused(api, body, reason):
     assert reason in response.json()["errors"][0]["reason"]
 
 
+def test_a_body_with_a_byte_order_mark_is_read_as_the_cli_reads_stdin(api):
+    """RFC 8259 lets a reader skip it, `journey record` and import do: it was "not valid
+    JSON"; only one, at the start."""
+    body = json.dumps(purchase("c-7", "o-1")).encode()
+    marked = b"\xef\xbb\xbf" + body
+    response = api.client.post("/v1/events", headers=api.as_(api.all), content=marked)
+    assert response.status_code == 201, response.text
+    plain = api.post(purchase("c-8", "o-1"))  # the same, for another customer
+    assert response.json()["stored"] == plain.json()["stored"] > 0
+    twice = b"\xef\xbb\xbf" * 2 + body
+    response = api.client.post("/v1/events", headers=api.as_(api.all), content=twice)
+    assert response.status_code == 422
+
+
 def test_a_conflict_beside_bad_input_is_422(api):
     response = api.post([purchase("c-1", "o-1", amount="12"), {"type": "nope"}])
     assert response.status_code == 422

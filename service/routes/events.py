@@ -169,8 +169,8 @@ def too_large() -> Problem:
 def parse_events(raw: bytes) -> tuple[list[Any], bool]:
     """The events of a body and whether it was an array. Decimals stay exact; each
     event's own fields are validated by ``record_many``."""
-    try:
-        body = decode_json(raw.decode("utf-8"), "(body)")
+    try:  # a byte-order mark (PowerShell writes one) is skipped, as `journey record` does
+        body = decode_json(raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8"), "(body)")
     except UnicodeDecodeError:
         raise problem(422, "(body)", "is not UTF-8", "invalid") from None
     except InputError as exc:  # not JSON, a key given twice, a number too long, too deep
