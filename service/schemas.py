@@ -84,7 +84,11 @@ class Scores(BaseModel):
     tenure_days: int | None
     frequency_365d: int
     monetary_365d: Money
-    rfm: Rfm | None = Field(description="Quintiles among customers with a purchase; null if none.")
+    rfm: Rfm | None = Field(
+        description="Quintiles among customers with a purchase; null if none, and always "
+        "null in a history step's `state` (each step would rank the customer among "
+        "everyone at that moment)."
+    )
     nps: Nps | None
     trust: int = Field(ge=0, le=100)
     commitment: int = Field(ge=0, le=100)
