@@ -266,6 +266,19 @@ def test_a_conflict_beside_bad_input_is_422(api):
 # -- reading -------------------------------------------------------------------------------
 
 
+def test_the_ids_dot_and_dot_dot_are_read_percent_encoded_as_the_readme_says(api):
+    """Clients drop dot segments from a path: written as they are, these valid ids reach
+    another route."""
+    assert api.post([purchase("..", "o-1"), purchase(".", "o-2")]).status_code == 201
+    for sent, customer in (("%2E%2E", ".."), ("%2e", ".")):
+        shown = api.get(f"/v1/customers/{sent}")
+        assert shown.status_code == 200 and shown.json()["customer_id"] == customer
+        steps = api.get(f"/v1/customers/{sent}/history").json()["steps"]
+        orders = {s["event"]["payload"].get("order_id") for s in steps if s["event"]}
+        assert orders == {None, "o-1" if customer == ".." else "o-2"}  # identified, purchase
+    assert api.get("/v1/customers/..").status_code == 404  # reached /v1
+
+
 def test_show_is_the_cli_json_and_404_before_the_first_event(api):
     shown = api.get("/v1/customers/c-1", params={"as_of": "2025-03-02"}).json()
     assert shown["loyalty_stage"] == "first_time" and shown["customer_id"] == "c-1"
