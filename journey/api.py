@@ -45,7 +45,7 @@ from journey.errors import (
 from journey.events import CustomerEvent, Erased
 from journey.integrity import Report
 from journey.moments import utc_now
-from journey.personal import KeyDeletion, is_sealed
+from journey.personal import KeyCheck, KeyDeletion, is_sealed
 from journey.storage import Database
 
 Progress = Callable[[int], None]
@@ -301,8 +301,10 @@ class Journey:
         """Check the hash chains (journey/integrity.py), and that personal data recorded
         after each customer's last erasure is sealed under its key; seals an unsealed tail
         first. ``anchors``: (position, chain) heads noted earlier, which must still hold."""
-        self.app.keyring.ensure_table()  # read in verify's snapshot: made before it
-        return self.app.log_seal.verify(customer_ids, anchors=anchors, keys=self.app.keyring.check)
+        ids = sorted(set(customer_ids)) if customer_ids is not None else None
+        return self.app.log_seal.verify(
+            ids, anchors=anchors, keys=lambda: KeyCheck(self.app.keyring, ids)
+        )
 
     def close(self) -> None:
         self.app.close()

@@ -30,7 +30,7 @@ from journey.chunks import chunks
 from journey.customer import Customer
 from journey.events import CustomerEvent, Erased, is_customer_event
 from journey.integrity import LogSeal, parsed, topic_of
-from journey.personal import Keyring, UnreadableSeal, is_sealed
+from journey.personal import Keyring, PersonalData, UnreadableSeal, is_sealed
 from journey.referrals import Referrers
 from journey.sidetables import SideTables
 from journey.storage import Database, StorageError
@@ -357,6 +357,7 @@ class JourneyApplication(Application[str]):
         with it, so the read after finds that erasure. Only what is still unexplained is
         an altered store (the key's id or the sealed data changed, or the key deleted),
         which read as an erasure no event records."""
+        events = erased_before(last_erasure(recorded or events), events)
         suspect = unexplained(events, recorded)
         if not suspect:
             return events
@@ -455,6 +456,22 @@ class JourneyApplication(Application[str]):
 def last_erasure(events: Iterable[Any]) -> int:
     """The version of the customer's last ``erased`` event (0 for none)."""
     return max((e.originator_version for e in events if type(e) is Erased), default=0)
+
+
+def erased_before(erasure: int, events: list[CustomerEvent]) -> list[CustomerEvent]:
+    """``events`` with personal data sealed before the ``erasure`` (a version) as erased,
+    though opened: by a key cached before the erasure, which the reader sees (its process
+    trusts a key for a few seconds)."""
+    return [
+        dataclasses.replace(e, personal=e.personal.erased_copy())  # type: ignore[attr-defined]
+        if e.originator_version < erasure and is_opened(getattr(e, "personal", None))
+        else e
+        for e in events
+    ]
+
+
+def is_opened(personal: Any) -> bool:
+    return isinstance(personal, PersonalData) and not personal.erased
 
 
 def unexplained(

@@ -337,13 +337,13 @@ class LogSeal:
         *,
         anchors: Iterable[tuple[int, str]] = (),
         seal: bool = True,
-        keys: Callable[[Any], Any] | None = None,
+        keys: Callable[[], Any] | None = None,
     ) -> Report:
         """Check the seal's running chain, every (asked) customer's events against their
         seal rows and their own chain; report each break. ``anchors`` are (position,
         chain) pairs noted earlier (printed heads): the seal must still show them.
-        ``keys(cursor)`` gives a check of the key table in the same snapshot
-        (personal.KeyCheck), fed every event read."""
+        ``keys()`` gives a check of the key table (personal.KeyCheck), fed every event
+        read and asked for its breaks at the end."""
         report = Report()
         # What is checked is the log as the seal step saw it: events saved later by other
         # writers (and sealed by them, or not yet) are left to the next verify.
@@ -353,8 +353,8 @@ class LogSeal:
         else:
             self.ensure_table()
         asked = set(customer_ids) if customer_ids is not None else None
+        check = Checker(report, asked, dict(anchors), keys() if keys else None)
         with self.tables.reading() as cur:
-            check = Checker(report, asked, dict(anchors), keys(cur) if keys else None)
             seals = self._seal_rows(cur)
             events = self._event_rows(cur, sorted(asked) if asked is not None else None)
             if upto is not None:

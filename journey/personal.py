@@ -140,6 +140,10 @@ class PersonalData(dict):
         data.no_key = no_key
         return data
 
+    def erased_copy(self) -> PersonalData:
+        """The same sealed data as it reads without its key."""
+        return PersonalData.opened(self.sealed, None)
+
 
 def personal_marker(value: Any) -> tuple[str, Any] | None:
     """What identifies personal data for idempotency: the keyed digest of a sealed value,
@@ -235,11 +239,31 @@ class Keyring:
             cur.append(self.table, ("customer_id", "kid", "secret", "created_at"), rows)
         return taken
 
-    def check(self, cur: Any) -> KeyCheck:
-        """A ``KeyCheck`` of every key's id as ``cur``'s snapshot holds them (verify's:
-        the same moment as the events it reads). ``ensure_table`` first."""
-        rows = cur.execute(f"SELECT customer_id, kid FROM {self.table}").fetchall()
-        return KeyCheck({customer_id: kid for customer_id, kid in rows})
+    def kids(self, customer_ids: list[str] | None = None) -> dict[str, str]:
+        """Each key's id (of these customers, or all), in a short transaction of its own."""
+        self.ensure_table()
+        with self.tables.reading() as cur:
+            if customer_ids is None:
+                rows = cur.execute(f"SELECT customer_id, kid FROM {self.table}").fetchall()
+            else:
+                rows = self._select(cur, "customer_id, kid", sorted(customer_ids))
+        return {customer_id: kid for customer_id, kid in rows}
+
+    def last_erasures(self, customer_ids: list[str]) -> dict[str, int]:
+        """The version of each customer's last ``erased`` event (those that have one)."""
+        found: dict[str, int] = {}
+        with self.tables.reading() as cur:
+            for chunk in chunks(customer_ids):
+                marks = ",".join("?" * len(chunk))
+                found.update(
+                    cur.execute(
+                        "SELECT originator_id, MAX(originator_version) FROM "
+                        f"{self.tables.events_table} WHERE topic = ? "
+                        f"AND originator_id IN ({marks}) GROUP BY originator_id",
+                        (ERASED_TOPIC, *chunk),
+                    ).fetchall()
+                )
+        return found
 
     def key(self, customer_id: str, fresh: bool = False) -> CustomerKey | None:
         """The live key of one customer, for reading (briefly cached; ``fresh``: read
@@ -318,52 +342,71 @@ ERASED_TOPIC = stored_shape(Erased)[0]
 class KeyCheck:
     """``verify``'s look at the key table, which no chain covers: personal data recorded
     after a customer's last erasure must be sealed under the customer's key (its id: its
-    bytes are proven by opening the data, which verify does not do). Fed every event's
-    stored state in log order; ``breaks`` once all are seen (an erasure can come later)."""
+    bytes are proven by opening the data, which verify does not do).
 
-    def __init__(self, kids: dict[str, str]):
-        self.kids = kids
+    The key ids are read before verify's pass, in a transaction of their own (on
+    PostgreSQL a reader of the table kept an erase's VACUUM FULL waiting for the whole
+    pass); the pass feeds every event in log order, and only data no key id and no
+    erasure so far accounts for is kept (an erasure drops what it accounts for). The
+    customers left are looked at again after the pass, as a reader does
+    (``check_unerased``): their keys, then their erasures, so an erasure or a new key
+    stored since the ids were read, or beyond the end of verify's pass, is no alarm."""
+
+    def __init__(self, keyring: Keyring, customer_ids: list[str] | None = None):
+        self.keyring = keyring
+        self.kids = keyring.kids(customer_ids)
         self.erased: dict[str, int] = {}
-        #: customer -> (position, version, kid) of data not under the customer's key
+        #: customer -> (position, version, kid) of data no key id or erasure accounts for
         self.unkeyed: dict[str, list[tuple[int, int, Any]]] = {}
 
     def event(self, customer_id: str, position: int, version: int, topic: str, state: Any) -> None:
         if topic == ERASED_TOPIC:
             self.erased[customer_id] = max(version, self.erased.get(customer_id, 0))
+            kept = [e for e in self.unkeyed.pop(customer_id, ()) if e[1] > version]
+            if kept:
+                self.unkeyed[customer_id] = kept
             return
         personal = state.get("personal") if isinstance(state, dict) else None
-        if isinstance(personal, dict) and "_data_" in personal:  # as the transcoder wraps it
-            personal = personal["_data_"]
-        if is_sealed(personal) and personal["kid"] != self.kids.get(customer_id):
+        if (
+            is_sealed(personal)
+            and personal["kid"] != self.kids.get(customer_id)
+            and version > self.erased.get(customer_id, 0)
+        ):
             found = (position, version, personal["kid"])
             self.unkeyed.setdefault(customer_id, []).append(found)
 
     def breaks(self) -> list[Break]:
         """One break per customer whose data after its last erasure its key does not
-        account for: no key, or another one."""
+        account for, looked at again now: no key, or another one."""
+        if not self.unkeyed:
+            return []
+        ids = sorted(self.unkeyed)
+        kids = self.keyring.kids(ids)  # first the keys, then the erasures
+        erased = self.keyring.last_erasures(ids)
         found = []
-        for customer_id, events in sorted(self.unkeyed.items()):
-            after = [e for e in events if e[1] > self.erased.get(customer_id, 0)]
-            if not after:  # sealed before an erasure, whose key went with it: by right
-                continue
-            position, version, kid = after[0]
-            key = self.kids.get(customer_id)
-            count = f"{len(after)} event(s) from version {version} on hold personal data"
-            if key is None:
-                detail = (
-                    f"{count} recorded after any erasure, and the customer has no key: it was "
-                    "deleted from journey_keys outside Journey, or an erase by an older "
-                    "Journey stopped between deleting it and recording its event (journey "
-                    "erase finishes it)"
-                )
-                found.append(Break(customer_id, position, version, "key missing", detail))
-            else:
-                detail = (
-                    f"{count} sealed under key {kid}, after any erasure; the customer's key "
-                    f"is {key}: the key's id or the sealed data was changed outside Journey"
-                )
-                found.append(Break(customer_id, position, version, "key altered", detail))
+        for customer_id in ids:
+            key, last = kids.get(customer_id), erased.get(customer_id, 0)
+            after = [e for e in self.unkeyed[customer_id] if e[1] > last and e[2] != key]
+            if after:
+                found.append(key_break(customer_id, after, key))
         return found
+
+
+def key_break(customer_id: str, after: list[tuple[int, int, Any]], key: str | None) -> Break:
+    position, version, kid = after[0]
+    count = f"{len(after)} event(s) from version {version} on hold personal data"
+    if key is None:
+        detail = (
+            f"{count} recorded after any erasure, and the customer has no key: it was "
+            "deleted from journey_keys outside Journey, or an erase by an older Journey "
+            "stopped between deleting it and recording its event (journey erase finishes it)"
+        )
+        return Break(customer_id, position, version, "key missing", detail)
+    detail = (
+        f"{count} sealed under key {kid}, after any erasure; the customer's key is {key}: "
+        "the key's id or the sealed data was changed outside Journey"
+    )
+    return Break(customer_id, position, version, "key altered", detail)
 
 
 @dataclass

@@ -5,6 +5,7 @@ personal data (and its key) are gone from the database files."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +19,17 @@ from typer.testing import CliRunner
 
 from journey.cli import app
 from journey.errors import InputError
-from journey.personal import ERASED, CustomerKey, KeyRace, Keyring, UnreadableSeal
+from journey.integrity import Checker, LogSeal
+from journey.personal import (
+    ERASED,
+    ERASED_TOPIC,
+    CustomerKey,
+    KeyCheck,
+    KeyRace,
+    Keyring,
+    UnreadableSeal,
+)
+from journey.storage import StorageError
 from projections.feed import Feed
 from projections.pointintime import PointInTime
 from projections.readmodels.operate import ReadModels
@@ -641,17 +652,128 @@ def test_a_read_overlapping_an_erase_reads_erased_not_altered(engine, db_url, mo
     assert NAME not in json.dumps(people) and ERASED in json.dumps(people)
 
 
-def test_a_writer_whose_clock_is_behind_is_read_with_its_new_key(db_url):
-    """Times stamped by another host's clock, behind the reader's: new data after an
-    erasure, under a new key, is opened, whatever the cache held."""
-    past = datetime(2026, 1, 1, tzinfo=UTC)
-    with opened(db_url, clock=lambda: past) as engine:
+def test_an_erase_between_a_readers_two_looks_again_is_no_alarm(engine, db_url, monkeypatch):
+    """A reader that finds no key looks again: the key first, then the erasures. An erase
+    committing between the two leaves it the key it had (the other order, erasures
+    first, found neither the key nor the erasure and took the store for altered)."""
+    populate(engine)
+    app = engine.app
+    app.keyring._cache["c-1"] = (time.monotonic(), None)  # as if looked up before its data
+    real = app.sealed_events.get
+    done = []
+
+    def get(customer_id, *args, **kwargs):
+        found = list(real(customer_id, *args, **kwargs))  # then the erase commits
+        if not done:
+            done.append(1)
+            with opened(db_url) as other:
+                other.erase("c-1", "asked")
+        return found
+
+    monkeypatch.setattr(app.sealed_events, "get", get)
+    engine.events("c-1")  # read before the erase: as it was then, and no alarm
+    assert done
+    people = json.dumps([e.payload().get("personal") for e in engine.events("c-1")])
+    assert NAME not in people and ERASED in people
+
+
+def test_a_reader_with_a_key_cached_before_an_erasure_it_reads_shows_the_data_erased(
+    engine, db_url
+):
+    """A process trusts a key for a few seconds; data sealed before an erasure that the
+    reader itself read is shown erased all the same."""
+    populate(engine)
+    assert NAME in json.dumps([e.payload().get("personal") for e in engine.events("c-1")])
+    with opened(db_url) as other:  # another process
+        other.erase("c-1", "asked")
+    events = engine.events("c-1")
+    assert events[-1].TYPE == "erased"
+    assert NAME not in json.dumps([e.payload().get("personal") for e in events])
+    steps = PointInTime(engine).history("c-1")
+    assert NAME not in json.dumps([s.as_dict(n) for n, s in enumerate(steps)])
+
+
+def test_an_erasure_refuses_a_store_that_would_delete_the_key_apart(engine):
+    """The library's database functions insert events without Journey's own steps in
+    the transaction: the key's deletion would then happen on its own."""
+    populate(engine)
+    before = [e.TYPE for e in engine.events("c-1")]
+    engine.app.recorder.datastore.enable_db_functions = True
+    try:
+        with pytest.raises(StorageError, match="cannot delete the key in the same transaction"):
+            engine.erase("c-1", "asked")
+    finally:
+        engine.app.recorder.datastore.enable_db_functions = False
+    assert [e.TYPE for e in engine.events("c-1")] == before
+    assert engine.app.keyring.load({"c-1"})
+
+
+@pytest.mark.parametrize("then_new", [False, True], ids=["erase", "erase and new data"])
+def test_verify_is_clean_beside_an_erase_past_its_pass(engine, db_url, monkeypatch, then_new):
+    """An erase committing after verify's sealing step, which ends its pass: the key is
+    gone (and a new one made) while the pass stops before the erasure. Verify looks at
+    such customers again, as a reader does (it took an intact store for altered)."""
+    populate(engine)
+    real = LogSeal._seal
+    done = []
+
+    def seal(self, known):
+        out = real(self, known)
+        if not done:
+            done.append(1)
+            with opened(db_url) as other:
+                other.erase("c-1", "asked")
+                if then_new:
+                    other.record(ev("contact", "c-1", at(20), channel="phone",
+                                    direction="inbound", purpose="inquiry",
+                                    personal={"note": "call again"}))
+        return out
+
+    monkeypatch.setattr(LogSeal, "_seal", seal)
+    report = engine.verify()
+    assert done and report.breaks == []
+
+
+def test_verify_keeps_only_what_no_erasure_accounts_for(engine):
+    """Data sealed before an erasure is dropped as the erasure is read: a log of erased
+    customers does not pile up in verify's memory."""
+    populate(engine)
+    check = KeyCheck(engine.app.keyring, ["c-9"])
+    sealed = {"kid": "gone", "fields": ["name"], "ciphertext": "x", "nonce": "y", "digest": "z"}
+    for version in range(1, 101):
+        check.event("c-9", version, version, "journey.events:Contacted", {"personal": sealed})
+    assert len(check.unkeyed["c-9"]) == 100
+    check.event("c-9", 101, 101, ERASED_TOPIC, {})
+    assert check.unkeyed == {} and check.breaks() == []
+
+
+@pytest.mark.postgres
+def test_verify_does_not_hold_up_an_erase(pg_url, monkeypatch):
+    """Reading the key table in verify's long transaction kept an erase's VACUUM FULL
+    waiting for the whole of it (and failing after ten minutes)."""
+    import journey.personal
+
+    with opened(pg_url) as engine:
         populate(engine)
-        engine.erase("c-1", "asked")
-        engine.events("c-1")  # caches: no key
-        engine.record(ev("contact", "c-1", at(20), channel="phone", direction="inbound",
-                         purpose="inquiry", personal={"note": "call again"}))
-        assert engine.events("c-1")[-1].payload()["personal"] == {"note": "call again"}
+        real = Checker.row
+        rows = threading.Event()
+
+        def slow(self, *args):
+            rows.set()
+            time.sleep(0.3)
+            return real(self, *args)
+
+        monkeypatch.setattr(Checker, "row", slow)
+        verifying = threading.Thread(target=engine.verify)
+        verifying.start()
+        try:
+            assert rows.wait(10)
+            monkeypatch.setattr(journey.personal, "PURGE_WAIT", 1.5)
+            with opened(pg_url) as other:
+                other.erase("c-1", "asked")
+            assert verifying.is_alive()  # the erase finished while verify still ran
+        finally:
+            verifying.join(60)
 
 
 def test_an_event_id_stored_without_personal_data_stays_a_conflict_after_an_erasure(engine):
