@@ -357,8 +357,9 @@ class JourneyApplication(Application[str]):
         with it, so the read after finds that erasure. Only what is still unexplained is
         an altered store (the key's id or the sealed data changed, or the key deleted),
         which read as an erasure no event records."""
-        events = erased_before(last_erasure(recorded or events), events)
-        suspect = unexplained(events, recorded)
+        last = last_erasure(recorded or events)
+        events = erased_before(last, events)
+        suspect = [e for e in events if e.originator_version > last and unopened_key(e)]
         if not suspect:
             return events
         key = self.keyring.key(customer_id, fresh=True)
@@ -474,16 +475,8 @@ def is_opened(personal: Any) -> bool:
     return isinstance(personal, PersonalData) and not personal.erased
 
 
-def unexplained(
-    events: list[CustomerEvent], recorded: list[CustomerEvent] | None = None
-) -> list[CustomerEvent]:
-    """The events among ``events`` holding personal data recorded after the last erasure
-    in ``recorded`` (default ``events``) that no key opened."""
-    last = last_erasure(recorded or events)
-    return [e for e in events if e.originator_version > last and unopened_key(e)]
-
-
 def unopened_key(event: Any) -> bool:
+    """Whether the event holds personal data no key opened (none, or another)."""
     personal = getattr(event, "personal", None)
     return getattr(personal, "other_key", False) or getattr(personal, "no_key", False)
 
