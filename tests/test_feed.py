@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from readmodel_support import (
     NOW,
@@ -61,6 +61,43 @@ def test_new_events_announce_each_change_with_its_cause(db_url):
         assert [e.TYPE for e in m.journey.events("c-1")][fresh[0].cause_id - 1] == "purchase"
         assert (fresh[0].cause_id, fresh[0].as_dict()["cause_id"]) == (3, 3)
         assert {e.cause_id for e in feed.read(limit=3)} == {2}  # the first purchase
+
+
+def test_a_new_customer_s_events_applied_together_announce_what_following_each_does(db_url):
+    """A runner that came late to a new customer's events (stopped meanwhile, or the events
+    sent in one request) announced their net change only, at the newest of them and caused
+    by it: no subscriber saw `first_time`, and a contact was named as the cause of `repeat`
+    (an operator's walk). It announces what a runner that had followed each event does."""
+    clock = [NOW]
+
+    def history(customer: str) -> list[dict]:
+        return [
+            purchase(customer, f"{customer}-o1", 300),
+            purchase(customer, f"{customer}-o2", 200),
+            {"type": "contact", "customer_id": customer, "occurred_at": at(100),
+             "channel": "email", "direction": "outbound", "purpose": "offer"},
+        ]
+
+    with models(db_url, clock=lambda: clock[0]) as m:
+        for event in history("live"):  # the runner follows each event as it is recorded
+            clock[0] = datetime.fromisoformat(event["occurred_at"]) + timedelta(seconds=1)
+            record_all(m.journey, [event])
+            catch_up(m)
+        clock[0] = NOW
+        while m.runner.refresh_due():
+            pass
+        record_all(m.journey, history("late"))  # all at once, the runner late
+        catch_up(m)
+        feed = Feed(m.store)
+
+        def seen(customer: str) -> list[tuple]:
+            return [(e.kind, e.from_value, e.to_value, e.occurred_at, e.cause_id, e.reason)
+                    for e in feed.read(limit=1000, customer_id=customer)]
+
+        assert seen("late") == seen("live")
+        stages = [(e[1], e[2], e[4]) for e in seen("late") if e[0] == "loyalty_stage"]
+        assert stages[:2] == [(None, "first_time", 2), ("first_time", "repeat", 3)]
+        assert_feed_consistent(m.store)
 
 
 def test_a_backfill_that_changes_nothing_now_announces_nothing(db_url):

@@ -13,7 +13,7 @@ last computation (backfilled) change what was already known: their net change is
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from journey.application import Stream
@@ -24,6 +24,9 @@ from projections.rules.facts import Facts
 from projections.rules.verdict import Verdict
 from projections.rules.window import of_the_customer, ordered, says_of_the_customer
 from projections.settings import Settings
+
+#: Before any event: where a new customer's changes are looked for from.
+BEGINNING = datetime.min.replace(tzinfo=UTC)
 
 #: A customer's classifications, kind by kind (None before the customer exists).
 State = Mapping[str, str | None]
@@ -133,31 +136,33 @@ def page_entries(
     customer: str, before: Any, stream: Stream, since: int, rules: Settings, now: datetime
 ) -> list[dict[str, Any]]:
     """The entries for a row recomputed at ``now`` because events after position
-    ``since`` were applied. New events dated at or before the moment the row was computed
-    (backfilled; for a customer with no row yet, its whole history) changed what was
-    already known: their net change is announced first, at the newest of them, caused by
-    it. From that moment on, every change is announced at its own moment (``transitions``
-    of the whole stream): by itself, or as a later event takes effect, caused by it. So a
-    lapse that came after a new event is not blamed on it, however late the runner."""
+    ``since`` were applied. A customer with no row yet has every change announced at its
+    own moment from its first event on, caused by the event that made it: what a runner
+    that had followed each event announced (a late one announced the net change only,
+    blaming the newest event). New events dated at or before the moment an existing row
+    was computed (backfilled) changed what was already known: their net change is
+    announced first, at the newest of them, caused by it. From that moment on, every
+    change is announced at its own moment (``transitions`` of the whole stream): by
+    itself, or as a later event takes effect, caused by it. So a lapse that came after a
+    new event is not blamed on it, however late the runner."""
+    if before is None:  # a new customer: every change at its own moment, as if followed live
+        return announced(customer, state_of(None), stream, BEGINNING, rules, now, now)[0]
     fresh = [
         (event.occurred_at, event.originator_version, position)
         for event, position in zip(stream.events, stream.positions, strict=True)
         if position > since and event.occurred_at <= now and says_of_the_customer(event)
     ]
-    known_at = None if before is None else min(before.computed_at, now)
-    backfilled = [f for f in fresh if known_at is None or f[0] <= known_at]
+    known_at = min(before.computed_at, now)
+    backfilled = [f for f in fresh if f[0] <= known_at]
     entries: list[dict[str, Any]] = []
     was = state_of(before)
     if backfilled:
         occurred_at, _, cause = max(backfilled)
-        known_at = known_at or occurred_at
         verdicts = verdicts_from(Facts.of(stream.events, known_at, rules))
         entries += changes(
             customer, was, values(verdicts), reasons_of(verdicts), occurred_at, cause, now
         )
         was = values(verdicts)
-    if known_at is None:  # a new customer whose events all lie ahead
-        return entries
     return entries + announced(customer, was, stream, known_at, rules, now, now)[0]
 
 
