@@ -313,26 +313,71 @@ class Keyring:
         return deleted
 
     def purge(self) -> None:
-        """Push deleted keys out of the database files. PostgreSQL's plain VACUUM frees a
-        dead row but leaves its bytes in the page's free space, so the table is rewritten
-        into a new file (VACUUM FULL; the old file is truncated and unlinked)."""
-        if not self.tables.pg:
-            self.tables.autocommit("PRAGMA wal_checkpoint(TRUNCATE)")
-            return
+        """Push deleted keys out of the database files, or fail saying why they may still
+        be there (erase said a key was destroyed while its bytes stayed in the files).
+
+        SQLite overwrote the row in a new page in the WAL: the checkpoint copies it over
+        the old page in the main file, once no reader still reads that old page.
+        PostgreSQL's plain VACUUM frees a dead row but leaves its bytes in the page's free
+        space, so the table is rewritten into a new file (VACUUM FULL; the old file is
+        truncated and unlinked); the rewrite copies a dead row that a transaction begun
+        before the deletion may still see, so it waits for those to end first."""
         deadline = time.monotonic() + PURGE_WAIT
+        if not self.tables.pg:
+            while (busy := self._checkpoint_busy()) and time.monotonic() < deadline:
+                time.sleep(PURGE_LOCK_PAUSE)
+            if busy:
+                raise JourneyError(
+                    "the key is deleted, but a reader of the database kept SQLite from "
+                    "writing its page over the old one in the main file for "
+                    f"{PURGE_WAIT:.0f} s: run the erase again later"
+                )
+            return
+        since = self.tables.autocommit("SELECT statement_timestamp()", fetch=True)[0][0]
         while True:
-            try:
-                self.tables.autocommit(f"VACUUM FULL {self.table}", lock_timeout=PURGE_LOCK_WAIT)
-                return
-            except Exception as exc:  # LockNotAvailable is waited out; others are raised
-                if not lock_timed_out(exc):
-                    raise
-                if time.monotonic() > deadline:
-                    raise JourneyError(
-                        f"the key is deleted, but readers of {self.table} kept it from being "
-                        f"rewritten for {PURGE_WAIT:.0f} s: run the erase again later"
-                    ) from exc
-                time.sleep(PURGE_LOCK_PAUSE)  # the writers queued behind it go first
+            older = self._older_transactions(since)
+            if not older:
+                try:
+                    self.tables.autocommit(
+                        f"VACUUM FULL {self.table}", lock_timeout=PURGE_LOCK_WAIT
+                    )
+                    return
+                except Exception as exc:  # LockNotAvailable is waited out; others are raised
+                    if not lock_timed_out(exc):
+                        raise
+                    why = f"readers of {self.table} kept it from being rewritten"
+            else:
+                why = (
+                    f"transactions begun before it (pid {', '.join(older)}) may still see "
+                    "it, so a rewrite would copy it"
+                )
+            if time.monotonic() > deadline:
+                raise JourneyError(
+                    f"the key is deleted, but {why} for {PURGE_WAIT:.0f} s: run the erase "
+                    "again later"
+                )
+            time.sleep(PURGE_LOCK_PAUSE)  # the writers queued behind it go first
+
+    def _checkpoint_busy(self) -> bool:
+        """Checkpoint the WAL into the main file; whether a reader kept it from finishing."""
+        rows = self.tables.autocommit("PRAGMA wal_checkpoint(TRUNCATE)", fetch=True)
+        return bool(rows) and rows[0][0] != 0
+
+    def _older_transactions(self, since: datetime) -> list[str]:
+        """The sessions of this database (and prepared transactions) whose transaction
+        began before ``since`` and holds a snapshot or a transaction id: VACUUM keeps a
+        row deleted after such a transaction began. Sessions of other roles show only to
+        a role with pg_read_all_stats."""
+        rows = self.tables.autocommit(
+            "SELECT pid::text FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND xact_start < %(since)s "
+            "AND (backend_xmin IS NOT NULL OR backend_xid IS NOT NULL) "
+            "UNION ALL SELECT 'prepared ' || gid FROM pg_prepared_xacts "
+            "WHERE database = current_database() AND prepared < %(since)s",
+            params={"since": since},
+            fetch=True,
+        )
+        return [row[0] for row in rows]
 
 
 #: The topic an ``erased`` event is stored under: what ``KeyCheck`` looks for.

@@ -133,21 +133,27 @@ class SideTables:
         else:
             yield self.connection()
 
-    def autocommit(self, statement: str, lock_timeout: str | None = None) -> None:
+    def autocommit(
+        self,
+        statement: str,
+        lock_timeout: str | None = None,
+        params: Any = None,
+        fetch: bool = False,
+    ) -> list[Any]:
         """A statement that cannot run inside a transaction (VACUUM, checkpoints); with a
-        ``lock_timeout`` (PostgreSQL), it waits at most that long for its locks."""
+        ``lock_timeout`` (PostgreSQL), it waits at most that long for its locks. Its rows
+        with ``fetch``."""
         if self.memory:
-            return
+            return []
         with self._lock:
             conn = self.connection()
-            if lock_timeout is None:
-                conn.execute(statement)
-                return
-            conn.execute(f"SET lock_timeout = '{lock_timeout}'")
+            if lock_timeout is not None:
+                conn.execute(f"SET lock_timeout = '{lock_timeout}'")
             try:
-                conn.execute(statement)
+                cursor = conn.execute(statement, params) if params else conn.execute(statement)
+                return cursor.fetchall() if fetch else []
             finally:
-                if not conn.closed:
+                if lock_timeout is not None and not conn.closed:
                     conn.execute("RESET lock_timeout")
 
     def close(self) -> None:

@@ -18,7 +18,7 @@ from support import at, ev, opened, refused, seen_blocked_by
 from typer.testing import CliRunner
 
 from journey.cli import app
-from journey.errors import InputError
+from journey.errors import InputError, JourneyError
 from journey.integrity import Checker, LogSeal
 from journey.personal import (
     ERASED,
@@ -266,6 +266,63 @@ def test_sqlite_files_hold_neither_plaintext_nor_key_after_erasure(sqlite_url):
         for text in (NAME, EMAIL, NOTE):
             assert files_hold(path, text.encode()) == []
         assert other_key is None  # c-2 never gave personal data, so it has no key
+
+
+def test_sqlite_erase_fails_while_a_reader_keeps_the_key_in_the_main_file(sqlite_url, monkeypatch):
+    """The key's page is overwritten in the WAL; a reader of an older snapshot keeps the
+    checkpoint from copying it over the main file's. Erase said the key was destroyed,
+    exit 0, with its bytes in the database file (a data protection officer's walk)."""
+    import sqlite3
+
+    import journey.personal
+
+    monkeypatch.setattr(journey.personal, "PURGE_WAIT", 0.0)
+    with opened(sqlite_url, actor="tester") as engine:
+        populate(engine)
+        path = engine.app.database.sqlite_path
+        raw = Raw(engine)
+        key = key_of(raw, "c-1")
+        raw.close()
+        engine.app.tables.connection().execute("PRAGMA busy_timeout = 100")
+        engine.app.tables.autocommit("PRAGMA wal_checkpoint(TRUNCATE)")
+        reader = sqlite3.connect(path, isolation_level=None)
+        try:
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM sqlite_master").fetchall()  # a snapshot
+            with pytest.raises(JourneyError, match="run the erase again later"):
+                engine.erase("c-1", "asked")
+            assert Path(path).name in files_hold(path, key)  # what it would have hidden
+        finally:
+            reader.rollback()
+            reader.close()
+        assert engine.events("c-1")[-1].TYPE == "erased"  # recorded, with the key deleted
+        assert engine.erase("c-1", "asked").position is None  # purges again
+        assert files_hold(path, key) == []
+
+
+@pytest.mark.postgres
+def test_postgres_erase_waits_for_transactions_that_may_still_see_the_key(pg_url, monkeypatch):
+    """VACUUM FULL copies a deleted row that a transaction begun before the deletion may
+    still see: any snapshot in the database, whatever it reads (here the catalog only).
+    Erase said the key was destroyed, exit 0, with its bytes in the new file."""
+    import journey.personal
+
+    monkeypatch.setattr(journey.personal, "PURGE_WAIT", 0.5)
+    with opened(pg_url, actor="tester") as engine:
+        populate(engine)
+        with engine.database.connect() as reader:
+            reader.autocommit = False
+            reader.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            reader.execute("SELECT count(*) FROM pg_class").fetchall()
+            pid = reader.execute("SELECT pg_backend_pid()").fetchone()[0]
+            result = cli(pg_url, "erase", "c-1", "--reason", "asked", "--json")
+            reader.rollback()
+        assert result.exit_code == 1, result.output
+        assert f"pid {pid}" in result.output and "run the erase again later" in result.output
+        assert engine.app.keyring.key("c-1", fresh=True) is None  # deleted with its event
+        again = cli(pg_url, "erase", "c-1", "--reason", "asked", "--json")
+        assert again.exit_code == 0, again.output
+        assert json.loads(again.stdout)["already_erased"] is True
 
 
 @pytest.mark.postgres
@@ -748,32 +805,37 @@ def test_verify_keeps_only_what_no_erasure_accounts_for(engine):
 
 
 @pytest.mark.postgres
-def test_verify_does_not_hold_up_an_erase(pg_url, monkeypatch):
-    """Reading the key table in verify's long transaction kept an erase's VACUUM FULL
-    waiting for the whole of it (and failing after ten minutes)."""
-    import journey.personal
-
+def test_an_erase_beside_a_running_verify_waits_for_it_then_purges(pg_url):
+    """Verify's pass is one long snapshot, which may still see the key's row: a rewrite
+    of the key table then would copy the row's bytes into the new file, so the erase
+    waits for the pass to end (reading the key ids inside it also held the table's lock,
+    which queued every key read and write behind the erase's rewrite)."""
     with opened(pg_url) as engine:
         populate(engine)
         real = Checker.row
         rows = threading.Event()
+        read: list[float] = []  # when verify's pass read each row
 
         def slow(self, *args):
             rows.set()
-            time.sleep(0.3)
+            time.sleep(0.2)
+            read.append(time.monotonic())
             return real(self, *args)
 
-        monkeypatch.setattr(Checker, "row", slow)
         verifying = threading.Thread(target=engine.verify)
-        verifying.start()
-        try:
-            assert rows.wait(10)
-            monkeypatch.setattr(journey.personal, "PURGE_WAIT", 1.5)
-            with opened(pg_url) as other:
-                other.erase("c-1", "asked")
-            assert verifying.is_alive()  # the erase finished while verify still ran
-        finally:
-            verifying.join(60)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(Checker, "row", slow)
+            verifying.start()
+            try:
+                assert rows.wait(10)
+                with opened(pg_url) as other:
+                    done = other.erase("c-1", "asked")
+                    erased_at = time.monotonic()
+                    assert other.app.keyring.key("c-1", fresh=True) is None
+            finally:
+                verifying.join(60)
+        assert done.key_destroyed and done.position is not None
+        assert len(read) > 3 and max(read) < erased_at  # it waited for the whole pass
 
 
 def test_an_event_id_stored_without_personal_data_stays_a_conflict_after_an_erasure(engine):
