@@ -483,7 +483,8 @@ def unopened_key(event: Any) -> bool:
 
 #: Why sealed data recorded after the last erasure has no key.
 NO_KEY = (
-    "the key was deleted from journey_keys outside Journey, or an erase by a Journey older "
-    "than this one stopped between deleting the key and recording its event (journey erase "
-    "finishes it)"
+    "the key was deleted from journey_keys outside Journey, or the erased event that deleted "
+    "it was removed from the log (journey verify --anchor shows that), or an erase by a "
+    "Journey older than this one stopped between deleting the key and recording its event "
+    "(journey erase finishes that)"
 )

@@ -403,6 +403,8 @@ class KeyCheck:
         self.erased: dict[str, int] = {}
         #: customer -> (position, version, kid) of data no key id or erasure accounts for
         self.unkeyed: dict[str, list[tuple[int, int, Any]]] = {}
+        #: customer -> (position, version) of the first data under its present key
+        self.first_under_key: dict[str, tuple[int, int]] = {}
 
     def event(self, customer_id: str, position: int, version: int, topic: str, state: Any) -> None:
         if topic == ERASED_TOPIC:
@@ -412,29 +414,47 @@ class KeyCheck:
                 self.unkeyed[customer_id] = kept
             return
         personal = state.get("personal") if isinstance(state, dict) else None
-        if (
-            is_sealed(personal)
-            and personal["kid"] != self.kids.get(customer_id)
-            and version > self.erased.get(customer_id, 0)
-        ):
+        if not is_sealed(personal):
+            return
+        if personal["kid"] == self.kids.get(customer_id):
+            self.first_under_key.setdefault(customer_id, (position, version))
+        elif version > self.erased.get(customer_id, 0):
             found = (position, version, personal["kid"])
             self.unkeyed.setdefault(customer_id, []).append(found)
 
     def breaks(self) -> list[Break]:
         """One break per customer whose data after its last erasure its key does not
-        account for, looked at again now: no key, or another one."""
-        if not self.unkeyed:
+        account for (no key, or another one), or whose key sealed data before it (put
+        back: an erasure deletes the key it ends), looked at again now."""
+        restored = {
+            c: first
+            for c, first in self.first_under_key.items()
+            if first[1] < self.erased.get(c, 0)
+        }
+        ids = sorted({*self.unkeyed, *restored})
+        if not ids:
             return []
-        ids = sorted(self.unkeyed)
         kids = self.keyring.kids(ids)  # first the keys, then the erasures
         erased = self.keyring.last_erasures(ids)
         found = []
         for customer_id in ids:
             key, last = kids.get(customer_id), erased.get(customer_id, 0)
-            after = [e for e in self.unkeyed[customer_id] if e[1] > last and e[2] != key]
+            after = [e for e in self.unkeyed.get(customer_id, ()) if e[1] > last and e[2] != key]
             if after:
                 found.append(key_break(customer_id, after, key))
+            first = restored.get(customer_id)
+            if first and key == self.kids[customer_id] and first[1] < last:
+                found.append(restored_break(customer_id, *first, key))
         return found
+
+
+def restored_break(customer_id: str, position: int, version: int, key: str) -> Break:
+    detail = (
+        f"the customer's key {key} sealed its personal data at version {version}, before its "
+        "last erasure, which deleted that key: it was put back (from a backup?), opens that "
+        "data again, and seals new data"
+    )
+    return Break(customer_id, position, version, "key restored", detail)
 
 
 def key_break(customer_id: str, after: list[tuple[int, int, Any]], key: str | None) -> Break:
@@ -443,8 +463,10 @@ def key_break(customer_id: str, after: list[tuple[int, int, Any]], key: str | No
     if key is None:
         detail = (
             f"{count} recorded after any erasure, and the customer has no key: it was "
-            "deleted from journey_keys outside Journey, or an erase by an older Journey "
-            "stopped between deleting it and recording its event (journey erase finishes it)"
+            "deleted from journey_keys outside Journey, or the erased event that deleted it "
+            "was removed with the seal rows after it (check with --anchor before erasing "
+            "again), or an erase by an older Journey stopped between deleting it and "
+            "recording its event (journey erase finishes that)"
         )
         return Break(customer_id, position, version, "key missing", detail)
     detail = (

@@ -598,6 +598,34 @@ def test_a_key_altered_outside_journey_is_said_so(engine, db_url, change, said, 
     assert cli(db_url, "verify", "c-2").exit_code == 0  # only the customers asked
 
 
+def test_a_key_put_back_after_an_erasure_is_said_so(engine, db_url):
+    """A key restored from a backup after its erasure passed verify; readers show the old
+    data erased all the same, but new data is sealed under it (a data protection
+    officer's walk)."""
+    populate(engine)
+    raw = Raw(engine)
+    try:
+        row = raw.run(
+            "SELECT customer_id, kid, secret, created_at FROM {keys} WHERE customer_id = ?",
+            ("c-1",),
+        )[0]
+        engine.erase("c-1", "asked")
+        assert cli(db_url, "verify").exit_code == 0
+        raw.run("INSERT INTO {keys} (customer_id, kid, secret, created_at) VALUES (?, ?, ?, ?)",
+                (row[0], row[1], bytes(row[2]), row[3]))
+    finally:
+        raw.close()
+    engine.app.keyring._cache.clear()
+    result = cli(db_url, "verify", "--json")
+    assert result.exit_code == 1, result.output
+    (found,) = json.loads(result.stdout)["breaks"]
+    assert (found["customer_id"], found["kind"]) == ("c-1", "key restored")
+    assert row[1] in found["detail"]
+    assert cli(db_url, "verify", "c-2").exit_code == 0
+    export = cli(db_url, "export", "c-1")
+    assert export.exit_code == 0 and NAME not in export.stdout
+
+
 def test_verify_takes_keys_gone_with_an_erasure_or_new_after_it_as_they_should_be(engine, db_url):
     """Data sealed before an erasure has no key by right; data after it has a new one.
     An erase by an older Journey, stopped between deleting the key and recording its event,
@@ -613,7 +641,7 @@ def test_verify_takes_keys_gone_with_an_erasure_or_new_after_it_as_they_should_b
     assert result.exit_code == 1
     (found,) = json.loads(result.stdout)["breaks"]
     assert (found["kind"], found["version"]) == ("key missing", last)
-    assert "journey erase finishes it" in found["detail"]
+    assert "journey erase finishes that" in found["detail"]
     assert engine.erase("c-1", "asked again").key_destroyed_before
     assert cli(db_url, "verify").exit_code == 0
 
@@ -654,7 +682,7 @@ def test_a_key_deleted_outside_journey_is_said_so_until_an_erase_records_it(engi
         result = cli(db_url, *command)
         assert result.exit_code == 1, (command, result.output)
         assert "has no key, and no erasure accounts for it" in result.stderr
-        assert "journey erase finishes it" in result.stderr
+        assert "journey erase finishes that" in result.stderr
     assert cli(db_url, "erase", "c-1", "--reason", "asked").exit_code == 0
     result = cli(db_url, "export", "c-1")
     assert result.exit_code == 0, result.output
