@@ -66,11 +66,13 @@ def test_rfm_ranks_among_customers_with_purchases_at_t(engine):
     queries = PointInTime(engine)
     results = queries.show_many(["a", "b", "p"], as_of=t("2025-02-01"))
     a, b, p = (r.answer for r in results)
-    assert a.scores["rfm"] == {"r": 3, "f": 3, "m": 3}  # "late" does not count yet
-    assert b.scores["rfm"] == {"r": 5, "f": 5, "m": 5}
+    # two customers ("late" does not count yet): ceil(5 * (worse + equal / 2) / 2)
+    assert a.scores["rfm"] == {"r": 2, "f": 2, "m": 2}
+    assert b.scores["rfm"] == {"r": 4, "f": 4, "m": 4}
     assert p.scores["rfm"] is None
     later = queries.show("a", as_of=t("2025-07-01")).scores["rfm"]
-    assert later == {"r": 2, "f": 4, "m": 2}  # ranked among three customers now
+    # among three now: the oldest purchase and the least money; one purchase, as "late"
+    assert later == {"r": 1, "f": 2, "m": 1}
 
 
 def test_history_last_step_equals_show(engine):

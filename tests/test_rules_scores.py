@@ -7,6 +7,8 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from rules_builders import Story, at
 
 from journey.events import Reidentified
@@ -113,10 +115,40 @@ def test_rfm_quintiles_among_five_distinct_customers():
     assert [g["m"] for g in got] == [5, 4, 3, 2, 1]
 
 
-def test_rfm_ties_share_a_score_and_one_customer_scores_five():
+def test_rfm_ties_share_the_score_of_the_middle_of_their_ranks():
     same = RfmInputs(3, 2, Decimal(10))
-    assert Population([same, same]).scores(same) == {"r": 5, "f": 5, "m": 5}
-    assert Population([same]).scores(same) == {"r": 5, "f": 5, "m": 5}
+    assert Population([same, same]).scores(same) == {"r": 3, "f": 3, "m": 3}
+    assert Population([same]).scores(same) == {"r": 3, "f": 3, "m": 3}
+
+
+def test_rfm_a_block_of_customers_who_bought_nothing_lately_does_not_score_high():
+    """78 of 100 customers with no purchase in the last year (as CDNOW's on its last day)
+    took the top of the ranks they span: F = 4, beside 5 for those who did buy."""
+    counts = {0: 78, 1: 15, 2: 7}
+    members = [RfmInputs(400, f, Decimal(f * 10)) for f, n in counts.items() for _ in range(n)]
+    population = Population(members)
+    by_frequency = {m.frequency: population.scores(m) for m in members}
+    assert {f: s["f"] for f, s in by_frequency.items()} == {0: 2, 1: 5, 2: 5}
+    assert {f: s["m"] for f, s in by_frequency.items()} == {0: 2, 1: 5, 2: 5}
+    assert {s["r"] for s in by_frequency.values()} == {3}  # all alike: the middle
+
+
+@given(st.lists(st.integers(0, 6), min_size=1, max_size=40))
+def test_rfm_scores_rise_with_the_value_and_stay_within_the_ranks_ties_span(values):
+    members = [RfmInputs(30 - v, v, Decimal(v)) for v in values]
+    population = Population(members)
+    n = len(values)
+    for member in members:
+        got = population.scores(member)
+        worse = sum(v < member.frequency for v in values)
+        equal = values.count(member.frequency)
+        # the block spans (worse, worse + equal] of the population's (0, n]
+        lowest, highest = max(1, -(-5 * worse // n)), -(-5 * (worse + equal) // n)
+        assert lowest <= got["f"] <= highest
+        assert got["f"] == got["m"] == got["r"]  # the same order on every axis
+    ordered = sorted(members, key=lambda m: m.frequency)
+    scores = [population.scores(m)["f"] for m in ordered]
+    assert scores == sorted(scores)
 
 
 def test_rfm_of_ten_customers_are_quintiles():
