@@ -122,6 +122,9 @@ class Customer(BaseAggregate[str]):
         #: The idempotency key and content ``record`` worked out for the event it is
         #: about to trigger, so that ``remember`` need not work them out again.
         self.next_seen: tuple[Key, Key] | None = None
+        #: The idempotency keys of the events ``record`` made here, not loaded: a conflict
+        #: with one is with an earlier input of the same batch, nothing stored.
+        self.recorded_keys: set[Key] = set()
 
     @classmethod
     def identify(cls, customer_id: str, **fields: Any) -> Customer:
@@ -203,6 +206,7 @@ class Customer(BaseAggregate[str]):
                 raise ValueError("personal data needs the customer's key to be sealed")
             payload = {**payload, "personal": key.seal(payload["personal"])}
         self.next_seen = seen
+        self.recorded_keys.add(seen[0])
         try:
             self.trigger_event(
                 event_class,
@@ -326,9 +330,12 @@ class Customer(BaseAggregate[str]):
             )
 
     def _conflict(self, type_: str, key: Key) -> ConflictError:
-        if key[0] == "event_id":
-            return ConflictError("event_id", f"{key[1]!r} was already recorded with other content")
-        _, field, value = key
-        if type_ == "complaint_resolved":
-            return ConflictError(field, f"complaint {value!r} is already resolved")
+        field, value = ("event_id", key[1]) if key[0] == "event_id" else key[1:]
+        earlier = key in self.recorded_keys  # nothing stored: an earlier input says otherwise
+        if type_ == "complaint_resolved" and field == "complaint_id":
+            where = " by an earlier input" if earlier else ""
+            return ConflictError(field, f"complaint {value!r} is already resolved{where}")
+        if earlier:
+            reason = f"{value!r} was sent earlier in this input with other content"
+            return ConflictError(field, reason)
         return ConflictError(field, f"{value!r} was already recorded with other content")

@@ -170,12 +170,17 @@ def test_a_retry_inside_one_batch_is_counted_as_a_duplicate(engine):
     assert [t for _, t, _ in stream(engine, "c-1")] == ["identified", "purchase"]
 
 
-def test_a_conflict_inside_one_batch_stores_nothing(engine):
+def test_a_conflict_inside_one_batch_stores_nothing_and_says_so(engine):
+    """It said the order "was already recorded", with nothing stored (an operator's walk)."""
     outcome = engine.record_many([purchase("c-1", "o-1"), purchase("c-1", "o-1", "1")])
     assert [r.line for r in outcome.rejected] == [2]
-    assert outcome.rejected[0].errors[0].field == "order_id"
-    assert outcome.rejected[0].errors[0].kind == "conflict"
+    error = outcome.rejected[0].errors[0]
+    assert (error.field, error.kind) == ("order_id", "conflict")
+    assert "'o-1' was sent earlier in this input with other content" in error.reason
     assert engine.app.max_notification_id() == 0
+    engine.record(purchase("c-1", "o-1"))
+    again = engine.record_many([purchase("c-1", "o-1", "1")]).rejected[0].errors[0]
+    assert "'o-1' was already recorded with other content" in again.reason
 
 
 def test_record_of_a_conflict_raises_with_kind_conflict(engine):

@@ -663,6 +663,11 @@ def test_resolving_a_resolved_complaint_again_is_refused(engine):
     engine.record(FULL["complaint_resolved"])
     again = {**FULL["complaint_resolved"], "satisfied": False, "occurred_at": at(9)}
     refused(engine, again, "complaint_id", "already resolved", kind="conflict")
+    outcome = engine.record_many([{**FULL["complaint"], "complaint_id": "k-2"},
+                                  {**FULL["complaint_resolved"], "complaint_id": "k-2"},
+                                  {**again, "complaint_id": "k-2"}])
+    (error,) = outcome.rejected[0].errors
+    assert "complaint 'k-2' is already resolved by an earlier input" in error.reason
 
 
 def test_a_resolution_preceding_its_complaint_is_refused(engine):
