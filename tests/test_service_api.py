@@ -279,6 +279,17 @@ def test_the_ids_dot_and_dot_dot_are_read_percent_encoded_as_the_readme_says(api
     assert api.get("/v1/customers/..").status_code == 404  # reached /v1
 
 
+def test_a_time_whose_plus_came_unencoded_says_to_write_it_2b(api):
+    """``?as_of=2025-03-02T10:00:00+01:00`` reaches the server with a space for the +."""
+    response = api.get("/v1/customers/c-1?as_of=2025-03-02T10:00:00+01:00")
+    assert response.status_code == 422
+    assert "write it %2B" in response.json()["errors"][0]["reason"]
+    encoded = api.get("/v1/customers/c-1?as_of=2025-03-02T10:00:00%2B01:00")
+    assert encoded.status_code == 200
+    other = api.get("/v1/customers/c-1?as_of=yesterday").json()["errors"][0]["reason"]
+    assert "%2B" not in other
+
+
 def test_show_is_the_cli_json_and_404_before_the_first_event(api):
     shown = api.get("/v1/customers/c-1", params={"as_of": "2025-03-02"}).json()
     assert shown["loyalty_stage"] == "first_time" and shown["customer_id"] == "c-1"

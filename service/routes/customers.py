@@ -1,5 +1,6 @@
 """Reading customers: an answer at a moment, a history, the funnel."""
 
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -132,6 +133,17 @@ def now_if_absent(value: str | None) -> str:
     return "now" if value is None else value
 
 
+#: A zone offset whose + came as a space: a bare + in a URL's query reads as one.
+OFFSET_AS_SPACE = re.compile(r"\d \d{2}(:?\d{2})?$")
+
+
+def plus_sent_bare(value: str | None) -> str:
+    """A hint for the offset +01:00 sent unencoded (``?as_of=...T10:00:00+01:00``)."""
+    if value and OFFSET_AS_SPACE.search(value):
+        return "; a + in a URL's query reads as a space: write it %2B"
+    return ""
+
+
 def moments(**texts: str | None) -> list[datetime | None]:
     """Each time parameter. "now" as ``as_of`` is the end of the current second: answers
     asked in the same second share RFM's population, and an event that occurred earlier
@@ -143,7 +155,7 @@ def moments(**texts: str | None) -> list[datetime | None]:
         try:
             moment = (parse_known_at if field == "known_at" else parse_moment)(value)
         except ValueError as exc:
-            raise problem(422, field, str(exc), "invalid") from None
+            raise problem(422, field, str(exc) + plus_sent_bare(value), "invalid") from None
         if value == "now" and field == "as_of" and moment is not None:
             moment = moment.replace(microsecond=999_999)
         found.append(moment)
