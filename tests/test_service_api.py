@@ -346,7 +346,7 @@ def test_bad_query_parameters_get_field_errors(api, path, params, field):
 def test_a_one_value_parameter_given_twice_is_refused(api, path, name):
     """FastAPI kept the last of ``?as_of=A&as_of=B``: an answer for B to a caller who
     may have meant A."""
-    value = {"as_of": "now", "known_at": "now", "customer_id": "c-1"}.get(name, "1")
+    value = {"as_of": "now", "known_at": "now", "customer_id": "c-1", "after": "0"}.get(name, "1")
     response = api.get(path, params=[(name, value), (name, value)])
     assert response.status_code == 422
     error = response.json()["errors"][0]
@@ -503,6 +503,30 @@ def test_sse_resumes_after_last_event_id_and_filters(api):
     assert polyfill.json()["errors"][0]["field"] == "lastEventId"
     # empty, the parameter names no position, as the empty header does
     assert read_sse(api, {"lastEventId": ""}, {}, len(everything)) == everything
+
+
+def test_a_position_beyond_the_feed_s_head_is_refused_not_waited_on(api):
+    """A position this feed never gave (a store restored from a backup, another store's):
+    the page answered it as caught up and a stream waited, for entries the client had in
+    fact missed (an operator's walk)."""
+    refresh_summary(api)
+    head = api.get("/v1/feed/page").json()["head"]
+    assert head > 0
+    at_head = api.get("/v1/feed/page", params={"after": head}).json()
+    assert (at_head["entries"], at_head["next_after"]) == ([], head)
+    beyond = api.get("/v1/feed/page", params={"after": head + 1})
+    assert beyond.status_code == 422
+    error = beyond.json()["errors"][0]
+    assert error["field"] == "after" and f"beyond the feed's head ({head})" in error["reason"]
+    for params, headers, field in (
+        ({"after": head + 5}, {}, "after"),
+        ({}, {"Last-Event-ID": str(head + 1)}, "Last-Event-ID"),
+        ({"lastEventId": str(head + 1)}, {}, "lastEventId"),
+    ):
+        streamed = api.client.get("/v1/feed", params=params,
+                                  headers={**api.as_(api.all), **headers})
+        assert streamed.status_code == 422, params
+        assert streamed.json()["errors"][0]["field"] == field
 
 
 def test_an_open_stream_ends_when_its_key_is_revoked(api, sqlite_url, monkeypatch):

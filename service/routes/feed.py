@@ -82,10 +82,10 @@ async def follow_feed(
     new one as it is written. Clients without SSE use `GET /v1/feed/page`."""
     if customer_id is not None:
         valid_id(customer_id)
-    if last_event_id:  # empty, the header or the parameter names no position
-        start = resume_position(after, last_event_id, "Last-Event-ID")
-    else:
-        start = resume_position(after, last_event_query or None, "lastEventId")
+    # empty, the header or the parameter names no position
+    given = "Last-Event-ID" if last_event_id else "lastEventId" if last_event_query else "after"
+    start = resume_position(after, last_event_id or last_event_query or None, given)
+    within_head(service, start, given)
     chosen = kinds_of(kinds)
     if not service.open_stream():
         reason = (
@@ -141,6 +141,7 @@ def feed_page(
     `entries` is empty."""
     if customer_id is not None:
         valid_id(customer_id)  # a malformed id names no customer: not an empty answer
+    within_head(service, after, "after")
     entries = service.feed.read(after, limit, kinds_of(kinds), customer_id)
     return JSONResponse(
         {
@@ -149,6 +150,20 @@ def feed_page(
             "head": service.feed.head(),
         }
     )
+
+
+def within_head(service: Service, position: int, field: str) -> None:
+    """Refuse a position the feed never gave: every position a client saw is at or below
+    the head (entries commit in position order). Beyond it, a client would wait for ever
+    for entries it has in fact missed (a store restored from a backup, another store's
+    position)."""
+    head = service.feed.head()
+    if position > head:
+        reason = (
+            f"{position} lies beyond the feed's head ({head}): this feed never gave that "
+            "position (was the store restored from a backup, or is it another store's?)"
+        )
+        raise problem(422, field, reason, "invalid")
 
 
 def may_read(service: Service, name: str) -> bool:
