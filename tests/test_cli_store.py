@@ -108,6 +108,23 @@ def test_skip_invalid_writes_rejects(db_url, tmp_path):
     assert stored(db_url, "c-17") == ["identified", "purchase"]
 
 
+def test_many_rejects_written_to_a_file_are_not_all_printed_again(db_url, tmp_path):
+    """Every bad line went to stderr as well as to the rejects file: 100,000 lines of
+    noise for a large file (an operator's walk). A few show; the file has them all. A
+    refused import (no --skip-invalid) still lists every one."""
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps(PURCHASE) + "\n" + "not json\n" * 30)
+    rejects = tmp_path / "rejects.jsonl"
+    result = run(db_url, "import", str(path), "--skip-invalid", "--rejects", str(rejects))
+    assert result.exit_code == 0, result.output
+    assert len(rejects.read_text().splitlines()) == 30
+    assert result.stderr.count("in.jsonl:") == 20
+    assert "... and 10 more bad line(s)" in result.stderr
+    refused = run(db_url, "import", str(path))
+    assert refused.exit_code == 1
+    assert refused.stderr.count("in.jsonl:") == 30
+
+
 def test_rejects_to_standard_output_in_process(db_url, tmp_path):
     """Where standard output has no file descriptor (CliRunner, an embedding program),
     `--rejects -` failed with UnsupportedOperation."""

@@ -284,6 +284,10 @@ def jsonable(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
+#: How many bad lines an import that wrote them to a rejects file also shows on stderr.
+SHOWN_REJECTS = 20
+
+
 def report_import(
     outcome: Outcome, *, skip_invalid: bool, rejects: Path | None, as_json: bool
 ) -> None:
@@ -303,7 +307,9 @@ def report_import(
     else:
         for path in outcome.empty_files:
             err.print(f"note: {escape(path)} holds no events", highlight=False)
-        for rejected in outcome.rejected:
+        # Written to a rejects file, every bad line is there: a few show what went wrong.
+        shown = outcome.rejected if refused else outcome.rejected[:SHOWN_REJECTS]
+        for rejected in shown:
             where = (
                 f"{rejected.source}:{rejected.line}" if rejected.source else f"line {rejected.line}"
             )
@@ -313,6 +319,9 @@ def report_import(
                     markup=True,
                     highlight=False,
                 )
+        if len(shown) < len(outcome.rejected):
+            more = len(outcome.rejected) - len(shown)
+            err.print(f"... and {more} more bad line(s), each with its errors in the rejects")
         if refused:
             err.print(f"{len(outcome.rejected)} bad line(s); nothing was stored.")
         else:
