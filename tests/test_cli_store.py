@@ -726,3 +726,11 @@ def test_a_new_store_and_rejects_file_are_readable_by_their_owner_alone(tmp_path
     assert run(f"sqlite:///{store}", "import", str(path), "--skip-invalid",
                "--rejects", str(rejects)).exit_code == 0
     assert stat.S_IMODE(rejects.stat().st_mode) == 0o644
+
+
+def test_version_prints_the_installed_version():
+    from importlib import metadata
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"journey {metadata.version('journey')}\n"

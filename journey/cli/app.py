@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from importlib import metadata
 from typing import Annotated
 
 import typer
@@ -44,6 +45,13 @@ def configure(
         str | None,
         typer.Option("--actor", help="Who records the events (default: the OS user)."),
     ] = None,
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=lambda given: print_version(given),
+            help="Print Journey's version and exit.",
+        ),
+    ] = False,
 ) -> None:
     if actor is not None:
         try:
@@ -60,6 +68,13 @@ def configure(
             param_hint="--db",
         )
     ctx.obj = Options(db=db, actor=actor)
+
+
+def print_version(given: bool) -> None:
+    """``journey --version``: the installed distribution's version, for a bug report."""
+    if given:
+        typer.echo(f"journey {metadata.version('journey')}")
+        raise typer.Exit()
 
 
 def in_memory(url: str) -> bool:
