@@ -44,8 +44,9 @@ from journey.errors import (
 )
 from journey.events import CustomerEvent, Erased
 from journey.integrity import Report
+from journey.keycheck import KeyCheck
 from journey.moments import utc_now
-from journey.personal import KeyCheck, KeyDeletion, is_sealed
+from journey.personal import KeyDeletion, is_sealed
 from journey.storage import Database
 
 Progress = Callable[[int], None]

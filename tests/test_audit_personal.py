@@ -20,11 +20,10 @@ from typer.testing import CliRunner
 from journey.cli import app
 from journey.errors import InputError, JourneyError
 from journey.integrity import Checker, LogSeal
+from journey.keycheck import ERASED_TOPIC, KeyCheck
 from journey.personal import (
     ERASED,
-    ERASED_TOPIC,
     CustomerKey,
-    KeyCheck,
     KeyRace,
     Keyring,
     UnreadableSeal,
