@@ -129,7 +129,9 @@ class Customer(BaseAggregate[str]):
     @classmethod
     def identify(cls, customer_id: str, **fields: Any) -> Customer:
         """A new customer; personal data in ``fields`` must already be sealed."""
-        return cls._create(Identified, id=customer_id, **fields)
+        customer = cls._create(Identified, id=customer_id, **fields)
+        customer.recorded_keys.update(customer.seen)  # made here, as ``record`` notes
+        return customer
 
     def chain_pending(self, recorded_at: datetime | None = None) -> dict[int, bytes]:
         """Complete the events not yet saved for the store: each stamped with the time the

@@ -42,6 +42,8 @@ KEYS_TABLE = "journey_keys"
 #: VACUUM FULL waits for every reader of the key table, and every writer queues behind
 #: it: so it waits a moment at a time (writers go between), up to PURGE_WAIT seconds.
 PURGE_LOCK_WAIT, PURGE_LOCK_PAUSE, PURGE_WAIT = "500ms", 0.5, 600.0
+#: How long a SQLite checkpoint that empties the WAL may hold writers off, a try.
+CHECKPOINT_WAIT_MS = 200
 #: How long a reading process trusts a key it fetched (erasure elsewhere wins after that).
 CACHE_SECONDS = 5.0
 CACHE_SIZE = 4096
@@ -307,14 +309,14 @@ class Keyring:
         before the deletion may still see, so it waits for those to end first."""
         deadline = time.monotonic() + PURGE_WAIT
         if not self.tables.pg:
-            while (busy := self._checkpoint_busy()) and time.monotonic() < deadline:
+            while not self._checkpointed():
+                if time.monotonic() > deadline:
+                    raise JourneyError(
+                        "the key is deleted, but a reader of the database kept SQLite from "
+                        "writing its page over the old one in the main file for "
+                        f"{PURGE_WAIT:.0f} s: run the erase again later"
+                    )
                 time.sleep(PURGE_LOCK_PAUSE)
-            if busy:
-                raise JourneyError(
-                    "the key is deleted, but a reader of the database kept SQLite from "
-                    "writing its page over the old one in the main file for "
-                    f"{PURGE_WAIT:.0f} s: run the erase again later"
-                )
             return
         since = self.tables.autocommit("SELECT statement_timestamp()", fetch=True)[0][0]
         while True:
@@ -341,20 +343,31 @@ class Keyring:
                 )
             time.sleep(PURGE_LOCK_PAUSE)  # the writers queued behind it go first
 
-    def _checkpoint_busy(self) -> bool:
-        """Checkpoint the WAL into the main file; whether a reader kept it from finishing."""
-        rows = self.tables.autocommit("PRAGMA wal_checkpoint(TRUNCATE)", fetch=True)
-        return bool(rows) and rows[0][0] != 0
+    def _checkpointed(self) -> bool:
+        """Whether the WAL is now copied into the main file and emptied. A passive
+        checkpoint copies what no reader still reads, without holding writers off; only
+        once it has copied every frame is the WAL truncated, which holds writers off while
+        it waits for readers, so briefly (the key's bytes may be in older frames)."""
+        if self.tables.memory:
+            return True
+        _, frames, copied = self.tables.checkpoint("PASSIVE", busy_ms=0)
+        if frames != copied:  # a reader of an older snapshot still reads an old page
+            return False
+        busy, _, _ = self.tables.checkpoint("TRUNCATE", busy_ms=CHECKPOINT_WAIT_MS)
+        return busy == 0
 
     def _older_transactions(self, since: datetime) -> list[str]:
         """The sessions of this database (and prepared transactions) whose transaction
         began before ``since`` and holds a snapshot or a transaction id: VACUUM keeps a
-        row deleted after such a transaction began. Sessions of other roles show only to
+        row deleted after such a transaction began (a plain VACUUM's excepted, which
+        PostgreSQL does not count). Sessions of other roles show only to
         a role with pg_read_all_stats."""
         rows = self.tables.autocommit(
             "SELECT pid::text FROM pg_stat_activity WHERE datname = current_database() "
             "AND pid <> pg_backend_pid() AND xact_start < %(since)s "
             "AND (backend_xmin IS NOT NULL OR backend_xid IS NOT NULL) "
+            # a plain VACUUM's snapshot keeps nothing from being removed (PROC_IN_VACUUM)
+            "AND pid NOT IN (SELECT pid FROM pg_stat_progress_vacuum) "
             "UNION ALL SELECT 'prepared ' || gid FROM pg_prepared_xacts "
             "WHERE database = current_database() AND prepared < %(since)s",
             params={"since": since},

@@ -156,6 +156,18 @@ class SideTables:
                 if lock_timeout is not None and not conn.closed:
                     conn.execute("RESET lock_timeout")
 
+    def checkpoint(self, mode: str, busy_ms: int) -> tuple[int, int, int]:
+        """SQLite's ``wal_checkpoint(mode)`` on this connection, waiting at most
+        ``busy_ms`` for what it waits for (a TRUNCATE holds every writer off meanwhile):
+        (busy, frames in the WAL, frames copied into the main file)."""
+        with self._lock:
+            conn = self.connection()
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
+            try:
+                return tuple(conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone())
+            finally:
+                conn.execute("PRAGMA busy_timeout = 30000")
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:

@@ -282,7 +282,6 @@ def test_sqlite_erase_fails_while_a_reader_keeps_the_key_in_the_main_file(sqlite
         raw = Raw(engine)
         key = key_of(raw, "c-1")
         raw.close()
-        engine.app.tables.connection().execute("PRAGMA busy_timeout = 100")
         engine.app.tables.autocommit("PRAGMA wal_checkpoint(TRUNCATE)")
         reader = sqlite3.connect(path, isolation_level=None)
         try:
@@ -297,6 +296,52 @@ def test_sqlite_erase_fails_while_a_reader_keeps_the_key_in_the_main_file(sqlite
         assert engine.events("c-1")[-1].TYPE == "erased"  # recorded, with the key deleted
         assert engine.erase("c-1", "asked").position is None  # purges again
         assert files_hold(path, key) == []
+
+
+def test_sqlite_an_erase_waiting_for_a_reader_holds_no_writer_off(sqlite_url, monkeypatch):
+    """Waiting for the reader, the erase retried a checkpoint that holds every writer off
+    while it waits (30 s a try, for up to ten minutes): the service and the runners could
+    not write meanwhile (a review)."""
+    import sqlite3
+
+    import journey.personal
+
+    monkeypatch.setattr(journey.personal, "PURGE_WAIT", 4.0)
+    with opened(sqlite_url, actor="tester") as engine:
+        populate(engine)
+        path = engine.app.database.sqlite_path
+        reader = sqlite3.connect(path, isolation_level=None)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM sqlite_master").fetchall()  # a snapshot
+        failed: list[BaseException] = []
+
+        def erase() -> None:
+            try:
+                engine.erase("c-1", "asked")
+            except BaseException as exc:  # looked at below
+                failed.append(exc)
+
+        erasing = threading.Thread(target=erase)
+        erasing.start()
+        writer = sqlite3.connect(path, timeout=1, isolation_level=None)
+        try:
+            while erasing.is_alive() and not writer.execute(
+                "SELECT count(*) FROM stored_events WHERE topic LIKE '%Erased'"
+            ).fetchone()[0]:
+                time.sleep(0.05)  # until the erasure is recorded: the purge waits now
+            for i in range(3):
+                writer.execute("BEGIN IMMEDIATE")
+                writer.execute("CREATE TABLE IF NOT EXISTS scratch (x)")
+                writer.execute("INSERT INTO scratch VALUES (?)", (i,))
+                writer.execute("COMMIT")
+            assert erasing.is_alive()  # still waiting for the reader, writers went by
+        finally:
+            writer.close()
+            reader.rollback()
+            reader.close()
+            erasing.join(30)
+        assert not failed, failed
+        assert engine.app.keyring.key("c-1", fresh=True) is None
 
 
 @pytest.mark.postgres

@@ -181,6 +181,10 @@ def test_a_conflict_inside_one_batch_stores_nothing_and_says_so(engine):
     engine.record(purchase("c-1", "o-1"))
     again = engine.record_many([purchase("c-1", "o-1", "1")]).rejected[0].errors[0]
     assert "'o-1' was already recorded with other content" in again.reason
+    first = {"type": "identified", "customer_id": "n-1", "occurred_at": at(1), "event_id": "e-1"}
+    other = {**first, "referred_by": "c-1"}  # the same event_id, other content
+    (refused,) = engine.record_many([first, other]).rejected
+    assert "'e-1' was sent earlier in this input" in refused.errors[0].reason
 
 
 def test_record_of_a_conflict_raises_with_kind_conflict(engine):

@@ -122,7 +122,7 @@ def test_rfm_ties_share_the_score_of_the_middle_of_their_ranks():
 
 
 def test_rfm_a_block_of_customers_who_bought_nothing_lately_does_not_score_high():
-    """78 of 100 customers with no purchase in the last year (as CDNOW's on its last day)
+    """78 of 100 customers with no purchase in the last year (most of CDNOW's on its last day)
     took the top of the ranks they span: F = 4, beside 5 for those who did buy."""
     counts = {0: 78, 1: 15, 2: 7}
     members = [RfmInputs(400, f, Decimal(f * 10)) for f, n in counts.items() for _ in range(n)]

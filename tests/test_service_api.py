@@ -286,8 +286,9 @@ def test_a_time_whose_plus_came_unencoded_says_to_write_it_2b(api):
     assert "write it %2B" in response.json()["errors"][0]["reason"]
     encoded = api.get("/v1/customers/c-1?as_of=2025-03-02T10:00:00%2B01:00")
     assert encoded.status_code == 200
-    other = api.get("/v1/customers/c-1?as_of=yesterday").json()["errors"][0]["reason"]
-    assert "%2B" not in other
+    for other in ("yesterday", "2025-03-02 10:00", "2025-03-02T10:00", "2025-03-02 01"):
+        reason = api.get("/v1/customers/c-1", params={"as_of": other}).json()["errors"][0]
+        assert "%2B" not in reason["reason"], other
 
 
 def test_show_is_the_cli_json_and_404_before_the_first_event(api):

@@ -4,8 +4,8 @@ A customer's rank is its average rank among those tied with it: w customers are 
 and e equal (itself included), so it stands at w + e/2 of the population's N. Its score is
 ``ceil(5 * (w + e/2) / N)`` (at least 1): distinct values fall in five equal groups, and a
 tied block takes the score of the middle of the ranks it spans. (The top of the span, as
-before, gave the 78% of CDNOW's customers who bought nothing in the last year F = 4 and
-M = 4, a block of zeros scoring like the good customers; its bottom would give a whole
+before, gave CDNOW's 65% who bought nothing in the last year F = 4 and M = 4, a
+block of zeros scoring like the good customers; its bottom would give a whole
 population of equals, or a population of one, the worst score.) Recency: fewer days is
 better; frequency and monetary: more is better.
 """

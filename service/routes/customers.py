@@ -134,7 +134,7 @@ def now_if_absent(value: str | None) -> str:
 
 
 #: A zone offset whose + came as a space: a bare + in a URL's query reads as one.
-OFFSET_AS_SPACE = re.compile(r"\d \d{2}(:?\d{2})?$")
+OFFSET_AS_SPACE = re.compile(r"[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)? \d{2}(:?\d{2})?$")
 
 
 def plus_sent_bare(value: str | None) -> str:
