@@ -62,7 +62,7 @@ def models(
     clock: Callable[[], datetime] | None = None,
     page: int = 2000,
 ) -> Iterator[Models]:
-    journey = Journey(url, actor="tester")
+    journey = Journey(url, actor="tester", clock=clock or fixed(NOW))
     store = ReadModelStore(journey.database)
     try:
         runner = Runner(journey.app, store, settings, page=page, clock=clock or fixed(NOW))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timedelta
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from readmodel_support import (
     NOW,
     assert_feed_consistent,
@@ -253,3 +255,61 @@ def test_a_schema_named_at_postgresql_s_limit_has_a_feed(pg_url):
     finally:
         with psycopg.connect(_conninfo(PG_URL), autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+BASE = NOW - DAY * 1000
+
+
+@st.composite
+def batched_histories(draw) -> list[list[dict]]:
+    """Events of two customers, recorded in batches 100 days apart: each dated anywhere
+    in the 1,000 days (backfilled, current, or ahead of its recording)."""
+    kinds = st.sampled_from(["purchase", "purchase", "contact", "left", "qualified"])
+    made = []
+    for n in range(draw(st.integers(1, 10))):
+        customer = draw(st.sampled_from(["x", "y"]))
+        when = (BASE + DAY * draw(st.integers(0, 999))).isoformat()
+        base = {"customer_id": customer, "occurred_at": when}
+        kind = draw(kinds)
+        if kind == "purchase":
+            made.append({**base, "type": "purchase", "order_id": f"o-{n}", "amount": "10"})
+        elif kind == "contact":
+            made.append({**base, "type": "contact", "channel": "phone",
+                         "direction": "inbound", "purpose": "inquiry", "event_id": f"e-{n}"})
+        else:
+            made.append({**base, "type": kind, "event_id": f"e-{n}"})
+    cuts = sorted(draw(st.lists(st.integers(1, len(made)), max_size=4, unique=True)))
+    return [made[a:b] for a, b in zip([0, *cuts], [*cuts, len(made)], strict=True) if made[a:b]]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batched_histories())
+def test_a_late_runner_announces_what_one_following_each_batch_does(tmp_path_factory, batches):
+    """However late the runner comes and however the log falls into its pages, the feed
+    is the one a runner applying each batch as it was recorded writes (a new customer's
+    changes across pages, or a runner stopped meanwhile, were announced as one net
+    change, blamed on the newest event)."""
+    folder = tmp_path_factory.mktemp("feeds")
+    clock = [BASE]
+    moments = [BASE + DAY * 100 * (k + 1) for k in range(len(batches))]
+    seen = []
+    for late in (False, True):
+        url = f"sqlite:///{folder}/{'late' if late else 'live'}.db"
+        with models(url, clock=lambda: clock[0]) as m:
+            for moment, batch in zip(moments, batches, strict=True):
+                clock[0] = moment
+                record_all(m.journey, batch)
+                if not late:
+                    catch_up(m)
+            clock[0] = NOW
+            catch_up(m)
+            while m.runner.refresh_due():
+                pass
+            assert_feed_consistent(m.store)
+            seen.append(sorted(
+                (e.customer_id, e.position, e.kind, e.from_value, e.to_value, e.occurred_at,
+                 e.cause_id)
+                for e in Feed(m.store).read(limit=10**6)
+            ))
+    live, late = ([e[:1] + e[2:] for e in found] for found in seen)
+    assert late == live

@@ -6,8 +6,10 @@ closing: ``cause`` None), as an event recorded with a later ``occurred_at`` come
 effect or is applied (``cause`` its position). Each change is announced at the moment it
 happened, from the value before it, so that a subscriber replaying the feed passes through
 every state the customer had, whenever the runner noticed
-(tests/readmodel_support.assert_feed_consistent). Only new events dated before the row's
-last computation (backfilled) change what was already known: their net change is one step.
+(tests/readmodel_support.assert_feed_consistent). Events are taken batch by batch, each at
+its recording, as a runner that followed the log would have (tests/test_feed.py compares
+the two on generated histories); only those dated at or before what was already known
+(backfilled) change the past: their net change is one step.
 """
 
 from __future__ import annotations
@@ -136,34 +138,73 @@ def page_entries(
     customer: str, before: Any, stream: Stream, since: int, rules: Settings, now: datetime
 ) -> list[dict[str, Any]]:
     """The entries for a row recomputed at ``now`` because events after position
-    ``since`` were applied. A customer with no row yet has every change announced at its
-    own moment from its first event on, caused by the event that made it: what a runner
-    that had followed each event announced (a late one announced the net change only,
-    blaming the newest event). New events dated at or before the moment an existing row
-    was computed (backfilled) changed what was already known: their net change is
-    announced first, at the newest of them, caused by it. From that moment on, every
-    change is announced at its own moment (``transitions`` of the whole stream): by
-    itself, or as a later event takes effect, caused by it. So a lapse that came after a
-    new event is not blamed on it, however late the runner."""
-    if before is None:  # a new customer: every change at its own moment, as if followed live
-        return announced(customer, state_of(None), stream, BEGINNING, rules, now, now)[0]
+    ``since`` were applied: what a runner that had applied each batch of them as it was
+    recorded would have announced, however late this one comes and however the log is
+    cut into pages (it announced the net change of a page, blamed on its newest event).
+
+    Batch by batch (events recorded together, in log order), at the moment it was
+    recorded: new events dated at or before what was already known (the row's last
+    computation, then the batch before) changed the past, and their net change is one
+    entry, at the newest of them, caused by it; a customer's first batch is announced
+    from its first event on. Then every change up to the batch's recording, and from the
+    last one up to ``now``, is announced at its own moment (``transitions``): by itself,
+    or as an event takes effect, caused by it. So a lapse that came after a new event is
+    not blamed on it."""
+    entries: list[dict[str, Any]] = []
+    was: State = state_of(before)
+    known_at = None if before is None else min(before.computed_at, now)
+    for end, recorded in batches(stream, since):
+        known = Stream(stream.events[:end], stream.positions[:end])
+        until = now if end == len(stream.events) else min(recorded, now)
+        until = until if known_at is None else max(known_at, until)
+        if known_at is None:  # the customer's first events: every change from the first
+            found, was = announced(customer, was, known, BEGINNING, rules, until, now)
+        else:
+            found, was = backfilled(customer, was, known, since, known_at, rules, now)
+            more, was = announced(customer, was, known, known_at, rules, until, now)
+            found += more
+        entries += found
+        known_at, since = until, known.positions[-1]
+    if known_at is not None and known_at < now:  # no new event: what time brought
+        entries += announced(customer, was, stream, known_at, rules, now, now)[0]
+    return entries
+
+
+def batches(stream: Stream, since: int) -> Iterator[tuple[int, datetime]]:
+    """Where each batch of the events after position ``since`` ends in ``stream`` (an
+    index), and when it was recorded: consecutive events recorded at one moment."""
+    count = len(stream.events)
+    for index, (event, position) in enumerate(zip(stream.events, stream.positions, strict=True)):
+        if position <= since:
+            continue
+        last = index + 1 == count
+        if last or stream.events[index + 1].timestamp != event.timestamp:
+            yield index + 1, event.timestamp
+
+
+def backfilled(
+    customer: str,
+    was: State,
+    known: Stream,
+    since: int,
+    known_at: datetime,
+    rules: Settings,
+    now: datetime,
+) -> tuple[list[dict[str, Any]], State]:
+    """The net change of the events after position ``since`` dated at or before
+    ``known_at`` (what they changed of what was known then), at the newest of them."""
     fresh = [
         (event.occurred_at, event.originator_version, position)
-        for event, position in zip(stream.events, stream.positions, strict=True)
-        if position > since and event.occurred_at <= now and says_of_the_customer(event)
+        for event, position in zip(known.events, known.positions, strict=True)
+        if position > since and event.occurred_at <= known_at and says_of_the_customer(event)
     ]
-    known_at = min(before.computed_at, now)
-    backfilled = [f for f in fresh if f[0] <= known_at]
-    entries: list[dict[str, Any]] = []
-    was = state_of(before)
-    if backfilled:
-        occurred_at, _, cause = max(backfilled)
-        verdicts = verdicts_from(Facts.of(stream.events, known_at, rules))
-        entries += changes(
-            customer, was, values(verdicts), reasons_of(verdicts), occurred_at, cause, now
-        )
-        was = values(verdicts)
-    return entries + announced(customer, was, stream, known_at, rules, now, now)[0]
+    if not fresh:
+        return [], was
+    occurred_at, _, cause = max(fresh)
+    verdicts = verdicts_from(Facts.of(known.events, known_at, rules))
+    now_state = values(verdicts)
+    found = changes(customer, was, now_state, reasons_of(verdicts), occurred_at, cause, now)
+    return found, now_state
 
 
 def values(verdicts: dict[str, Verdict]) -> dict[str, str]:
