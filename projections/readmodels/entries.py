@@ -139,8 +139,8 @@ def page_entries(
 ) -> list[dict[str, Any]]:
     """The entries for a row recomputed at ``now`` because events after position
     ``since`` were applied: what a runner that had applied each batch of them as it was
-    recorded would have announced, however late this one comes and however the log is
-    cut into pages (it announced the net change of a page, blamed on its newest event).
+    recorded (and refreshed nothing in between) would have announced, however late this
+    one comes (it announced the net change of a page, blamed on its newest event).
 
     Batch by batch (events recorded together, in log order), at the moment it was
     recorded: new events dated at or before what was already known (the row's last
@@ -153,10 +153,8 @@ def page_entries(
     entries: list[dict[str, Any]] = []
     was: State = state_of(before)
     known_at = None if before is None else min(before.computed_at, now)
-    for end, recorded in batches(stream, since):
+    for end, until in spans(stream, since, known_at, now):
         known = Stream(stream.events[:end], stream.positions[:end])
-        until = now if end == len(stream.events) else min(recorded, now)
-        until = until if known_at is None else max(known_at, until)
         if known_at is None:  # the customer's first events: every change from the first
             found, was = announced(customer, was, known, BEGINNING, rules, until, now)
         else:
@@ -168,6 +166,31 @@ def page_entries(
     if known_at is not None and known_at < now:  # no new event: what time brought
         entries += announced(customer, was, stream, known_at, rules, now, now)[0]
     return entries
+
+
+def spans(
+    stream: Stream, since: int, known_at: datetime | None, now: datetime
+) -> Iterator[tuple[int, datetime]]:
+    """The batches after position ``since``, each with the moment it is announced up to:
+    its recording (never before what was known, nor after ``now``; the last up to
+    ``now``). A batch none of whose events is dated at or before the moment of the one
+    before changes nothing up to it: the two are announced in one walk, as one (events
+    recorded one by one as they happen were walked once each, from the first event)."""
+    pending: tuple[int, datetime] | None = None
+    for end, recorded in batches(stream, since):
+        until = now if end == len(stream.events) else min(recorded, now)
+        until = until if known_at is None else max(known_at, until)
+        if (
+            pending is not None
+            and any(  # it changes the past: a walk of its own
+                e.occurred_at <= pending[1] and says_of_the_customer(e)
+                for e in stream.events[pending[0] : end]
+            )
+        ):
+            yield pending
+        pending, known_at = (end, until), until  # else the one before walks on to it
+    if pending is not None:
+        yield pending
 
 
 def batches(stream: Stream, since: int) -> Iterator[tuple[int, datetime]]:
