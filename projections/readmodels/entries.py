@@ -7,9 +7,9 @@ effect or is applied (``cause`` its position). Each change is announced at the m
 happened, from the value before it, so that a subscriber replaying the feed passes through
 every state the customer had, whenever the runner noticed
 (tests/readmodel_support.assert_feed_consistent). Events are taken batch by batch, each at
-its recording, as a runner that followed the log would have (tests/test_feed.py compares
-the two on generated histories); only those dated at or before what was already known
-(backfilled) change the past: their net change is one step.
+its recording, as a runner applying each batch as it was recorded would have
+(tests/test_feed.py compares the two on generated histories); only those dated at or
+before what was already known (backfilled) change the past: their net change is one step.
 """
 
 from __future__ import annotations
