@@ -15,7 +15,9 @@ import psycopg
 import pytest
 from conftest import PG_URL, _conninfo
 from readmodel_support import (
+    JOURNEY,
     NOW,
+    ROOT,
     assert_feed_consistent,
     building,
     cli,
@@ -257,6 +259,7 @@ def test_one_writer_per_read_model(db_url):
                 )
                 assert continuous.returncode == 1, continuous.stderr
                 assert "another process holds the lock" in continuous.stderr
+                assert "keeping summary up to date" not in continuous.stderr  # it does not
                 assert "Traceback" not in continuous.stderr
             with other.lock("run:summary"):  # released
                 pass
@@ -629,3 +632,23 @@ def test_the_event_stores_notifications_are_each_schemas_own(pg_url):
     finally:
         with psycopg.connect(_conninfo(PG_URL), autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{other}" CASCADE')
+
+
+def test_a_continuous_run_says_it_keeps_the_models_once_it_holds_their_locks(db_url):
+    """It said so before taking them: a second runner said "keeping summary up to date",
+    then failed on the first one's lock (an operator's walk)."""
+    import signal
+    import subprocess
+
+    process = subprocess.Popen(
+        [JOURNEY, "--db", db_url, "projections", "run", "summary"], cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()  # its first word, once the lock is held
+        assert line.startswith("keeping summary up to date"), line
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+    assert process.returncode == 0

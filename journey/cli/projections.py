@@ -144,7 +144,6 @@ def run(
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    err.print(f"keeping {', '.join(chosen)} up to date (Ctrl-C stops)")
 
     def report(done: dict[str, int]) -> None:
         if any(done.values()):
@@ -160,6 +159,7 @@ def run(
             poll_seconds=poll,
             lock_wait=lock_wait,
             on_open=lambda models: warn_stale(models, chosen, rules),
+            on_start=lambda held: err.print(f"keeping {', '.join(held)} up to date (Ctrl-C stops)"),
         )
     except (LockBusy, NewerCode) as exc:
         fail(str(exc), as_json=False)

@@ -220,6 +220,7 @@ def run_supervised(
     poll_seconds: float = 0.25,
     lock_wait: float = LOCK_WAIT,
     on_open: Callable[[ReadModels], None] | None = None,
+    on_start: Callable[[list[str]], None] | None = None,
 ) -> None:
     """Run until ``stop``; after a lost database connection, reconnect and go on (the
     position lives in the database, so nothing is lost or repeated). ``on_open`` is
@@ -240,6 +241,9 @@ def run_supervised(
             try:
                 with held_locks(models.store, names, stop, waiting) as locks:
                     waiting = None
+                    if on_start:  # told once its locks are held, not before
+                        on_start(list(locks.held))
+                        on_start = None
                     with waiter(models) as wait:
                         models.runner.run(
                             locks.held,
