@@ -32,7 +32,7 @@ from commands.handlers import (
 from commands.models import MODELS as COMMAND_MODELS
 from commands.models import Command, InvalidInput, parse_command, parse_erase_reason
 from journey import connect  # noqa: F401  (re-exported: services import it from here)
-from journey.application import JourneyApplication
+from journey.application import JourneyApplication, last_erasure
 from journey.collecting import collector_paused
 from journey.customer import Customer
 from journey.errors import (
@@ -42,7 +42,7 @@ from journey.errors import (
     UnknownReference,
     utf8_text,
 )
-from journey.events import CustomerEvent, Erased
+from journey.events import CustomerEvent
 from journey.integrity import Report
 from journey.keycheck import KeyCheck
 from journey.moments import utc_now
@@ -289,12 +289,13 @@ class Journey:
 
     def _sealed_since_erasure(self, customer_id: str) -> bool:
         """Whether events since the customer's last ``erased`` (or ever) hold sealed
-        personal data: a key existed for them, and if this erase found none, an earlier one
-        destroyed it and did not finish (its event is still to record)."""
+        personal data: a key existed for them, and if this erase found none, an erase by
+        an older Journey destroyed it and did not finish (its event is still to record)."""
         events = list(self.app.sealed_events.get(customer_id))
-        erasures = [i for i, event in enumerate(events) if isinstance(event, Erased)]
-        since = events[erasures[-1] + 1 :] if erasures else events
-        return any(is_sealed(vars(event).get("personal")) for event in since)
+        last = last_erasure(events)
+        return any(
+            e.originator_version > last and is_sealed(vars(e).get("personal")) for e in events
+        )
 
     def verify(
         self, customer_ids: Iterable[str] | None = None, anchors: Iterable[tuple[int, str]] = ()
